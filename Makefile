@@ -1,0 +1,70 @@
+# mailshift — the two commands of the quick start are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+LAB_DIR ?= $(CURDIR)/.lab
+export MAILSHIFT_LAB_DIR := $(LAB_DIR)
+export AIRFLOW_HOME ?= $(LAB_DIR)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export PYTHONPATH := $(CURDIR)/include
+
+# Debian packages the lab needs: binary -> package.
+SYSTEM_PACKAGES := postgresql dovecot-imapd dovecot-pop3d bind9 bind9-dnsutils redis-server openssl
+SYSTEM_BINARIES := /usr/lib/postgresql/15/bin/initdb /usr/sbin/dovecot /usr/lib/dovecot/pop3 /usr/sbin/named /usr/bin/dig /usr/bin/nsupdate /usr/bin/redis-server
+
+.PHONY: all venv system-deps lab-up lab-down lab-status demo test test-unit lint bench clean
+
+all: venv
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip==26.3
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
+	@touch $@
+
+venv: $(VENV)/.installed
+
+system-deps:
+	@missing=""; for b in $(SYSTEM_BINARIES); do [ -x $$b ] || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages: $(SYSTEM_PACKAGES) (missing:$$missing)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
+	    systemctl disable --now dovecot named bind9 redis-server postgresql >/dev/null 2>&1 || true; \
+	  else \
+	    echo "missing:$$missing — run as root, or: sudo apt-get install $(SYSTEM_PACKAGES)"; exit 1; \
+	  fi; \
+	fi
+
+lab-up: venv system-deps
+	$(PY) -m lab up
+
+lab-down:
+	@if [ -x $(PY) ]; then $(PY) -m lab down; else echo "no .venv: nothing of the lab can be running"; fi
+
+lab-status: venv
+	$(PY) -m lab status
+
+demo: lab-up
+	$(PY) -m mailshift.demo
+
+lint: venv
+	$(VENV)/bin/ruff check include dags plugins tests bench
+
+test: lab-up lint
+	$(VENV)/bin/pytest -q tests
+
+test-unit: venv
+	$(VENV)/bin/pytest -q tests/unit
+
+bench: lab-up
+	$(PY) bench/run_all.py
+
+clean: lab-down
+	rm -rf $(VENV) $(LAB_DIR)

@@ -1,0 +1,1 @@
+"""IMAP side of mailshift: endpoints, sessions, folder mapping and the copier."""

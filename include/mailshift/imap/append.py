@@ -1,0 +1,123 @@
+"""APPEND that keeps bytes exact and reports what the destination said.
+
+imapclient's `append` goes through imaplib, which rewrites bare LF to CRLF: bytes would change.
+Its `multiappend` sends raw literals (LITERAL+ when offered) and is what we use for batches.
+A message larger than the advertised APPENDLIMIT goes alone with a synchronizing literal, so
+the server can refuse it before we send the bytes and the protocol stays in step.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from imapclient import IMAPClient
+from imapclient.datetime_util import datetime_to_INTERNALDATE
+from imapclient.imapclient import _literal as Literal  # imapclient's marker: always send as a literal
+from imapclient.imapclient import seq_to_parenstr
+from imapclient.util import to_bytes
+
+from .errors import ProtocolError
+
+_APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.I)
+_APPENDLIMIT = re.compile(rb"^APPENDLIMIT=(\d+)$", re.I)
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    flags: tuple
+    internal_date: datetime
+    data: bytes
+
+
+@dataclass(frozen=True)
+class AppendOutcome:
+    ok: bool
+    text: str                      # the server's words (tagged response text)
+    uidvalidity: int | None = None
+    uids: tuple[int, ...] = ()     # APPENDUID uids in the order of the messages
+
+
+def appendlimit(client: IMAPClient) -> int | None:
+    """The destination's advertised maximum message size (RFC 7889), if any."""
+    for cap in client.capabilities():
+        m = _APPENDLIMIT.match(cap)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def parse_uid_set(text: bytes) -> list[int]:
+    out = []
+    for part in text.split(b","):
+        if b":" in part:
+            lo, hi = (int(x) for x in part.split(b":"))
+            out.extend(range(min(lo, hi), max(lo, hi) + 1))
+        else:
+            out.append(int(part))
+    return out
+
+
+def _outcome(typ: str, data: list) -> AppendOutcome:
+    raw = b" ".join(d if isinstance(d, bytes) else str(d).encode() for d in data if d is not None)
+    text = raw.decode("utf-8", "replace")
+    if typ != "OK":
+        return AppendOutcome(False, text)
+    m = _APPENDUID.search(raw)
+    if not m:
+        return AppendOutcome(True, text)
+    return AppendOutcome(True, text, int(m.group(1)), tuple(parse_uid_set(m.group(2))))
+
+
+def _quoted_date(when: datetime) -> bytes:
+    return b'"' + datetime_to_INTERNALDATE(when).encode("ascii") + b'"'
+
+
+def _clean_flags(flags: tuple) -> tuple:
+    return tuple(f for f in flags if (f.decode() if isinstance(f, bytes) else f).lower() != "\\recent")
+
+
+def multiappend(client: IMAPClient, folder: str, messages: list[OutgoingMessage]) -> AppendOutcome:
+    """All messages in one APPEND command (RFC 3502: all land or none does)."""
+    if len(messages) == 1 or not client.has_capability("MULTIAPPEND"):
+        if len(messages) != 1:
+            raise ProtocolError("server lacks MULTIAPPEND; call append_one per message")
+        return append_one(client, folder, messages[0], synchronizing=False)
+    typ, data = client.multiappend(
+        folder,
+        [{"msg": m.data, "flags": _clean_flags(m.flags), "date": m.internal_date} for m in messages],
+    )
+    return _outcome(typ, data)
+
+
+def append_one(client: IMAPClient, folder: str, message: OutgoingMessage,
+               synchronizing: bool = True) -> AppendOutcome:
+    """One message; with a synchronizing literal the server may say NO before the bytes go."""
+    imap = client._imap
+    if not synchronizing and client.has_capability("LITERAL+"):
+        typ, data = client._raw_command(
+            b"APPEND",
+            [client._normalise_folder(folder),
+             to_bytes(seq_to_parenstr(_clean_flags(message.flags))),
+             _quoted_date(message.internal_date),
+             Literal(message.data)],
+            uid=False,
+        )
+        return _outcome(typ, data)
+    tag = imap._new_tag()
+    head = b" ".join([
+        to_bytes(tag), b"APPEND", client._normalise_folder(folder),
+        to_bytes(seq_to_parenstr(_clean_flags(message.flags))),
+        _quoted_date(message.internal_date),
+        b"{" + str(len(message.data)).encode() + b"}",
+    ])
+    imap.send(head + b"\r\n")
+    # Wait for "+ go ahead" or an early tagged refusal.
+    while imap._get_response():
+        if imap.tagged_commands.get(tag):
+            typ, data = imap._command_complete("APPEND", tag)
+            return _outcome(typ, data)
+    imap.send(message.data + b"\r\n")
+    typ, data = imap._command_complete("APPEND", tag)
+    return _outcome(typ, data)

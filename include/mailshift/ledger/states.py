@@ -1,0 +1,115 @@
+"""Codes stored in the ``message`` ledger (smallint columns), mirrored from
+``migrations/0001_init.sql`` (tables ``message_state`` / ``message_transform``
+and the CHECK constraints), plus the IMAP flag <-> (sys_flags, keywords) mapping.
+"""
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+
+
+class MessageState(enum.IntEnum):
+    INTENT = 0            # APPEND about to be sent; resume must look at the destination
+    COPIED = 1            # at the destination (dest_uid, dest_sha256)
+    REFUSED = 2           # destination said no; its words in detail
+    FAILED = 3            # error in detail
+    SOURCE_EXPUNGED = 4   # was copied, gone at the source since
+
+
+INTENT, COPIED, REFUSED, FAILED, SOURCE_EXPUNGED = (
+    MessageState.INTENT, MessageState.COPIED, MessageState.REFUSED,
+    MessageState.FAILED, MessageState.SOURCE_EXPUNGED)
+
+#: states after which the copier has nothing left to do for the row
+SETTLED_STATES = frozenset({COPIED, SOURCE_EXPUNGED})
+#: states that block the gate until fixed or waived
+BLOCKING_STATES = frozenset({INTENT, REFUSED, FAILED})
+#: states whose ``detail`` must carry the reason (CHECK message_reason)
+STATES_NEEDING_DETAIL = frozenset({REFUSED, FAILED})
+
+
+class Transform(enum.IntEnum):
+    NONE = 0
+    X_UIDL = 1            # b"X-UIDL: " + pop3_uidl + b"\r\n" prepended
+
+
+def x_uidl_header(pop3_uidl: str) -> bytes:
+    """The exact bytes Transform.X_UIDL prepends to a message."""
+    if not pop3_uidl or any(c in pop3_uidl for c in "\r\n"):
+        raise ValueError(f"invalid POP3 UIDL {pop3_uidl!r}")
+    return b"X-UIDL: " + pop3_uidl.encode("ascii") + b"\r\n"
+
+
+class SysFlag(enum.IntFlag):
+    SEEN = 1
+    ANSWERED = 2
+    FLAGGED = 4
+    DELETED = 8
+    DRAFT = 16
+
+
+SYS_FLAGS_MAX = 31
+
+#: IMAP spelling of each bit, in canonical output order
+SYS_FLAG_NAMES: dict[SysFlag, str] = {
+    SysFlag.SEEN: "\\Seen",
+    SysFlag.ANSWERED: "\\Answered",
+    SysFlag.FLAGGED: "\\Flagged",
+    SysFlag.DELETED: "\\Deleted",
+    SysFlag.DRAFT: "\\Draft",
+}
+_BY_LOWER = {name.lower(): bit for bit, name in SYS_FLAG_NAMES.items()}
+#: session-only flags: reported by servers, never stored or APPENDed
+SESSION_FLAGS = frozenset({"\\recent"})
+
+
+def _text(flag: str | bytes) -> str:
+    if isinstance(flag, (bytes, bytearray)):
+        return bytes(flag).decode("utf-8", "surrogateescape")
+    if isinstance(flag, str):
+        return flag
+    raise TypeError(f"IMAP flag must be str or bytes, not {type(flag).__name__}")
+
+
+def flags_to_db(flags: Iterable[str | bytes] | None) -> tuple[int, list[str] | None]:
+    """IMAP flags (as from FETCH FLAGS: str or bytes, any case) -> (sys_flags, keywords).
+
+    The five system flags become bits (case-insensitively); ``\\Recent`` is
+    dropped (session flag, cannot be APPENDed); everything else is a keyword,
+    kept with its spelling, de-duplicated case-insensitively (IMAP keywords are
+    case-insensitive) and sorted, so equal flag sets give equal rows.
+    ``keywords`` is None when there are none (the column is NULL, never ``{}``);
+    it is a list, which psycopg2 adapts to ``text[]``.
+    """
+    bits = 0
+    keywords: dict[str, str] = {}
+    for raw in flags or ():
+        flag = _text(raw).strip()
+        if not flag:
+            continue
+        low = flag.lower()
+        bit = _BY_LOWER.get(low)
+        if bit is not None:
+            bits |= bit
+        elif low in SESSION_FLAGS:
+            continue
+        else:
+            keywords.setdefault(low, flag)
+    kw = sorted(keywords.values(), key=lambda k: (k.lower(), k))
+    return bits, (kw or None)
+
+
+def db_to_flags(sys_flags: int, keywords: Iterable[str] | None = None) -> tuple[str, ...]:
+    """(sys_flags, keywords) -> IMAP flag tuple: system flags in canonical order, then keywords."""
+    if not 0 <= int(sys_flags) <= SYS_FLAGS_MAX:
+        raise ValueError(f"sys_flags {sys_flags} outside 0..{SYS_FLAGS_MAX}")
+    out = [name for bit, name in SYS_FLAG_NAMES.items() if sys_flags & bit]
+    out.extend(keywords or ())
+    return tuple(out)
+
+
+def flags_equal(a: Iterable[str | bytes] | None, b: Iterable[str | bytes] | None) -> bool:
+    """True if two IMAP flag lists mean the same stored flags (ignores case, order, \\Recent)."""
+    sa, ka = flags_to_db(a)
+    sb, kb = flags_to_db(b)
+    return sa == sb and [k.lower() for k in ka or ()] == [k.lower() for k in kb or ()]
