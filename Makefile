@@ -58,7 +58,7 @@ lint: venv
 	$(VENV)/bin/ruff check include dags plugins tests bench
 
 test: lab-up lint
-	$(VENV)/bin/pytest -q tests
+	MAILSHIFT_REQUIRE_LAB=1 $(VENV)/bin/pytest -q tests
 
 test-unit: venv
 	$(VENV)/bin/pytest -q tests/unit

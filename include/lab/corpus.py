@@ -738,19 +738,20 @@ def write_exports(inv: Inventory, out_dir, lab_config=None) -> Path:
     (out / "buildings").mkdir(parents=True, exist_ok=True)
     systems = []
     for s in inv.systems:
-        host, imap_port, pop3_port = "127.0.0.1", None, None
+        host, imap_port, pop3_port, max_conn = "127.0.0.1", None, None, s.max_connections
         if lab_config is not None:
             srv = lab_config.servers[s.lab_server]
             host = getattr(srv, "host", "127.0.0.1")
             imap_port = srv.imap_port
             pop3_port = getattr(srv, "pop3_port", None)
+            max_conn = getattr(srv, "max_connections", 0) or s.max_connections
         else:
             base = 14300
             n = 1 + [x.id for x in inv.systems].index(s.id)
             imap_port, pop3_port = base + n, base + 10 + n
         systems.append({
             "id": s.id, "kind": s.kind, "imap_host": host, "imap_port": imap_port,
-            "pop3_port": pop3_port, "tls": "none", "max_connections": s.max_connections,
+            "pop3_port": pop3_port, "tls": "none", "max_connections": max_conn,
             "airflow_conn_id": f"mailshift_{s.id.replace('-', '_')}", "export_format": s.export_format,
         })
     doc = {"systems": systems, "domains": [{"name": d, "mx_ttl": 3600} for d in inv.domains]}

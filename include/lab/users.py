@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
@@ -92,7 +93,29 @@ def write_passwd(path: Path, entries: dict[str, list[str]], header: str = "") ->
     if os.geteuid() == 0:
         os.chown(tmp, 0, grp.getgrnam("dovecot").gr_gid)
     os.chmod(tmp, 0o640)
+    # Dovecot notices a changed passwd-file by (mtime in whole seconds, size): two rewrites of
+    # equal size within one second would go unnoticed, so every rewrite gets a new second.
+    try:
+        old = int(os.stat(path).st_mtime)
+    except FileNotFoundError:
+        old = 0
+    stamp = max(int(time.time()), old + 1)
+    os.utime(tmp, (stamp, stamp))
     os.replace(tmp, path)
+    global _last_write
+    _last_write = time.time()
+
+
+_last_write = 0.0
+
+
+def wait_visible() -> None:
+    """Dovecot stat()s a passwd-file at most once per second (per ioloop second): a lookup in
+    the same second as the previous one still sees the old file. Sleeping to the next whole
+    second after our last write makes the change visible to every later login."""
+    delay = int(_last_write) + 1.05 - time.time()
+    if delay > 0:
+        time.sleep(delay)
 
 
 @contextmanager
@@ -109,9 +132,12 @@ HEADER = ("# lab users: login:password:uid:gid:gecos:home:shell:extra (managed b
           "# uid/gid/home come from mail_uid/mail_gid/mail_home in dovecot.conf)\n")
 
 
-def ensure_users(cfg: LabConfig, server_name: str, users: Iterable[UserSpec]) -> list[str]:
+def ensure_users(cfg: LabConfig, server_name: str, users: Iterable[UserSpec],
+                 wait: bool = True) -> list[str]:
     """Create or update users (idempotent). Password None -> cfg.default_user_password;
-    quota_bytes (dest only meaningful) -> userdb quota_rule. Returns the (lowercased) logins."""
+    quota_bytes (dest only meaningful) -> userdb quota_rule. Returns the (lowercased) logins.
+    With wait (default) returns only once Dovecot is sure to see the change (<= ~1 s; pass
+    wait=False for all but the last of several calls, or call wait_visible() yourself)."""
     server = _server(cfg, server_name)
     path = Path(server.passwd_file)
     logins = []
@@ -134,11 +160,13 @@ def ensure_users(cfg: LabConfig, server_name: str, users: Iterable[UserSpec]) ->
             logins.append(login)
         if entries != before or not path.exists():
             write_passwd(path, entries, HEADER)
+    if wait:
+        wait_visible()
     return logins
 
 
 def remove_users(cfg: LabConfig, server_name: str, logins: Iterable[str],
-                 delete_mail: bool = True) -> None:
+                 delete_mail: bool = True, wait: bool = True) -> None:
     server = _server(cfg, server_name)
     path = Path(server.passwd_file)
     logins = [_check_login(x) for x in logins]
@@ -150,6 +178,8 @@ def remove_users(cfg: LabConfig, server_name: str, logins: Iterable[str],
     if delete_mail:
         for login in logins:
             reset_mailbox(cfg, server_name, login)
+    if wait:
+        wait_visible()
 
 
 def list_users(cfg: LabConfig, server_name: str) -> list[str]:

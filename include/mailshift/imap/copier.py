@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 from imapclient import IMAPClient
 
+from .. import failpoints
 from ..ledger import states
 from ..ledger.copy_store import CopyStore, FolderRow, Intent, LedgerRow
 from .append import OutgoingMessage, append_one, appendlimit, multiappend
@@ -322,6 +323,7 @@ class MailboxCopier:
         if not intents:
             return dest_uidnext
         self.store.write_intents(mb.id, folder.id, self.summary.pass_id, dest_uidnext, intents)
+        failpoints.hit("after_intents")
         big = [i for i, o in enumerate(outgoing) if self.limit is not None and len(o.data) > self.limit]
         small = [i for i in range(len(outgoing)) if i not in set(big)]
         copied: list[tuple[int, int]] = []
@@ -337,7 +339,9 @@ class MailboxCopier:
         for i in big:
             one = append_one(self.dst, folder.dest_name, outgoing[i], synchronizing=True)
             self._one_result(folder, intents[i], one, dest_uidnext, copied, refused)
+        failpoints.hit("after_append")
         self.store.mark_copied(mb.id, folder.id, copied)
+        failpoints.hit("after_mark_copied")
         self.store.mark_refused(mb.id, folder.id, refused)
         self.summary.copied += len(copied)
         self.summary.refused += len(refused)

@@ -181,7 +181,9 @@ def parse_exports(export_dir) -> ParsedInventory:
     issues: list[Issue] = []
     if not d.is_dir():
         raise InventoryError([Issue(str(d), 0, "-", "export directory does not exist")])
+    n_before = len(issues)
     systems, domain_list = _read_systems(d, issues)
+    systems_ok = len(issues) == n_before
     sys_by_id = {s["id"]: s for s in systems}
 
     # --- export CSVs -----------------------------------------------------------------------
@@ -333,6 +335,8 @@ def parse_exports(export_dir) -> ParsedInventory:
             ov, iss = spec.load_spec_file(p, fname, rec)
             issues += iss
             if bid not in buildings:
+                if not systems_ok:
+                    continue  # exports could not be read: do not pile follow-on errors up
                 issues.append(Issue(fname, 1, "building_id", f"unknown building {bid!r} (in no export)", rec))
                 continue
             if ov is None:
@@ -376,7 +380,7 @@ def _upsert(cur, table: str, key: list[str], cols: list[str], rows: list[tuple],
         return counts
     allc = key + cols
     tmpl = "(" + ", ".join("%s::jsonb" if c in jsonb else "%s" for c in allc) + ")"
-    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)
+    sets = ", ".join([f"{c} = EXCLUDED.{c}" for c in cols] + ["updated_at = now()"])
     cmp_l = ", ".join(f"{table}.{c}" for c in cols)
     cmp_r = ", ".join(f"EXCLUDED.{c}" for c in cols)
     sql = (f"INSERT INTO {table} ({', '.join(allc)}) VALUES %s "

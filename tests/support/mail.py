@@ -1,0 +1,144 @@
+"""Test helpers that talk to the real lab servers: fresh databases, mailboxes, snapshots.
+
+Snapshots read a mailbox directly over IMAP (never through the copier or the ledger), so
+tests compare what the servers hold, not what mailshift believes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import poplib
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+import psycopg2
+from imapclient import IMAPClient
+
+from lab import users
+from lab.config import LabConfig
+from mailshift.imap.session import fetch_range
+from mailshift.ledger import migrate
+
+DOMAIN = "lab.mailshift.test"
+
+
+@contextlib.contextmanager
+def fresh_database(cfg: LabConfig):
+    """A new, migrated mailshift database in the lab cluster; dropped afterwards."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    admin = psycopg2.connect(cfg.pg_admin_dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} OWNER mailshift")
+    dsn = cfg.pg_dsn.rsplit("/", 1)[0] + "/" + name
+    try:
+        migrate.upgrade(dsn)
+        yield dsn
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+@dataclass(frozen=True)
+class LabMailbox:
+    id: int
+    address: str
+    source: str
+    source_login: str
+    dest_login: str
+    protocol: str
+
+
+def add_mailbox(conn, cfg: LabConfig, source: str, login: str, protocol: str = "imap",
+                spec: dict | None = None, quota_bytes: int | None = None) -> LabMailbox:
+    """Inventory rows for one mailbox, empty accounts on the source and the destination."""
+    import json
+
+    address = f"{login}@{DOMAIN}"
+    building = f"B-{source}-{login}"
+    with conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO source_system (id, kind, imap_host, imap_port, pop3_port, tls, max_connections,"
+                    " airflow_conn_id) VALUES (%s, 'dovecot', '127.0.0.1', %s, %s, 'none', 8, %s)"
+                    " ON CONFLICT (id) DO NOTHING",
+                    (source, cfg.servers[source].imap_port, cfg.servers[source].pop3_port,
+                     "mailshift_" + source.replace("-", "_")))
+        cur.execute("INSERT INTO domain (name) VALUES (%s) ON CONFLICT DO NOTHING", (DOMAIN,))
+        cur.execute("INSERT INTO building (id, name, domain, source_system, spec) VALUES (%s, %s, %s, %s, %s)",
+                    (building, building, DOMAIN, source, json.dumps(spec or {})))
+        cur.execute("INSERT INTO household (id, building_id) VALUES (%s, %s)", ("H-" + building, building))
+        cur.execute("INSERT INTO mailbox (household_id, address, source_login, dest_login, protocol)"
+                    " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                    ("H-" + building, address, login, address, protocol))
+        mid = cur.fetchone()[0]
+    users.ensure_users(cfg, source, [(login, None, None)])
+    users.reset_mailbox(cfg, source, login)
+    users.ensure_users(cfg, "dest", [(address, None, quota_bytes)])
+    users.reset_mailbox(cfg, "dest", address)
+    return LabMailbox(mid, address, source, login, address, protocol)
+
+
+def unique_login(prefix: str = "t") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+@contextlib.contextmanager
+def imap(cfg: LabConfig, server: str, login: str):
+    s = cfg.servers[server]
+    client = IMAPClient(s.host, port=s.imap_port, ssl=False, timeout=60)
+    client.normalise_times = False
+    client.login(s.master_login(login), s.admin_password)
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            client.logout()
+
+
+def logical(name: str, prefix: str, sep: str) -> str:
+    """Folder name reduced to a "/"-separated logical path, INBOX kept."""
+    if name.upper() == "INBOX":
+        return "INBOX"
+    if prefix and name.startswith(prefix):
+        name = name[len(prefix):]
+    return "/".join(name.split(sep))
+
+
+def snapshot(cfg: LabConfig, server: str, login: str, strip_x_uidl: bool = False) -> dict:
+    """{logical folder: Counter of (sha256, flags, internaldate)} read straight from the server."""
+    s = cfg.servers[server]
+    out = {}
+    with imap(cfg, server, login) as c:
+        for flags, _, name in c.list_folders():
+            if any(f.lower() == b"\\noselect" for f in flags):
+                continue
+            info = c.select_folder(name, readonly=True)
+            items = Counter()
+            if info.get(b"EXISTS"):
+                for _, d in fetch_range(c, "1:*", ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"]).items():
+                    body = d[b"BODY[]"]
+                    if strip_x_uidl and body.startswith(b"X-UIDL: "):
+                        body = body[body.index(b"\r\n") + 2:]
+                    fl = tuple(sorted(f.decode() for f in d[b"FLAGS"] if f.lower() != b"\\recent"))
+                    items[(hashlib.sha256(body).hexdigest(), fl, d[b"INTERNALDATE"].isoformat())] += 1
+            out[logical(name, s.prefix, s.separator)] = items
+    return out
+
+
+def pop3_uidls(cfg: LabConfig, server: str, login: str) -> list[str]:
+    s = cfg.servers[server]
+    p = poplib.POP3(s.host, s.pop3_port, timeout=30)
+    try:
+        p.user(s.master_login(login))
+        p.pass_(s.admin_password)
+        return [line.split()[1].decode() for line in p.uidl()[1]]
+    finally:
+        p.close()  # no QUIT: nothing committed
+
+
+def ledger_states(conn, mailbox_id: int) -> Counter:
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT state, count(*) FROM message WHERE mailbox_id = %s GROUP BY state", (mailbox_id,))
+        return Counter(dict(cur.fetchall()))
