@@ -23,10 +23,11 @@ import base64
 import hashlib
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 JST = timezone(timedelta(hours=9))
 MiB = 1024 * 1024
@@ -332,7 +333,7 @@ def _mangle_addresses(rng: random.Random, specs: list[dict], profile: str) -> No
     for i, s in enumerate(specs):
         by_sys.setdefault(s["system"].id, []).append(i)
     kinds = ["consecutive_dots", "dot_before_at"]
-    for k, (sys_id, idxs) in enumerate(sorted(by_sys.items())):
+    for k, (_sys_id, idxs) in enumerate(sorted(by_sys.items())):
         i = idxs[-1] if len(idxs) > 1 else idxs[0]
         local = specs[i]["local"].replace("_", ".").replace("-", ".")
         if "." not in local:
@@ -390,7 +391,10 @@ def mailbox_plan(inv: Inventory, mb: Mailbox) -> list[PlannedMessage]:
     specials: list[tuple[str, frozenset, int | None]] = []  # folder, tags, fixed size
     if mb.showcase:
         imap = mb.protocol == "imap"
-        f = (lambda x: x if imap else "INBOX")
+
+        def f(x: str) -> str:
+            return x if imap else "INBOX"
+
         specials += [
             ("INBOX", frozenset({"iso2022jp"}), None),
             ("INBOX", frozenset({"sjis"}), None),
@@ -566,9 +570,6 @@ def _text(rng: random.Random, ja: bool, n_sentences: int) -> str:
     return "\n".join(lines)
 
 
-_FILLER_JA = None
-
-
 def _filler(rng: random.Random, n: int, ja: bool, codec: str, eol: bytes) -> bytes:
     """About n bytes of text lines (encoded with codec), ending with eol."""
     if n <= 0:
@@ -665,9 +666,6 @@ def _render(mb: Mailbox, pm: PlannedMessage, shared_id: str) -> bytes:
     body_intro = _text(rng, ja, rng.randrange(2, 8))
     if "shared_message_id" in tags:
         body_intro += "\n" + f"(copy {pm.index} of a message whose Message-ID is shared)"
-    body_codec = codec if codec != "ascii" else "ascii"
-    if cte == "base64":
-        text_bytes = None
     header_bytes = eol.join(hdr) + eol
 
     if "attachment" in tags:
@@ -731,7 +729,6 @@ def write_exports(inv: Inventory, out_dir, lab_config=None) -> Path:
     Ports come from `lab_config` (lab.config.LabConfig) when given, else the default lab ports.
     """
     import yaml
-
     from mailshift.inventory import exports
 
     out = Path(out_dir)

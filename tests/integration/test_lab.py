@@ -148,7 +148,7 @@ def test_dest_refuses_append_over_limit(lab_config, user):
     with imap(lab_config, "dest", tls="none") as c:
         c.login(user, lab_config.default_user_password)
         c.append("INBOX", sized(limit))                # exactly at the limit: accepted
-        with pytest.raises(IMAPClientError, match=r"(?i)size|too big|limit"):
+        with pytest.raises(IMAPClientError, match=r"\[LIMIT\]"):
             c.append("INBOX", sized(limit + 1))
         c.select_folder("INBOX", readonly=True)
         assert len(c.search(["ALL"])) == 1
@@ -191,6 +191,19 @@ def test_source_pop3_uidl_is_not_uid_derived(lab_config, user, name):
     assert re.search(rf"pop3-login: Info: Login: user=<{re.escape(user)}>", log)
     assert re.search(rf"pop3\({re.escape(user)}\).*Disconnected: Logged out "
                      r"top=0/0, retr=1/\d+, del=0/3", log)
+
+
+@pytest.mark.parametrize("name", ["src-a", "src-b"])
+def test_source_pop3_legacy_commands(lab_config, user, name):
+    """Legacy features the audit looks for: APOP logins and the LAST command."""
+    s = lab_config.servers[name]
+    p = poplib.POP3(s.host, s.pop3_port, timeout=20)
+    assert re.search(rb"<[^>]+@[^>]+>", p.getwelcome())  # APOP timestamp in the greeting
+    assert p.apop(user, lab_config.default_user_password).startswith(b"+OK")
+    assert p._shortcmd("LAST") == b"+OK 0"
+    p.quit()
+    log = Path(s.log_dir, "dovecot.log").read_text()
+    assert re.search(rf"pop3-login: Info: Login: user=<{re.escape(user)}>, method=APOP", log)
 
 
 def test_dest_pop3_uidl_reuses_x_uidl(lab_config, user):
@@ -304,6 +317,7 @@ def test_dns_update_needs_tsig(lab_config):
 
 
 # --- Slack stand-in -----------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:The top-level `text` argument is missing")
 def test_slack_standin_with_real_sdk(lab_config):
     from slack_sdk import WebClient
     from slack_sdk.errors import SlackApiError
@@ -346,7 +360,7 @@ def test_lab_up_status_down_roundtrip(tmp_path_factory):
         pytest.skip(f"ports around {base} are busy")
     root = Path(f"/tmp/mailshift-lab-test-{uuid.uuid4().hex[:8]}")  # /tmp itself is traversable
     env = dict(os.environ, MAILSHIFT_LAB_DIR=str(root), MAILSHIFT_LAB_PORT_BASE=str(base),
-               PYTHONPATH=str(INCLUDE))
+               PYTHONPATH=str(INCLUDE), MAILSHIFT_LAB_MAX_CONN_SRC_B="3")
     try:
         r = _lab("up", env)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -355,6 +369,25 @@ def test_lab_up_status_down_roundtrip(tmp_path_factory):
         assert r.stdout.count(" up ") == 6
         state = json.loads((root / "lab.json").read_text())
         assert state["port_base"] == base and stat.S_IMODE((root / "lab.json").stat().st_mode) == 0o600
+
+        # the emulated legacy connection limit: a 4th concurrent IMAP session on src-b stalls
+        from lab.config import LabConfig
+
+        cfg = LabConfig.load(root)
+        s = cfg.servers["src-b"]
+        assert s.max_connections == 3
+        ensure_users(cfg, "src-b", [("limit@lab.test", None, None)])
+        sessions = []
+        for _ in range(3):
+            c = IMAPClient(s.host, s.imap_port, ssl=False, timeout=10)
+            c.login("limit@lab.test", cfg.default_user_password)
+            sessions.append(c)
+        extra = IMAPClient(s.host, s.imap_port, ssl=False, timeout=3)
+        with pytest.raises(OSError):                   # login never completes: timeout
+            extra.login("limit@lab.test", cfg.default_user_password)
+        for c in sessions:
+            c.logout()
+        assert "process_limit (3) reached" in Path(s.log_dir, "dovecot.log").read_text()
 
         # idempotent; a killed service (stale pidfile) is restarted
         slack_pid = int((root / "run" / "slack-standin.pid").read_text())

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import pytest
-
 from imapclient import imap_utf7
-
 from lab import corpus, seed
 
 
@@ -35,7 +33,7 @@ def test_source_serves_what_was_seeded(seeded):
             want = {seed.server_folder_name(f, sep, prefix) for f in mb.folders}
             assert want <= listed and want <= subscribed, (mb.address, want - listed)
             expected: dict[str, list] = {}
-            for pm, m in zip(corpus.mailbox_plan(inv, mb), corpus.mailbox_messages(inv, mb)):
+            for pm, m in zip(corpus.mailbox_plan(inv, mb), corpus.mailbox_messages(inv, mb), strict=True):
                 expected.setdefault(m.folder, []).append((pm, m))
             for folder in mb.folders:
                 items = expected.get(folder, [])
@@ -45,7 +43,7 @@ def test_source_serves_what_was_seeded(seeded):
                 if not uids:
                     continue
                 data = c.fetch(uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE", "RFC822.SIZE"])
-                for uid, (pm, m) in zip(uids, items):
+                for uid, (pm, m) in zip(uids, items, strict=True):
                     d = data[uid]
                     flags = {f.decode() for f in d[b"FLAGS"]} - {"\\Recent"}
                     assert flags == set(m.flags), (mb.address, folder, uid)

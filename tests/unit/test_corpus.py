@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from lab import corpus
 
 INCLUDE = Path(__file__).resolve().parents[2] / "include"
@@ -62,7 +61,7 @@ def test_every_special_case_planned(profile):
     assert {"\\Seen", "\\Answered", "\\Flagged", "\\Draft", "$Forwarded", "$Junk", corpus.CUSTOM_KEYWORD} <= flags
     # addresses/logins ASCII, some not dot-atoms, one mixed case, Japanese names
     addrs = [m.address for m in inv.mailboxes]
-    assert all(a.isascii() and m.login.isascii() for a, m in zip(addrs, inv.mailboxes))
+    assert all(a.isascii() and m.login.isascii() for a, m in zip(addrs, inv.mailboxes, strict=True))
     assert any(".." in a.split("@")[0] for a in addrs)
     assert any(a.split("@")[0].endswith(".") for a in addrs)
     assert any(a != a.lower() for a in addrs)
@@ -104,7 +103,7 @@ def test_messages_carry_their_special_cases():
         assert all(m.folder in mb.folders for m in msgs)
         assert all(m.internal_date.tzinfo is not None for m in msgs)
         ids: dict[bytes, set] = {}
-        for pm, m in zip(plan, msgs):
+        for pm, m in zip(plan, msgs, strict=True):
             raw = m.raw
             head = raw.split(b"\r\n\r\n" if b"\r\n" in raw else b"\n\n", 1)[0]
             assert abs(len(raw) - pm.size) <= 80 or pm.size < 1500, (pm.tags, len(raw), pm.size)
@@ -146,7 +145,7 @@ def test_messages_carry_their_special_cases():
                 assert parts and parts[0]["Content-Transfer-Encoding"] == "base64"
                 assert len(parts[0].get_payload(decode=True)) > 100
                 found.add("attachment")
-        for pm, m in zip(plan, msgs):
+        for pm, m in zip(plan, msgs, strict=True):
             if pm.dup_of is not None:
                 orig = msgs[pm.dup_of]
                 assert orig.raw == m.raw and orig.folder == m.folder

@@ -4,9 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from mailshift.inventory import InventoryError, parse_exports
-from mailshift.inventory import exports, spec
+from mailshift.inventory import InventoryError, exports, parse_exports, spec
 
 FIX = Path(__file__).parent / "fixtures" / "inventory"
 INVALID = sorted(p for p in (FIX / "invalid").iterdir() if p.is_dir())
@@ -40,7 +38,7 @@ def test_valid_fixture_parses():
 
 @pytest.mark.parametrize("case", INVALID, ids=[p.name for p in INVALID])
 def test_invalid_fixture(case: Path):
-    expected = [l for l in (case / "expected.txt").read_text(encoding="utf-8").splitlines() if l.strip()]
+    expected = [x for x in (case / "expected.txt").read_text(encoding="utf-8").splitlines() if x.strip()]
     with pytest.raises(InventoryError) as ei:
         parse_exports(case)
     msg = str(ei.value)

@@ -214,7 +214,7 @@ def parse_exports(export_dir) -> ParsedInventory:
         rec = r.record()
         where = (r.file, r.line)
 
-        def err(fld: str, problem: str) -> None:
+        def err(fld: str, problem: str, where=where, rec=rec) -> None:
             issues.append(Issue(where[0], where[1], fld, problem, rec))
 
         required = ["building_id", "building_name", "domain", "household_id", "contact_name",
