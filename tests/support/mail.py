@@ -24,17 +24,30 @@ from mailshift.ledger import migrate
 DOMAIN = "lab.mailshift.test"
 
 
+def _template(cfg: LabConfig, admin) -> str:
+    """A migrated template database, one per version of the migration files (cheap copies)."""
+    digest = hashlib.sha256(b"".join(m.path.read_bytes() for m in migrate.discover())).hexdigest()[:12]
+    name = f"mailshift_tpl_{digest}"
+    with admin.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cur.fetchone() is None:
+            cur.execute(f"CREATE DATABASE {name} OWNER mailshift")
+            migrate.upgrade(cfg.pg_dsn.rsplit("/", 1)[0] + "/" + name)
+    return name
+
+
 @contextlib.contextmanager
 def fresh_database(cfg: LabConfig):
     """A new, migrated mailshift database in the lab cluster; dropped afterwards."""
     name = "t_" + uuid.uuid4().hex[:12]
     admin = psycopg2.connect(cfg.pg_admin_dsn)
     admin.autocommit = True
+    template = _template(cfg, admin)
     with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name} OWNER mailshift")
+        cur.execute(f"CREATE DATABASE {name} OWNER mailshift TEMPLATE {template}")
     dsn = cfg.pg_dsn.rsplit("/", 1)[0] + "/" + name
     try:
-        migrate.upgrade(dsn)
+        assert migrate.upgrade(dsn) == []
         yield dsn
     finally:
         with admin.cursor() as cur:

@@ -150,7 +150,13 @@ class MailboxCopier:
                     self.src = self.dst = None
         finally:
             self.summary.seconds = round(time.monotonic() - started, 3)
-            self.store.finish_pass(self.summary.pass_id, status, self.summary.as_dict())
+            try:
+                self.store.finish_pass(self.summary.pass_id, status, self.summary.as_dict())
+            except Exception:  # never hide the error that ended the pass behind a ledger error
+                log.exception("%s: could not record the end of pass %s", self.mailbox.address,
+                              self.summary.pass_id)
+                if status == "finished":
+                    raise
         return self.summary
 
     def _run_once(self) -> None:

@@ -1,0 +1,126 @@
+"""Server faults end in the same exact result: connections cut mid-APPEND and mid-FETCH, the
+destination and the source restarted mid-copy, a server answering slowly. The copier
+reconnects with backoff; the destination ends with every message exactly once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import threading
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+from support.faultproxy import FaultProxy
+from support.mail import add_mailbox, fresh_database, imap, snapshot, unique_login
+
+from lab.config import LabConfig
+from lab.connections import imap_uri
+from lab.lab import services
+from mailshift.imap.append import OutgoingMessage, multiappend
+from mailshift.imap.copier import CopyOptions, MailboxRef, copy_mailbox
+from mailshift.imap.endpoint import parse_endpoint
+from mailshift.ledger.copy_store import CopyStore
+
+pytestmark = pytest.mark.integration
+
+
+def _via(uri: str, port: int) -> str:
+    parts = urlsplit(uri)
+    netloc = parts.netloc.rsplit(":", 1)[0] + f":{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@pytest.fixture
+def mailbox(lab_config):
+    """A src-a mailbox of 240 messages (~1.5 MB) and a fresh ledger."""
+    cfg = lab_config
+    rng = random.Random(5)
+    with fresh_database(cfg) as dsn:
+        db = psycopg2.connect(dsn)
+        mb = add_mailbox(db, cfg, "src-a", unique_login("f"), "imap")
+        msgs = [OutgoingMessage((b"\\Seen",) if i % 2 else (), dt.datetime(2021, 3, 1, tzinfo=dt.UTC) + dt.timedelta(hours=i),
+                                f"Subject: fault {i}\r\n\r\n".encode() + rng.randbytes(3000).hex().encode() + b"\r\n")
+                for i in range(240)]
+        with imap(cfg, "src-a", mb.source_login) as c:
+            for start in range(0, len(msgs), 60):
+                assert multiappend(c, "INBOX", msgs[start:start + 60]).ok
+        yield db, mb
+        db.close()
+
+
+def _copy(db, cfg, mb, source_uri=None, dest_uri=None, **opts):
+    ref = MailboxRef(mb.id, mb.address, mb.source_login, mb.dest_login, mb.protocol)
+    options = CopyOptions(**{"batch_messages": 20, "intent_grace_seconds": 0.3, "max_attempts": 8,
+                             "backoff_seconds": 0.2, **opts})
+    return copy_mailbox(CopyStore(db), ref, parse_endpoint(source_uri or imap_uri(cfg, "src-a")),
+                        parse_endpoint(dest_uri or imap_uri(cfg, "dest")), options)
+
+
+def _exactly_once(cfg, mb):
+    src = snapshot(cfg, "src-a", mb.source_login)
+    dst = snapshot(cfg, "dest", mb.dest_login)
+    assert dst["INBOX"] == src["INBOX"], (f"missing {src['INBOX'] - dst['INBOX']}, "
+                                          f"extra {dst['INBOX'] - src['INBOX']}")
+
+
+def test_connections_cut_mid_append(lab_config, mailbox):
+    db, mb = mailbox
+    with FaultProxy(lab_config.dest.imap_port) as proxy:
+        proxy.cut_after(upstream_bytes=150_000, times=3)
+        summary = _copy(db, lab_config, mb, dest_uri=_via(imap_uri(lab_config, "dest"), proxy.port))
+    assert proxy.cuts == 3 and summary.attempts == 4
+    _exactly_once(lab_config, mb)
+
+
+def test_connections_cut_mid_fetch(lab_config, mailbox):
+    db, mb = mailbox
+    with FaultProxy(lab_config.servers["src-a"].imap_port) as proxy:
+        proxy.cut_after(downstream_bytes=200_000, times=2)
+        summary = _copy(db, lab_config, mb, source_uri=_via(imap_uri(lab_config, "src-a"), proxy.port))
+    assert proxy.cuts == 2 and summary.attempts == 3
+    _exactly_once(lab_config, mb)
+
+
+def _restart(cfg: LabConfig, name: str, after: float, down_for: float = 0.5):
+    svc = dict((n, s) for n, _, s in services(cfg.root, cfg.raw))[name]
+
+    def go():
+        time.sleep(after)
+        svc.stop()
+        time.sleep(down_for)
+        svc.start()
+
+    t = threading.Thread(target=go)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("server", ["dest", "src-a"])
+def test_server_restarted_mid_copy(lab_config, mailbox, server):
+    db, mb = mailbox
+    # Slow the copy down through a proxy so the restart lands in the middle of it.
+    port = lab_config.servers[server].imap_port
+    with FaultProxy(port) as proxy:
+        proxy.delay = 0.01
+        uri = _via(imap_uri(lab_config, server), proxy.port)
+        restart = _restart(lab_config, server, after=0.6)
+        summary = _copy(db, lab_config, mb, **({"dest_uri": uri} if server == "dest" else {"source_uri": uri}))
+        restart.join()
+    assert summary.attempts >= 2, "the restart should have interrupted the copy"
+    _exactly_once(lab_config, mb)
+
+
+def test_slow_server_times_out_and_retries(lab_config, mailbox):
+    db, mb = mailbox
+    with FaultProxy(lab_config.dest.imap_port) as proxy:
+        proxy.delay = 0.4  # each chunk 0.4 s late; the client times out after 0.3 s
+        uri = _via(imap_uri(lab_config, "dest"), proxy.port) + "&timeout=0.3"
+        slow = threading.Timer(2.0, lambda: setattr(proxy, "delay", 0.0))
+        slow.start()
+        summary = _copy(db, lab_config, mb, dest_uri=uri, backoff_seconds=0.5)
+        slow.cancel()
+    assert summary.attempts >= 2
+    _exactly_once(lab_config, mb)
+
