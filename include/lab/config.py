@@ -106,7 +106,7 @@ class LabConfig:
         return dns.tsigkeyring.from_text({self.tsig_key_name: self.tsig_secret})
 
     @classmethod
-    def load(cls, root: str | os.PathLike | None = None) -> "LabConfig":
+    def load(cls, root: str | os.PathLike | None = None) -> LabConfig:
         root = Path(os.path.abspath(root)) if root else lab_dir()
         path = root / "lab.json"
         try:
@@ -116,7 +116,7 @@ class LabConfig:
         return cls.from_dict(data)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LabConfig":
+    def from_dict(cls, d: dict) -> LabConfig:
         servers = {name: ServerInfo(**s) for name, s in d["servers"].items()}
         return cls(
             root=Path(d["root"]),

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from . import proc
-from .users import HEADER, read_passwd, ssha256, check_password, write_passwd
+from .users import HEADER, check_password, read_passwd, ssha256, write_passwd
 
 MAIL_USER = "mail"  # Debian's system user (uid 8) owns all lab mail
 

@@ -11,9 +11,23 @@ from pathlib import Path
 
 from . import proc
 from .bind import Bind
-from .config import (DEFAULT_PORT_BASE, DNS_OFFSET, DNS_ZONE, HOST, IMAP_OFFSET, IMAPS_OFFSET,
-                     PG_OFFSET, POP3_OFFSET, SERVER_NAMES, SLACK_OFFSET, TSIG_ALGORITHM,
-                     TSIG_KEY_NAME, LabConfig, lab_dir, port_base_from_env)
+from .config import (
+    DEFAULT_PORT_BASE,
+    DNS_OFFSET,
+    DNS_ZONE,
+    HOST,
+    IMAP_OFFSET,
+    IMAPS_OFFSET,
+    PG_OFFSET,
+    POP3_OFFSET,
+    SERVER_NAMES,
+    SLACK_OFFSET,
+    TSIG_ALGORITHM,
+    TSIG_KEY_NAME,
+    LabConfig,
+    lab_dir,
+    port_base_from_env,
+)
 from .dovecot import SHAPES, Dovecot
 from .pg import Postgres, choose_dir
 from .tls import ensure_certs
@@ -236,7 +250,7 @@ def down(root: Path | None = None) -> int:
     rc = 0
     if path.exists():
         state = json.loads(path.read_text())
-        for name, ports, svc in reversed(services(root, state)):
+        for name, _ports, svc in reversed(services(root, state)):
             try:
                 msg = svc.stop()
             except Exception as e:

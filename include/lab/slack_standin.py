@@ -48,7 +48,7 @@ class Recorder:
     def read(self) -> list[dict]:
         with self.lock:
             text = self.path.read_text(encoding="utf-8")
-        return [json.loads(l) for l in text.splitlines() if l.strip()]
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def reset(self) -> None:
         with self.lock:
@@ -60,7 +60,7 @@ def make_handler(token: str, recorder: Recorder):
         server_version = "mailshift-slack-standin/1"
 
         def log_message(self, fmt, *args):  # to our stdout log, one line per request
-            sys.stdout.write("%s %s\n" % (self.log_date_time_string(), fmt % args))
+            sys.stdout.write(f"{self.log_date_time_string()} {fmt % args}\n")
             sys.stdout.flush()
 
         def _send(self, obj, status: int = 200) -> None:

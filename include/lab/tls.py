@@ -29,7 +29,7 @@ def ensure_certs(tls_dir: Path) -> dict[str, str]:
     if ca_pem.exists() and cert_pem.exists() and key_pem.exists():
         return paths
 
-    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mailshift lab"),
                          x509.NameAttribute(NameOID.COMMON_NAME, "mailshift lab CA")])

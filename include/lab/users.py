@@ -10,9 +10,9 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
 
 from .config import LabConfig, ServerInfo
 

@@ -10,6 +10,14 @@ from collections import Counter
 
 import psycopg2
 import pytest
+from lab import corpus
+from lab.connections import imap_uri
+from lab.seed import server_folder_name
+from mailshift.imap.append import OutgoingMessage, multiappend
+from mailshift.imap.copier import CopyOptions, MailboxRef, copy_mailbox
+from mailshift.imap.endpoint import parse_endpoint
+from mailshift.ledger import states
+from mailshift.ledger.copy_store import CopyStore
 from support.mail import (
     add_mailbox,
     fresh_database,
@@ -19,15 +27,6 @@ from support.mail import (
     snapshot,
     unique_login,
 )
-
-from lab import corpus
-from lab.connections import imap_uri
-from lab.seed import server_folder_name
-from mailshift.imap.append import OutgoingMessage, multiappend
-from mailshift.imap.copier import CopyOptions, MailboxRef, copy_mailbox
-from mailshift.imap.endpoint import parse_endpoint
-from mailshift.ledger import states
-from mailshift.ledger.copy_store import CopyStore
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
-from support.faultproxy import FaultProxy
-from support.mail import add_mailbox, fresh_database, imap, snapshot, unique_login
-
 from lab.config import LabConfig
 from lab.connections import imap_uri
 from lab.lab import services
@@ -22,6 +19,8 @@ from mailshift.imap.append import OutgoingMessage, multiappend
 from mailshift.imap.copier import CopyOptions, MailboxRef, copy_mailbox
 from mailshift.imap.endpoint import parse_endpoint
 from mailshift.ledger.copy_store import CopyStore
+from support.faultproxy import FaultProxy
+from support.mail import add_mailbox, fresh_database, imap, snapshot, unique_login
 
 pytestmark = pytest.mark.integration
 

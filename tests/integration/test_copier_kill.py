@@ -12,8 +12,6 @@ import signal
 
 import psycopg2
 import pytest
-from support.mail import add_mailbox, fresh_database, imap, pop3_uidls, snapshot, unique_login
-
 from lab.connections import imap_uri
 from lab.seed import server_folder_name
 from mailshift import failpoints
@@ -22,6 +20,7 @@ from mailshift.imap.copier import CopyOptions, MailboxRef, copy_mailbox
 from mailshift.imap.endpoint import parse_endpoint
 from mailshift.ledger import states
 from mailshift.ledger.copy_store import CopyStore
+from support.mail import add_mailbox, fresh_database, imap, pop3_uidls, snapshot, unique_login
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,6 @@ import psycopg2
 import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
-
 from lab import proc
 from lab.users import ensure_users, list_users, remove_users, reset_mailbox, wait_visible
 
@@ -180,12 +179,12 @@ def test_source_pop3_uidl_is_not_uid_derived(lab_config, user, name):
     first = uidls()
     assert len(first) == 3 and len(set(first)) == 3
     assert uidls() == first                            # stable across sessions
-    for uidl, uid in zip(first, uids):
+    for uidl, uid in zip(first, uids, strict=True):
         assert str(uidvalidity) not in uidl
         for form in (f"{uid:08X}{uidvalidity:08X}", f"{uid:08x}{uidvalidity:08x}",
                      f"{uidvalidity}.{uid}", f"{uid}.{uidvalidity}"):
             assert form not in uidl
-        assert not re.fullmatch(r"0*%d" % uid, uidl)
+        assert not re.fullmatch(rf"0*{uid}", uidl)
     # the audit parses POP3 logins and logouts with top/retr/dele counts
     log = Path(s.log_dir, "dovecot.log").read_text()
     assert re.search(rf"pop3-login: Info: Login: user=<{re.escape(user)}>", log)
@@ -319,10 +318,9 @@ def test_dns_update_needs_tsig(lab_config):
 # --- Slack stand-in -----------------------------------------------------------------------------
 @pytest.mark.filterwarnings("ignore:The top-level `text` argument is missing")
 def test_slack_standin_with_real_sdk(lab_config):
+    from lab import slack_standin
     from slack_sdk import WebClient
     from slack_sdk.errors import SlackApiError
-
-    from lab import slack_standin
 
     client = WebClient(token=lab_config.slack_token, base_url=lab_config.slack_base_url)
     assert client.auth_test()["ok"] is True

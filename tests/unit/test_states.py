@@ -3,10 +3,16 @@ import re
 from pathlib import Path
 
 import pytest
-
 from mailshift.ledger import states
-from mailshift.ledger.states import (MessageState, SysFlag, Transform, db_to_flags,
-                                     flags_equal, flags_to_db, x_uidl_header)
+from mailshift.ledger.states import (
+    MessageState,
+    SysFlag,
+    Transform,
+    db_to_flags,
+    flags_equal,
+    flags_to_db,
+    x_uidl_header,
+)
 
 MIGRATION = Path(states.__file__).parent / "migrations" / "0001_init.sql"
 

@@ -18,10 +18,11 @@ The password is a secret: `Endpoint.__repr__` never shows it.
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from .errors import ConfigError
 
@@ -110,14 +111,33 @@ def parse_endpoint(uri: str) -> Endpoint:
     )
 
 
+def endpoint_from_json(doc: dict) -> Endpoint:
+    """An endpoint from Airflow's JSON connection form (host, port, login, password, extra)."""
+    extra = doc.get("extra") or {}
+    if isinstance(extra, str):
+        extra = json.loads(extra)
+    known = {"tls", "verify", "ca", "auth", "sep", "pop3_port", "pop3_tls", "timeout"}
+    query = urlencode({k: str(v) for k, v in extra.items() if k in known})
+    user = quote(doc.get("login") or "", safe="")
+    if doc.get("password"):
+        user += ":" + quote(doc["password"], safe="")
+    return parse_endpoint(f"imap://{user}@{doc.get('host')}:{doc.get('port') or 143}" + (f"?{query}" if query else ""))
+
+
 def endpoint_from_env(conn_id: str) -> Endpoint:
     """Resolve a connection id the way Airflow does for env-defined connections.
 
-    `mailshift_src_a` is looked up as `AIRFLOW_CONN_MAILSHIFT_SRC_A`. Inside Airflow tasks the
-    adapter in `dags/` turns the Airflow connection into the same URI instead.
+    `mailshift_src_a` is looked up as `AIRFLOW_CONN_MAILSHIFT_SRC_A`, in Airflow's URI or JSON
+    form. Inside Airflow tasks `mailshift.airflow_adapters.connections` reads the real
+    Airflow connection instead.
     """
     var = "AIRFLOW_CONN_" + conn_id.upper()
-    uri = os.environ.get(var)
-    if not uri:
+    value = os.environ.get(var)
+    if not value:
         raise ConfigError(f"connection {conn_id!r} is not defined (set {var} or an Airflow connection)")
-    return parse_endpoint(uri)
+    if value.lstrip().startswith("{"):
+        try:
+            return endpoint_from_json(json.loads(value))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{var} is not valid JSON: {exc.msg} at {exc.pos}") from exc
+    return parse_endpoint(value)

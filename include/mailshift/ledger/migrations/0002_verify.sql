@@ -1,0 +1,91 @@
+-- 0002_verify: what the independent verifier (mailshift.verify) records.
+--
+-- Adds to 0001 (never edits it):
+-- * reconciliation: one row per destination folder (level 'folder', keyed by dest_folder,
+--   because several source folders may map to one destination folder) and one summary row
+--   per mailbox (level 'mailbox', dest_folder NULL) on which the Great Expectations suite runs.
+--   Raw counts keep their 0001 meaning; *_open counts exclude waived findings; *_net columns
+--   are adjusted for declared transformations, source-expunged messages kept at the
+--   destination, and waivers.
+-- * reconciliation_finding: two more kinds, whether it blocks the proof, the waiver that
+--   covers it, and names (folder names, sizes, ledger state) so a finding reads on its own.
+-- * waiver: scope 'dest_message' (a message at the destination with no source, e.g. a
+--   stray or a duplicate), identified by destination folder, UIDVALIDITY and UID.
+-- * gx_validation: the stored Great Expectations validation result per verify run.
+
+ALTER TABLE reconciliation
+    ADD COLUMN level                text NOT NULL DEFAULT 'folder' CHECK (level IN ('folder', 'mailbox')),
+    ADD COLUMN dest_folder          text,
+    ADD COLUMN src_folders          text[],
+    ADD COLUMN mode                 text NOT NULL DEFAULT 'full' CHECK (mode IN ('full', 'sample')),
+    ADD COLUMN altered              int NOT NULL DEFAULT 0 CHECK (altered >= 0),
+    ADD COLUMN flags_mismatch       int NOT NULL DEFAULT 0 CHECK (flags_mismatch >= 0),
+    ADD COLUMN date_mismatch        int NOT NULL DEFAULT 0 CHECK (date_mismatch >= 0),
+    ADD COLUMN folders_missing      int NOT NULL DEFAULT 0 CHECK (folders_missing >= 0),
+    ADD COLUMN uidl_mismatch        int NOT NULL DEFAULT 0 CHECK (uidl_mismatch >= 0),
+    ADD COLUMN expunged_kept        int NOT NULL DEFAULT 0 CHECK (expunged_kept >= 0),
+    ADD COLUMN expunged_kept_bytes  bigint NOT NULL DEFAULT 0,
+    ADD COLUMN transform_bytes      bigint NOT NULL DEFAULT 0,   -- declared bytes added (X-UIDL lines)
+    ADD COLUMN transformed          int NOT NULL DEFAULT 0,
+    ADD COLUMN missing_open         int NOT NULL DEFAULT 0,
+    ADD COLUMN duplicated_open      int NOT NULL DEFAULT 0,
+    ADD COLUMN altered_open         int NOT NULL DEFAULT 0,
+    ADD COLUMN unexpected_open      int NOT NULL DEFAULT 0,
+    ADD COLUMN flags_open           int NOT NULL DEFAULT 0,
+    ADD COLUMN dates_open           int NOT NULL DEFAULT 0,
+    ADD COLUMN folders_open         int NOT NULL DEFAULT 0,
+    ADD COLUMN uidl_open            int NOT NULL DEFAULT 0,
+    ADD COLUMN blocking_open        int NOT NULL DEFAULT 0,
+    ADD COLUMN src_count_net        int,
+    ADD COLUMN dest_count_net       int,
+    ADD COLUMN src_bytes_net        bigint,
+    ADD COLUMN dest_bytes_net       bigint,
+    ADD COLUMN sampled              int NOT NULL DEFAULT 0,      -- full digests compared (sample mode)
+    ADD COLUMN seconds              real,
+    ADD CONSTRAINT reconciliation_level_shape CHECK ((level = 'mailbox') = (dest_folder IS NULL));
+
+DROP INDEX reconciliation_run_folder_uq;
+CREATE UNIQUE INDEX reconciliation_run_dest_folder_uq
+    ON reconciliation (verify_run_id, mailbox_id, dest_folder) NULLS NOT DISTINCT;
+
+ALTER TABLE reconciliation_finding DROP CONSTRAINT reconciliation_finding_kind_check;
+ALTER TABLE reconciliation_finding
+    ADD CONSTRAINT reconciliation_finding_kind_check CHECK (kind IN (
+        'missing_at_dest', 'duplicate_at_dest', 'unexpected_at_dest',
+        'digest_mismatch', 'size_mismatch', 'flags_mismatch', 'date_mismatch',
+        'ledger_state', 'ledger_missing', 'uidl_mismatch', 'folder_missing',
+        'expunged_at_source')),
+    ADD COLUMN blocking      bool NOT NULL DEFAULT true,
+    ADD COLUMN waiver_id     bigint REFERENCES waiver (id),
+    ADD COLUMN src_folder    text,
+    ADD COLUMN dest_folder   text,
+    ADD COLUMN src_size      bigint,
+    ADD COLUMN dest_size     bigint,
+    ADD COLUMN ledger_state  smallint;
+
+ALTER TABLE waiver DROP CONSTRAINT waiver_scope_check;
+ALTER TABLE waiver DROP CONSTRAINT waiver_scope_shape;
+ALTER TABLE waiver
+    ADD COLUMN dest_folder       text,
+    ADD COLUMN dest_uidvalidity  bigint,
+    ADD COLUMN dest_uid          bigint,
+    ADD CONSTRAINT waiver_scope_check CHECK (scope IN ('message', 'folder', 'mailbox', 'dest_message')),
+    ADD CONSTRAINT waiver_scope_shape CHECK (
+        (scope = 'message' AND folder_id IS NOT NULL AND src_uid IS NOT NULL AND dest_uid IS NULL) OR
+        (scope = 'folder'  AND folder_id IS NOT NULL AND src_uid IS NULL AND dest_uid IS NULL) OR
+        (scope = 'mailbox' AND folder_id IS NULL AND src_uid IS NULL AND dest_uid IS NULL) OR
+        (scope = 'dest_message' AND folder_id IS NULL AND src_uid IS NULL AND dest_folder IS NOT NULL
+         AND dest_uidvalidity IS NOT NULL AND dest_uid IS NOT NULL));
+
+CREATE TABLE gx_validation (
+    id              bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    verify_run_id   bigint NOT NULL REFERENCES verify_run (id),
+    suite           text NOT NULL,
+    success         bool NOT NULL,
+    evaluated       int NOT NULL,
+    failed          int NOT NULL,
+    result          jsonb NOT NULL,     -- ExpectationSuiteValidationResult.to_json_dict()
+    report_path     text,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX gx_validation_run_idx ON gx_validation (verify_run_id);

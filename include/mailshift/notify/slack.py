@@ -1,0 +1,109 @@
+"""Slack messages for the project team: what happened, where, how much — never a secret or mail.
+
+Messages are built here as plain dicts (text + blocks) so they can be tested without Slack, and
+sent through slack-sdk's WebClient: in Airflow through the Slack provider's hook (connection
+`mailshift_slack`, whose extra may set `base_url`), elsewhere from MAILSHIFT_SLACK_TOKEN and
+MAILSHIFT_SLACK_BASE_URL. Every text passes `scrub()` as a last line of defence.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+DEFAULT_CHANNEL = "#mailshift-ops"
+
+_SECRETS = [
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s]+@"), r"\1:***@"),  # user:password@ in URLs
+    (re.compile(r"xox[abpr]-[A-Za-z0-9-]+"), "xox*-***"),                          # Slack tokens
+    (re.compile(r"(?i)(password|passwd|secret|token)(\s*[=:]\s*)\S+"), r"\1\2***"),
+]
+
+
+def scrub(text: str) -> str:
+    """Remove anything that looks like a credential."""
+    for pattern, repl in _SECRETS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+@dataclass(frozen=True)
+class Message:
+    text: str
+    blocks: list | None = None
+
+    def payload(self, channel: str) -> dict:
+        out = {"channel": channel, "text": scrub(self.text)}
+        if self.blocks:
+            out["blocks"] = [_scrub_block(b) for b in self.blocks]
+        return out
+
+
+def _scrub_block(block: dict) -> dict:
+    if block.get("type") == "section" and "text" in block:
+        return {**block, "text": {**block["text"], "text": scrub(block["text"]["text"])}}
+    return block
+
+
+def _section(md: str) -> dict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": md}}
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def task_failed(dag_id: str, task_id: str, try_number: int, error: str, label: str | None = None,
+                url: str | None = None) -> Message:
+    where = f"{dag_id}.{task_id}" + (f" [{label}]" if label else "")
+    text = f":red_circle: mailshift task failed after {try_number} tries: {where}: {error[:300]}"
+    blocks = [_section(f":red_circle: *Task failed* after {try_number} tries\n`{where}`\n>{error[:300]}")]
+    if url:
+        blocks.append(_section(f"<{url}|Open in Airflow>"))
+    return Message(text, blocks)
+
+
+def gx_failed(building: str, failed: list[str], report: str | None = None) -> Message:
+    text = f":warning: zero-loss expectations FAILED for building {building}: {', '.join(failed)}"
+    body = f":warning: *Proof failed* for building `{building}`\n" + "\n".join(f"• {f}" for f in failed)
+    if report:
+        body += f"\nReport: {report}"
+    return Message(text, [_section(body)])
+
+
+def wave_started(wave: int | str, buildings: int, mailboxes: int, bytes_: int) -> Message:
+    text = f":rocket: wave {wave} started: {buildings} buildings, {mailboxes} mailboxes, {_mb(bytes_)}"
+    return Message(text, [_section(text)])
+
+
+def wave_finished(wave: int | str, buildings: int, proven: int, mailboxes: int, not_proven: int,
+                  messages: int, bytes_: int, seconds: float) -> Message:
+    icon = ":white_check_mark:" if not_proven == 0 and proven == buildings else ":warning:"
+    text = (f"{icon} wave {wave} finished in {seconds / 60:.1f} min: {proven}/{buildings} buildings proven, "
+            f"{mailboxes} mailboxes ({not_proven} not proven), {messages} messages, {_mb(bytes_)}")
+    return Message(text, [_section(text)])
+
+
+def gate_blocked(domain: str, reasons: list[str], more: int = 0) -> Message:
+    shown = "\n".join(f"• {r}" for r in reasons[:20])
+    if more or len(reasons) > 20:
+        shown += f"\n… and {more + max(len(reasons) - 20, 0)} more"
+    text = f":no_entry: MX swap for {domain} BLOCKED by the gate: {len(reasons) + more} reason(s)"
+    return Message(text, [_section(f":no_entry: *Gate blocked* `{domain}`\n{shown}")])
+
+
+def web_client(token: str | None = None, base_url: str | None = None):
+    """A slack-sdk WebClient from arguments or MAILSHIFT_SLACK_TOKEN / MAILSHIFT_SLACK_BASE_URL."""
+    from slack_sdk import WebClient
+
+    token = token or os.environ.get("MAILSHIFT_SLACK_TOKEN")
+    if not token:
+        raise RuntimeError("no Slack token: set MAILSHIFT_SLACK_TOKEN or use the Airflow connection")
+    base_url = base_url or os.environ.get("MAILSHIFT_SLACK_BASE_URL") or "https://slack.com/api/"
+    return WebClient(token=token, base_url=base_url)
+
+
+def post(client, message: Message, channel: str = DEFAULT_CHANNEL) -> dict:
+    """Send through a slack-sdk WebClient; returns Slack's response data."""
+    return client.chat_postMessage(**message.payload(channel)).data
