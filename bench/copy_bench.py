@@ -52,7 +52,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -64,7 +64,6 @@ for p in (ROOT / "include", ROOT / "tests"):
 import psutil  # noqa: E402
 import psycopg2  # noqa: E402
 from imapclient import IMAPClient  # noqa: E402
-
 from lab import corpus, users  # noqa: E402
 from lab.config import LabConfig, lab_dir  # noqa: E402
 
@@ -173,7 +172,7 @@ def ensure_seeded(cfg, inv, boxes: list[Box], force: bool, log) -> dict:
     counts = seed_lab(cfg, inv, workers=4, dest=True, log=log)
     per_mb = counts.pop("per_mailbox")
     marker = {"plan_hash": digest, "seed": inv.seed, "profile": inv.profile,
-              "seeded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "seeded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "seed_counts": counts,
               "messages": {a: sum(f.values()) for a, f in per_mb.items()},
               "folders": per_mb}
@@ -445,13 +444,25 @@ def _detected(text: str) -> int | None:
 # dsync
 
 
-def _dest_plugins(conf: str) -> str:
-    """The destination's mail_plugins ("-o mail_plugins=$mail_plugins ..." is not expanded)."""
-    return subprocess.run(["doveconf", "-c", conf, "-h", "mail_plugins"], capture_output=True,
-                          text=True, check=True).stdout.strip()
+POP3_MIGRATION_CONF = """!include {dest}
+# bench/copy_bench.py: the destination's config plus Dovecot's pop3_migration plugin, so dsync
+# reads the legacy POP3 UIDLs (pop3c) and stores them with the messages at the destination.
+mail_plugins = $mail_plugins pop3_migration
+namespace pop3c {{
+  prefix = POP3-MIGRATION-NS/
+  location = pop3c:
+  list = no
+  hidden = yes
+}}
+plugin {{
+  pop3_migration_mailbox = POP3-MIGRATION-NS/INBOX
+}}
+"""
 
 
-def dsync_argv(cfg, b: Box, pop3_migration: bool) -> list[str]:
+def dsync_argv(cfg, b: Box, pop3_conf: str | None) -> list[str]:
+    """`doveadm backup -R -u <dest login> imapc:` with the source as imapc (and pop3c) server.
+    -o cannot add a namespace, so POP3 mailboxes use `pop3_conf` (dest config + plugin)."""
     s = cfg.servers[b.server]
     d = cfg.dest
     o = {"imapc_host": s.host, "imapc_port": str(s.imap_port), "imapc_user": b.source_login,
@@ -460,30 +471,33 @@ def dsync_argv(cfg, b: Box, pop3_migration: bool) -> list[str]:
          "imapc_ssl": "no"}
     if s.prefix:
         o["imapc_list_prefix"] = s.prefix.rstrip(s.separator)
-    if pop3_migration and b.protocol == "pop3":
-        o.update({"mail_plugins": f"{_dest_plugins(d.config_file)} pop3_migration".strip(),
-                  "plugin/pop3_migration_mailbox": "POP3-MIGRATION-NS/INBOX",
-                  "namespace/pop3c/prefix": "POP3-MIGRATION-NS/",
-                  "namespace/pop3c/location": "pop3c:",
-                  "namespace/pop3c/list": "no", "namespace/pop3c/hidden": "yes",
-                  "pop3c_host": s.host, "pop3c_port": str(s.pop3_port),
-                  "pop3c_user": b.source_login, "pop3c_master_user": s.admin_user,
-                  "pop3c_password": s.admin_password, "pop3c_ssl": "no"})
-    argv = ["doveadm", "-c", d.config_file]
+    conf = d.config_file
+    if pop3_conf and b.protocol == "pop3":
+        conf = pop3_conf
+        o.update({"pop3c_host": s.host, "pop3c_port": str(s.pop3_port), "pop3c_user": b.source_login,
+                  "pop3c_master_user": s.admin_user, "pop3c_password": s.admin_password,
+                  "pop3c_ssl": "no"})
+    argv = ["doveadm", "-c", conf]
     for k, v in o.items():
         argv += ["-o", f"{k}={v}"]
     return argv + ["backup", "-R", "-u", b.dest_login, "imapc:"]
 
 
 def run_dsync(cfg, boxes: list[Box], workers: int, logdir: Path, pop3_migration: bool) -> dict:
-    cmds = [(b.address, dsync_argv(cfg, b, pop3_migration), {}) for b in boxes]
+    pop3_conf = None
+    if pop3_migration:
+        pop3_conf = str(logdir / "dest-pop3-migration.conf")
+        fd = os.open(pop3_conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(POP3_MIGRATION_CONF.format(dest=cfg.dest.config_file))
+    cmds = [(b.address, dsync_argv(cfg, b, pop3_conf), {}) for b in boxes]
     done = run_slots(cmds, workers, logdir)
     per = []
     for b in boxes:
         r = done[b.address]
         text = Path(r["log"]).read_text(errors="replace")
         per.append({"address": b.address, "rc": r["rc"], "seconds": r["seconds"],
-                    "errors": [ln[:240] for ln in text.splitlines() if "rror" in ln][:5]})
+                    "errors": [ln[:240] for ln in text.splitlines() if "rror" in ln or "Fatal" in ln][:5]})
     return {"per_mailbox": per, "errors": [f"{p['address']}: rc={p['rc']} {p['errors'][:1]}"
                                            for p in per if p["rc"]]}
 
@@ -705,7 +719,7 @@ def main(argv=None) -> int:
                 (logdir / "runs.json").write_text(json.dumps(runs, indent=1, default=str, ensure_ascii=False))
     rows = summarize(runs)
     md = markdown(rows)
-    result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    result = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "command": " ".join(["bench/copy_bench.py"] + (argv if argv is not None else sys.argv[1:])),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version(),

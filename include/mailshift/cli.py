@@ -142,6 +142,113 @@ def cmd_copy(args) -> int:
     return 0 if summary.refused == 0 else 4
 
 
+# -- plan -------------------------------------------------------------------------------------
+def _kv_sizes(items: list[str] | None, opt: str, size: bool) -> dict[str, int]:
+    from .inventory.planner import parse_size
+
+    out = {}
+    for item in items or []:
+        system, sep, value = item.partition("=")
+        if not sep or not system:
+            raise ValueError(f"{opt} expects SYSTEM=VALUE, got {item!r}")
+        out[system] = parse_size(value) if size else int(value)
+    return out
+
+
+def _plan_limits(args, previous: dict | None, closed_waves):
+    """Options given > the latest stored plan's limits > built-in defaults."""
+    import dataclasses
+    import datetime as dt
+
+    from .inventory.planner import PlanLimits, SystemLimit, parse_size
+
+    if previous:
+        base = PlanLimits.from_dict(previous)
+    else:
+        today = dt.date.today()
+        first = today + dt.timedelta(days=14)
+        base = PlanLimits(start_date=first + dt.timedelta(days=(7 - first.weekday()) % 7))
+    kw = {}
+    for name in ("pilot_buildings", "pilot_max_households", "max_households", "max_mailboxes",
+                 "days_between", "window_days"):
+        if getattr(args, name) is not None:
+            kw[name] = getattr(args, name)
+    if args.max_bytes is not None:
+        kw["max_bytes"] = parse_size(args.max_bytes)
+    if args.start is not None:
+        kw["start_date"] = dt.date.fromisoformat(args.start)
+    sysm = _kv_sizes(args.system_max_mailboxes, "--system-max-mailboxes", False)
+    sysb = _kv_sizes(args.system_max_bytes, "--system-max-bytes", True)
+    if sysm or sysb:
+        merged = dict(base.system_limits)
+        for s in sorted(set(sysm) | set(sysb)):
+            old = merged.get(s, SystemLimit())
+            merged[s] = SystemLimit(sysm.get(s, old.max_mailboxes), sysb.get(s, old.max_bytes))
+        kw["system_limits"] = merged
+    return dataclasses.replace(base, closed_waves=frozenset(closed_waves), **kw)
+
+
+def cmd_plan(args) -> int:
+    import getpass
+
+    from .inventory import plan_store, snapshot
+    from .inventory.planner import PlanError, parse_size, plan_waves, read_mailbox_sizes, render_table
+
+    try:
+        sizes = read_mailbox_sizes(args.sizes) if args.sizes else None
+        default_bytes = parse_size(args.default_mailbox_bytes)
+        conn = db.connect(args.db)
+        try:
+            with plan_store.plan_transaction(conn):
+                previous = plan_store.latest_limits(conn)
+                inp = plan_store.read_inventory(conn, sizes=sizes, default_mailbox_bytes=default_bytes)
+                limits = _plan_limits(args, previous, inp.closed_waves)
+                plan = plan_waves(inp.loads, limits)
+                result = None
+                if not args.dry_run:
+                    result = plan_store.store_plan(conn, plan, inp, commit=False,
+                                                   created_by=args.created_by or getpass.getuser())
+        finally:
+            conn.close()
+    except (PlanError, ValueError, OSError) as exc:
+        print(f"plan NOT stored: {exc}", file=sys.stderr)
+        return 2
+    manifest = None
+    if result is not None and not args.no_snapshot:
+        sdir = args.snapshot_dir or snapshot.default_dir()
+        manifest = snapshot.write_snapshot(
+            sdir, plan_store.snapshot_buildings(inp, plan), plan_id=result.plan_id, plan_hash=plan.plan_hash,
+            waves=[{"number": w.number, "name": w.name, "kind": w.kind, "start_date": w.start_date.isoformat()}
+                   for w in plan.waves],
+            source_systems=inp.systems, shards=args.shards)
+    if args.json:
+        out = plan.to_dict()
+        out["estimated_mailboxes"] = inp.sizes_missing
+        out["stored"] = None if result is None else {
+            "plan_id": result.plan_id, "unchanged": result.unchanged, "waves_changed": result.waves_changed,
+            "waves_deleted": result.waves_deleted, "buildings_changed": result.buildings_changed}
+        out["snapshot"] = None if manifest is None else {
+            "dir": str(args.snapshot_dir or snapshot.default_dir()), "shards": manifest["shards"],
+            "buildings": manifest["buildings"], "mailboxes": manifest["mailboxes"]}
+        _print_json(out)
+        return 0
+    print(render_table(plan, inp.by_id, brief=args.brief))
+    print()
+    if inp.sizes_missing:
+        print(f"sizes: {inp.sizes_missing} mailbox(es) without a measured size use the default estimate "
+              f"(min(quota, {default_bytes:,} bytes)); give measured sizes with --sizes CSV")
+    if result is None:
+        print("dry run: nothing stored, no snapshot written")
+    else:
+        print(f"stored as plan {result.plan_id}" + (" (unchanged)" if result.unchanged else
+              f": {result.waves_changed} wave(s) written, {result.waves_deleted} deleted, "
+              f"{result.buildings_changed} building(s) changed"))
+    if manifest is not None:
+        print(f"snapshot: {args.snapshot_dir or snapshot.default_dir()} ({manifest['shards']} shards, "
+              f"{manifest['buildings']} buildings, {manifest['mailboxes']} mailboxes)")
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mailshift", description="Zero-loss mailbox migration for ISPs.")
@@ -171,6 +278,35 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--batch-messages", type=int, default=250)
     cp.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     cp.set_defaults(func=cmd_copy)
+
+    pl = sub.add_parser("plan", help="plan the waves, store them, write the DAG snapshot",
+                        description="Partition buildings into waves (pilot first, whole buildings, limits per "
+                                    "wave and per source system, blackout dates, operator pins). Options not "
+                                    "given keep the latest stored plan's value.")
+    pl.add_argument("--pilot-buildings", type=int, help="buildings in the pilot wave (0: no pilot; default 5)")
+    pl.add_argument("--pilot-max-households", type=int, help="household limit of the pilot wave")
+    pl.add_argument("--max-households", type=int, help="households per wave (default 10000)")
+    pl.add_argument("--max-mailboxes", type=int, help="mailboxes per wave (default 12500)")
+    pl.add_argument("--max-bytes", help="estimated bytes per wave, e.g. 20T (default: no limit)")
+    pl.add_argument("--system-max-mailboxes", action="append", metavar="SYSTEM=N",
+                    help="mailboxes per wave of one source system (repeatable)")
+    pl.add_argument("--system-max-bytes", action="append", metavar="SYSTEM=SIZE",
+                    help="bytes per wave of one source system, e.g. src-a=5T (repeatable)")
+    pl.add_argument("--start", metavar="YYYY-MM-DD",
+                    help="first wave's date (default: the first Monday at least 14 days ahead)")
+    pl.add_argument("--days-between", type=int, help="days from one wave to the next (default 7)")
+    pl.add_argument("--window-days", type=int, help="days of each wave's cutover window (default 1)")
+    pl.add_argument("--sizes", metavar="CSV", help="measured mailbox sizes: address,bytes[,messages]")
+    pl.add_argument("--default-mailbox-bytes", default="200MiB",
+                    help="estimate for a mailbox without a measured size, capped by its quota (default 200MiB)")
+    pl.add_argument("--snapshot-dir", help="default $MAILSHIFT_SNAPSHOT_DIR or <repo>/include/snapshot")
+    pl.add_argument("--shards", type=int, default=16, help="snapshot shards (default 16)")
+    pl.add_argument("--no-snapshot", action="store_true", help="store the plan, write no snapshot")
+    pl.add_argument("--dry-run", action="store_true", help="print the plan; store nothing, write nothing")
+    pl.add_argument("--created-by", help="recorded in wave_plan.created_by (default: the OS user)")
+    pl.add_argument("--brief", action="store_true", help="wave totals only, no building rows")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_plan)
     return p
 
 

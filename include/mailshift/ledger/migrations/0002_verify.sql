@@ -59,6 +59,7 @@ ALTER TABLE reconciliation_finding
     ADD COLUMN waiver_id     bigint REFERENCES waiver (id),
     ADD COLUMN src_folder    text,
     ADD COLUMN dest_folder   text,
+    ADD COLUMN dest_uidvalidity bigint,
     ADD COLUMN src_size      bigint,
     ADD COLUMN dest_size     bigint,
     ADD COLUMN ledger_state  smallint;

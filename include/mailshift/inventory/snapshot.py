@@ -1,0 +1,201 @@
+"""The inventory snapshot: what the building DAG factory reads at DAG-parse time (never the DB).
+
+Written by `mailshift plan` into a directory (default `$MAILSHIFT_SNAPSHOT_DIR`, else
+`<repo>/include/snapshot`):
+
+    manifest.json     {"format": "mailshift-snapshot", "version": 1, "generated_at", "plan_id",
+                       "plan_hash", "shards": N, "shard_function", "buildings", "mailboxes",
+                       "source_systems": {id: {"pool", "max_connections"}},
+                       "waves": [{"number", "name", "kind", "start_date", "buildings"}],
+                       "files": [{"name", "shard", "buildings", "mailboxes", "sha256"}]}
+    shard_00.json ... {"format": "mailshift-snapshot-shard", "version": 1, "plan_id", "plan_hash",
+                       "shard": k, "shards": N, "mailbox_fields": ["id", "address", "protocol"],
+                       "buildings": [{"id", "name", "domain", "source_system", "pool", "wave",
+                                      "max_connections", "mailboxes": [[id, address, protocol], ...]}]}
+
+A building lives in shard `shard_of(id, N)` = blake2b-64 of the UTF-8 id, big-endian, mod N
+(stable across processes and Python versions, unlike `hash()`). Buildings in a shard are sorted
+by id, mailboxes by id; shard files hold no timestamp, so the same plan gives byte-identical
+shard files (unchanged files are not rewritten). Files are written to a temporary name and
+renamed; the manifest last. A reader checks that a shard's plan_hash equals the manifest's and
+re-reads once if a writer was caught in the middle (`SnapshotError` otherwise).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DEFAULT_SHARDS = 16
+SHARD_FUNCTION = "blake2b(building_id utf-8, digest_size=8) big-endian mod shards"
+ENV_DIR = "MAILSHIFT_SNAPSHOT_DIR"
+
+
+class SnapshotError(RuntimeError):
+    """Missing, malformed or inconsistent snapshot."""
+
+
+class SnapshotMailbox(NamedTuple):
+    id: int
+    address: str
+    protocol: str
+
+
+class SnapshotBuilding(NamedTuple):
+    id: str
+    name: str
+    domain: str
+    source_system: str
+    pool: str
+    wave: int | None
+    max_connections: int | None       # building spec override (None: the system's limit)
+    mailboxes: tuple[SnapshotMailbox, ...]
+
+
+def default_dir() -> Path:
+    env = os.environ.get(ENV_DIR, "").strip()
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "snapshot"   # <repo>/include/snapshot
+
+
+def pool_name(source_system: str) -> str:
+    """Airflow pool of a source system: `src_<id with - as _>`."""
+    return "src_" + source_system.replace("-", "_")
+
+
+def shard_of(building_id: str, shards: int) -> int:
+    d = hashlib.blake2b(building_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(d, "big") % shards
+
+
+def split_shards(buildings: Iterable[SnapshotBuilding], shards: int) -> list[list[SnapshotBuilding]]:
+    """Buildings per shard (each list sorted by building id)."""
+    if shards < 1:
+        raise ValueError("shards must be >= 1")
+    out: list[list[SnapshotBuilding]] = [[] for _ in range(shards)]
+    for b in buildings:
+        out[shard_of(b.id, shards)].append(b)
+    for lst in out:
+        lst.sort(key=lambda b: b.id)
+    return out
+
+
+def shard_file(shard: int) -> str:
+    return f"shard_{shard:02d}.json"
+
+
+def _write_if_changed(path: Path, data: bytes) -> bool:
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return True
+
+
+def write_snapshot(directory, buildings: Iterable[SnapshotBuilding], *, plan_id: int | None, plan_hash: str,
+                   waves: list[dict] | None = None, source_systems: dict[str, int | None] | None = None,
+                   shards: int = DEFAULT_SHARDS, generated_at: dt.datetime | None = None) -> dict:
+    """Write the sharded snapshot; returns the manifest. `waves`: [{number, name, kind,
+    start_date}]; `source_systems`: {id: max_connections}."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    blist = list(buildings)
+    parts = split_shards(blist, shards)
+    files = []
+    counts_per_wave: dict[int, int] = {}
+    for b in blist:
+        counts_per_wave[b.wave] = counts_per_wave.get(b.wave, 0) + 1
+    for k, lst in enumerate(parts):
+        doc = {"format": "mailshift-snapshot-shard", "version": FORMAT_VERSION, "plan_id": plan_id,
+               "plan_hash": plan_hash, "shard": k, "shards": shards,
+               "mailbox_fields": ["id", "address", "protocol"],
+               "buildings": [{"id": b.id, "name": b.name, "domain": b.domain,
+                              "source_system": b.source_system, "pool": b.pool, "wave": b.wave,
+                              "max_connections": b.max_connections,
+                              "mailboxes": [[m.id, m.address, m.protocol]
+                                            for m in sorted(b.mailboxes, key=lambda m: m.id)]}
+                             for b in lst]}
+        data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        _write_if_changed(d / shard_file(k), data)
+        files.append({"name": shard_file(k), "shard": k, "buildings": len(lst),
+                      "mailboxes": sum(len(b.mailboxes) for b in lst),
+                      "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    systems = source_systems if source_systems is not None else {b.source_system: None for b in blist}
+    manifest = {
+        "format": "mailshift-snapshot", "version": FORMAT_VERSION,
+        "generated_at": (generated_at or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"),
+        "plan_id": plan_id, "plan_hash": plan_hash, "shards": shards, "shard_function": SHARD_FUNCTION,
+        "buildings": len(blist), "mailboxes": sum(f["mailboxes"] for f in files),
+        "source_systems": {s: {"pool": pool_name(s), "max_connections": systems[s]} for s in sorted(systems)},
+        "waves": [dict(w, buildings=counts_per_wave.get(w["number"], 0)) for w in (waves or [])],
+        "files": files,
+    }
+    _write_if_changed(d / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8"))
+    # shards of an earlier, larger shard count
+    for p in d.glob("shard_*.json"):
+        try:
+            k = int(p.stem.split("_", 1)[1])
+        except ValueError:
+            continue
+        if k >= shards:
+            p.unlink(missing_ok=True)
+    return manifest
+
+
+def read_manifest(directory) -> dict:
+    path = Path(directory) / MANIFEST
+    try:
+        m = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise SnapshotError(f"no snapshot at {path}: run `mailshift plan`") from None
+    except ValueError as exc:
+        raise SnapshotError(f"{path}: not valid JSON: {exc}") from None
+    if m.get("format") != "mailshift-snapshot" or m.get("version") != FORMAT_VERSION:
+        raise SnapshotError(f"{path}: format {m.get('format')!r} version {m.get('version')!r}, "
+                            f"expected mailshift-snapshot version {FORMAT_VERSION}")
+    return m
+
+
+def _decode(doc: dict) -> list[SnapshotBuilding]:
+    return [SnapshotBuilding(b["id"], b["name"], b["domain"], b["source_system"], b["pool"], b["wave"],
+                             b["max_connections"],
+                             tuple(SnapshotMailbox(i, a, p) for i, a, p in b["mailboxes"]))
+            for b in doc["buildings"]]
+
+
+def load_shard(directory, shard: int, *, manifest: dict | None = None) -> list[SnapshotBuilding]:
+    """The buildings of one shard (sorted by id). Reads the manifest (small) and one shard file."""
+    d = Path(directory)
+    for attempt in (0, 1):
+        m = manifest if (manifest is not None and attempt == 0) else read_manifest(d)
+        if not 0 <= shard < m["shards"]:
+            raise SnapshotError(f"{d}: shard {shard} out of range 0..{m['shards'] - 1}")
+        path = d / shard_file(shard)
+        try:
+            doc = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise SnapshotError(f"{path}: missing (snapshot has {m['shards']} shards)") from None
+        if doc.get("plan_hash") == m["plan_hash"] and doc.get("shards") == m["shards"]:
+            return _decode(doc)
+    raise SnapshotError(f"{path}: plan {str(doc.get('plan_hash'))[:12]} does not match the manifest's "
+                        f"{str(m['plan_hash'])[:12]} (snapshot being rewritten?)")
+
+
+def load_all(directory) -> list[SnapshotBuilding]:
+    m = read_manifest(directory)
+    out: list[SnapshotBuilding] = []
+    for k in range(m["shards"]):
+        out.extend(load_shard(directory, k, manifest=m))
+    out.sort(key=lambda b: b.id)
+    return out

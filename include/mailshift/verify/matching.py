@@ -1,0 +1,303 @@
+"""Match the messages of one destination folder against the union of its source folders.
+
+Pure logic (no I/O), so it is unit-tested on its own. The ledger is used only to know which
+transformation was declared for a source message (by source UID), to prefer the destination UID
+the copier recorded when a message has several equal copies (attribution), and to recognise
+messages the source expunged after they were copied. Whether a source message is present is
+decided only by the bytes both servers serve now.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from ..ledger import states
+from .recount import SideFolder, SideMessage
+
+#: finding kinds that block the proof until fixed or waived
+BLOCKING_KINDS = frozenset({"missing_at_dest", "duplicate_at_dest", "unexpected_at_dest", "digest_mismatch",
+                            "size_mismatch", "flags_mismatch", "date_mismatch", "folder_missing",
+                            "uidl_mismatch", "ledger_state"})
+#: source-side message not (correctly) at the destination / destination-side extra
+SOURCE_SIDE = frozenset({"missing_at_dest", "digest_mismatch"})
+DEST_SIDE = frozenset({"duplicate_at_dest", "unexpected_at_dest", "digest_mismatch"})
+_STATE_NAMES = {int(s): s.name.lower() for s in states.MessageState}
+
+
+@dataclass(frozen=True)
+class LedgerInfo:
+    folder_id: int
+    src_uid: int
+    state: int
+    transform: int
+    pop3_uidl: str | None
+    dest_uid: int | None
+    size: int
+    src_sha256: bytes
+    dest_sha256: bytes | None
+    detail: str | None
+
+    @property
+    def dest_size(self) -> int:
+        if self.transform == states.Transform.X_UIDL and self.pop3_uidl:
+            return self.size + len(states.x_uidl_header(self.pop3_uidl))
+        return self.size
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    src_folder: str
+    folder_id: int | None
+    msg: SideMessage
+    ledger: LedgerInfo | None
+
+    @property
+    def transformed(self) -> bool:
+        return bool(self.ledger and self.ledger.transform == states.Transform.X_UIDL and self.ledger.pop3_uidl)
+
+
+@dataclass
+class Finding:
+    kind: str
+    src_folder: str | None = None
+    folder_id: int | None = None
+    src_uid: int | None = None
+    dest_folder: str | None = None
+    dest_uid: int | None = None
+    src_size: int | None = None
+    dest_size: int | None = None
+    src_sha256: bytes | None = None
+    dest_sha256: bytes | None = None
+    pop3_uidl: str | None = None
+    ledger_state: int | None = None
+    detail: str = ""
+    blocking: bool = True
+    dest_uidvalidity: int | None = None
+    waiver_id: int | None = None
+
+    def label(self) -> str:
+        return (f"{self.kind}: folder {self.src_folder or '-'} -> {self.dest_folder or '-'}, "
+                f"source UID {self.src_uid if self.src_uid is not None else '-'}, "
+                f"destination UID {self.dest_uid if self.dest_uid is not None else '-'}: {self.detail}")
+
+
+@dataclass
+class GroupResult:
+    dest_folder: str
+    src_folders: list[str]
+    folder_id: int | None
+    dest_uidvalidity: int | None
+    src_count: int = 0
+    dest_count: int = 0
+    src_bytes: int = 0
+    dest_bytes: int = 0
+    matched: int = 0
+    transformed: int = 0
+    transform_bytes: int = 0
+    expunged_kept: int = 0
+    expunged_kept_bytes: int = 0
+    sampled: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    pairs: list[tuple[SourceItem, SideMessage]] = field(default_factory=list)
+
+    def count(self, kind: str) -> int:
+        return sum(1 for f in self.findings if f.kind == kind)
+
+
+def _digest(msg: SideMessage) -> bytes | None:
+    return msg.full_digest
+
+
+def _flag_text(flags: tuple) -> str:
+    bits, kw = flags
+    return " ".join(states.db_to_flags(bits, kw)) or "(none)"
+
+
+def match_group(dest_folder: str, dest: SideFolder | None, sources: list[SourceItem],
+                expunged: list[LedgerInfo], src_folders: list[tuple[str, int | None]],
+                full: bool = True) -> GroupResult:
+    """Match `sources` (all source folders mapping to `dest_folder`) against `dest`."""
+    folder_ids = [fid for _, fid in src_folders if fid is not None]
+    res = GroupResult(dest_folder, [n for n, _ in src_folders], min(folder_ids) if folder_ids else None,
+                      dest.uidvalidity if dest else None)
+    dmsgs = dest.messages if dest else {}
+    res.src_count = len(sources)
+    res.src_bytes = sum(s.msg.size for s in sources)
+    res.dest_count = len(dmsgs)
+    res.dest_bytes = sum(m.size for m in dmsgs.values())
+
+    def add(kind, item: SourceItem | None = None, d: SideMessage | None = None, detail="", blocking=True, **kw):
+        f = Finding(kind, dest_folder=dest_folder, detail=detail, blocking=blocking,
+                    dest_uidvalidity=res.dest_uidvalidity, **kw)
+        if item is not None:
+            f.src_folder, f.folder_id, f.src_uid, f.src_size = item.src_folder, item.folder_id, item.msg.uid, item.msg.size
+            f.src_sha256 = _digest(item.msg)
+            if item.ledger:
+                f.ledger_state, f.pop3_uidl = item.ledger.state, item.ledger.pop3_uidl
+        if d is not None:
+            f.dest_uid, f.dest_size, f.dest_sha256 = d.uid, d.size, _digest(d)
+        res.findings.append(f)
+        return f
+
+    if dest is None:
+        for name, fid in src_folders:
+            add("folder_missing", detail=f"destination folder {dest_folder!r} does not exist",
+                src_folder=name, folder_id=fid)
+
+    # index the destination: raw content, and content behind a leading X-UIDL line
+    raw: dict[tuple, list[int]] = defaultdict(list)
+    xform: dict[tuple, list[int]] = defaultdict(list)
+    for uid in sorted(dmsgs):
+        m = dmsgs[uid]
+        raw[(m.key, m.size)].append(uid)
+        if m.x_uidl is not None:
+            xform[(m.x_uidl, m.stripped_key, m.stripped_size)].append(uid)
+    used: set[int] = set()
+
+    def take(pool: list[int], prefer: int | None) -> int | None:
+        free = [u for u in pool if u not in used]
+        if not free:
+            return None
+        uid = prefer if prefer in free else free[0]
+        used.add(uid)
+        return uid
+
+    def expected(item: SourceItem) -> tuple[dict, tuple]:
+        if item.transformed:
+            return xform, (item.ledger.pop3_uidl, item.msg.key, item.msg.size)
+        return raw, (item.msg.key, item.msg.size)
+
+    order = sorted(sources, key=lambda s: (s.ledger is None or s.ledger.dest_uid is None, s.src_folder, s.msg.uid))
+    unmatched: list[SourceItem] = []
+    content_owner: dict[tuple, SourceItem] = {}
+    for item in order:
+        index, key = expected(item)
+        uid = take(index.get(key, []), item.ledger.dest_uid if item.ledger else None)
+        if uid is None:
+            unmatched.append(item)
+            continue
+        d = dmsgs[uid]
+        res.matched += 1
+        res.pairs.append((item, d))
+        content_owner.setdefault((item.msg.key, item.msg.size), item)
+        if item.transformed:
+            res.transformed += 1
+            res.transform_bytes += d.size - (d.stripped_size or d.size)
+        if item.msg.flags != d.flags:
+            add("flags_mismatch", item, d, f"flags differ: source {_flag_text(item.msg.flags)}, "
+                f"destination {_flag_text(d.flags)}")
+        if item.msg.date is not None and d.date is not None and item.msg.date != d.date:
+            add("date_mismatch", item, d, f"INTERNALDATE differs: source {item.msg.date.isoformat()}, "
+                f"destination {d.date.isoformat()}")
+
+    # destination leftovers: duplicates, kept source-expunged messages, or unpaired
+    exp_by_digest: dict[tuple, list[LedgerInfo]] = defaultdict(list)
+    exp_by_uid: dict[int, LedgerInfo] = {}
+    for e in expunged:
+        exp_by_digest[(e.src_sha256, e.size)].append(e)
+        if e.dest_uid is not None:
+            exp_by_uid[e.dest_uid] = e
+    unpaired: list[SideMessage] = []
+    for uid in sorted(dmsgs):
+        if uid in used:
+            continue
+        d = dmsgs[uid]
+        contents = [(d.key, d.size)]
+        if d.x_uidl is not None:
+            contents.append((d.stripped_key, d.stripped_size))
+        owner = next((content_owner[c] for c in contents if c in content_owner), None)
+        if owner is not None:
+            add("duplicate_at_dest", owner, d, "a second copy of this source message is at the destination")
+            continue
+        e = None
+        if full:
+            for c in contents:
+                pool = exp_by_digest.get((c[0], c[1]))
+                if pool:
+                    e = pool.pop(0)
+                    break
+        else:
+            cand = exp_by_uid.get(uid)
+            if cand is not None and cand.dest_size == d.size:
+                e = cand
+        if e is not None:
+            res.expunged_kept += 1
+            res.expunged_kept_bytes += d.size
+            add("expunged_at_source", None, d, "copied earlier, expunged at the source since; kept at the "
+                "destination (not blocking)", blocking=False, src_uid=e.src_uid, folder_id=e.folder_id,
+                ledger_state=e.state, pop3_uidl=e.pop3_uidl)
+            continue
+        unpaired.append(d)
+
+    # pair unmatched source messages with unpaired destination messages: altered bytes
+    def pair(item: SourceItem) -> SideMessage | None:
+        free = [d for d in unpaired if d.uid not in used]
+        lu = item.ledger.dest_uid if item.ledger and item.ledger.state == states.COPIED else None
+        for d in free:
+            if lu is not None and d.uid == lu:
+                return d
+        for d in free:          # content equal but the declared transformation is not (so) applied
+            if (d.key, d.size) == (item.msg.key, item.msg.size) or (
+                    d.x_uidl is not None and (d.stripped_key, d.stripped_size) == (item.msg.key, item.msg.size)):
+                return d
+        if item.msg.msgid and item.msg.date is not None:
+            k = (item.msg.msgid, item.msg.date)
+            srcs = [s for s in unmatched if (s.msg.msgid, s.msg.date) == k]
+            dsts = [d for d in free if (d.msgid, d.date) == k]
+            if len(srcs) == 1 and len(dsts) == 1:
+                return dsts[0]
+        return None
+
+    for item in unmatched:
+        d = pair(item)
+        if d is not None:
+            used.add(d.uid)
+            if (d.key, d.size) == (item.msg.key, item.msg.size):
+                why = ("bytes equal to the source but the declared X-UIDL header "
+                       f"({item.ledger.pop3_uidl}) is missing")
+            elif d.x_uidl is not None and (d.stripped_key, d.stripped_size) == (item.msg.key, item.msg.size):
+                why = (f"X-UIDL header says {d.x_uidl!r}, ledger declared "
+                       f"{item.ledger.pop3_uidl if item.transformed else 'no transformation'}")
+            else:
+                why = (f"bytes differ from the source ({item.msg.size} bytes at the source, {d.size} at the "
+                       f"destination{', after removing the declared X-UIDL line' if item.transformed else ''})")
+            add("digest_mismatch", item, d, why)
+            continue
+        led = item.ledger
+        if led is None:
+            why = "not at the destination; not in the ledger (arrived after the last copy pass?)"
+        elif led.state == states.COPIED:
+            why = f"not at the destination; the ledger says copied to destination UID {led.dest_uid}"
+        elif led.state in (states.REFUSED, states.FAILED):
+            why = f"not at the destination; ledger state {_STATE_NAMES[led.state]}: {led.detail}"
+        else:
+            why = f"not at the destination; ledger state {_STATE_NAMES.get(led.state, led.state)}"
+        f = add("missing_at_dest", item, None, why)
+        if led is not None and led.state == states.COPIED:
+            f.dest_uid = led.dest_uid
+    for d in unpaired:
+        if d.uid not in used:
+            add("unexpected_at_dest", None, d, "at the destination but from no source message"
+                + (f" (X-UIDL {d.x_uidl})" if d.x_uidl else ""))
+    return res
+
+
+def check_sample(res: GroupResult, src_full: dict[int, SideMessage], dest_full: dict[int, SideMessage],
+                 pairs: list[tuple[SourceItem, SideMessage]]) -> None:
+    """Sample mode: compare full digests of sampled matched pairs; a difference is an altered message."""
+    for item, d in pairs:
+        s, t = src_full.get(item.msg.uid), dest_full.get(d.uid)
+        if s is None or t is None:
+            continue
+        res.sampled += 1
+        got = t.stripped_key if item.transformed else t.full_digest
+        if got != s.full_digest:
+            res.matched -= 1
+            f = Finding("digest_mismatch", item.src_folder, item.folder_id, item.msg.uid, res.dest_folder, d.uid,
+                        item.msg.size, d.size, s.full_digest, t.full_digest,
+                        item.ledger.pop3_uidl if item.ledger else None,
+                        item.ledger.state if item.ledger else None,
+                        "headers and size equal but the full bytes differ (sampled full digest)",
+                        dest_uidvalidity=res.dest_uidvalidity)
+            res.findings.append(f)
