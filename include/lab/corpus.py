@@ -729,6 +729,7 @@ def write_exports(inv: Inventory, out_dir, lab_config=None) -> Path:
     Ports come from `lab_config` (lab.config.LabConfig) when given, else the default lab ports.
     """
     import yaml
+
     from mailshift.inventory import exports
 
     out = Path(out_dir)

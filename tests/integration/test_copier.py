@@ -10,6 +10,7 @@ from collections import Counter
 
 import psycopg2
 import pytest
+
 from lab import corpus
 from lab.connections import imap_uri
 from lab.seed import server_folder_name

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
+
 from lab.config import LabConfig
 from lab.connections import imap_uri
 from lab.lab import services

@@ -12,6 +12,7 @@ import signal
 
 import psycopg2
 import pytest
+
 from lab.connections import imap_uri
 from lab.seed import server_folder_name
 from mailshift import failpoints

@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extensions
 import pytest
+
 from lab import corpus
 from mailshift.inventory import InventoryError, load_inventory
 from mailshift.ledger import migrate

@@ -24,6 +24,7 @@ import psycopg2
 import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
+
 from lab import proc
 from lab.users import ensure_users, list_users, remove_users, reset_mailbox, wait_visible
 
@@ -318,9 +319,10 @@ def test_dns_update_needs_tsig(lab_config):
 # --- Slack stand-in -----------------------------------------------------------------------------
 @pytest.mark.filterwarnings("ignore:The top-level `text` argument is missing")
 def test_slack_standin_with_real_sdk(lab_config):
-    from lab import slack_standin
     from slack_sdk import WebClient
     from slack_sdk.errors import SlackApiError
+
+    from lab import slack_standin
 
     client = WebClient(token=lab_config.slack_token, base_url=lab_config.slack_base_url)
     assert client.auth_test()["ok"] is True

@@ -12,6 +12,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 import pytest
+
 from mailshift import db
 from mailshift.ledger import migrate
 from mailshift.ledger.states import COPIED, FAILED, INTENT, REFUSED, Transform, flags_to_db

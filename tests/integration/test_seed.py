@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 from imapclient import imap_utf7
+
 from lab import corpus, seed
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import psycopg2
 from imapclient import IMAPClient
+
 from lab import users
 from lab.config import LabConfig
 from mailshift.imap.session import fetch_range

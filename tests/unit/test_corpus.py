@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from lab import corpus
 
 INCLUDE = Path(__file__).resolve().parents[2] / "include"

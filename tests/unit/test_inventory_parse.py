@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from mailshift.inventory import InventoryError, exports, parse_exports, spec
 
 FIX = Path(__file__).parent / "fixtures" / "inventory"

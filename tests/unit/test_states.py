@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from mailshift.ledger import states
 from mailshift.ledger.states import (
     MessageState,

@@ -48,12 +48,12 @@ def _label(addresses: list[str]) -> str:
     return addresses[0] if len(addresses) == 1 else f"{addresses[0]} (+{len(addresses) - 1})"
 
 
-def mailbox_batches(mailboxes: list[dict], size: int = BATCH_SIZE) -> list[dict]:
+def mailbox_batches(mailboxes, size: int = BATCH_SIZE) -> list[dict]:
     """Split a building's mailboxes into batches, each with a label for the Airflow UI."""
     out = []
     for start in range(0, len(mailboxes), size):
         chunk = mailboxes[start:start + size]
-        out.append({"label": _label([m["address"] for m in chunk]), "mailbox_ids": [m["id"] for m in chunk]})
+        out.append({"label": _label([m.address for m in chunk]), "mailbox_ids": [m.id for m in chunk]})
     return out
 
 
@@ -153,23 +153,27 @@ def mark_proven(building_id: str, verdict: dict) -> dict:
     return verdict
 
 
-def build_building_dag(building: dict) -> DAG:
-    """The DAG of one building from its snapshot entry."""
-    bid = building["id"]
+def building_dag_id(building_id: str) -> str:
+    return f"mailshift_building_{building_id}"
+
+
+def build_building_dag(building) -> DAG:
+    """The DAG of one building from its snapshot entry (`SnapshotBuilding`)."""
+    bid = building.id
     with DAG(
-        dag_id=f"mailshift_building_{bid}",
-        description=f"{building.get('name', bid)} ({building['domain']}, {building['source_system']})",
+        dag_id=building_dag_id(bid),
+        description=f"{building.name} ({building.domain}, {building.source_system})",
         schedule=None,
         catchup=False,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
-        tags=["mailshift", "building", f"wave-{building.get('wave')}", building["source_system"]],
+        tags=["mailshift", "building", f"wave-{building.wave}", building.source_system, building.domain],
         params={"pass_kind": Param("prestage", enum=["prestage", "delta", "final", "drain"],
                                    description="which copy pass to run")},
         doc_md=__doc__,
     ) as dag:
         pre = preflight(bid)
-        copies = copy_batch.override(pool=building["pool"]).expand(batch=mailbox_batches(building["mailboxes"]))
+        copies = copy_batch.override(pool=building.pool).expand(batch=mailbox_batches(building.mailboxes))
         verdict = verify(bid)
         proven = mark_proven.override(outlets=[building_asset(bid)])(bid, verdict)
         pre >> copies >> verdict >> proven

@@ -272,7 +272,7 @@ def _sum_totals(items: Iterable[Totals]) -> Totals:
 # -- planning ---------------------------------------------------------------------------------
 class _W:
     """A wave being filled."""
-    __slots__ = ("number", "kind", "ids", "reasons", "h", "m", "b", "sys_m", "sys_b", "notes")
+    __slots__ = ("number", "kind", "ids", "reasons", "h", "m", "b", "sys_m", "sys_b", "notes", "alone")
 
     def __init__(self, number: int, kind: str = "regular"):
         self.number = number
@@ -283,6 +283,7 @@ class _W:
         self.sys_m: dict[str, int] = {}
         self.sys_b: dict[str, int] = {}
         self.notes: list[str] = []
+        self.alone = False     # holds a building over the limits: takes no other building
 
     def add(self, bl: BuildingLoad, reason: Reason) -> None:
         self.ids.append(bl.id)
@@ -430,6 +431,7 @@ def plan_waves(buildings: Iterable[BuildingLoad], limits: PlanLimits) -> Plan:
         if not pinned or len(w.ids) < 2:
             if pinned and chk.alone(by_id[pinned[0]]):
                 w.notes.append(f"pinned building {pinned[0]} alone exceeds the limits: {chk.alone(by_id[pinned[0]])}")
+                w.alone = True
             continue
         trial = _W(n, w.kind)
         for i in w.ids:
@@ -501,6 +503,10 @@ def plan_waves(buildings: Iterable[BuildingLoad], limits: PlanLimits) -> Plan:
             if w is not None and w.kind == "pilot":
                 n += 1
                 continue
+            if w is not None and w.alone:
+                skipped["occupied by an oversize building"] += 1
+                n += 1
+                continue
             if blocked(bl, n):
                 skipped["blackout"] += 1
                 blackout_waves.append(n)
@@ -535,6 +541,8 @@ def plan_waves(buildings: Iterable[BuildingLoad], limits: PlanLimits) -> Plan:
                 reason = Reason("capacity" if cap else "blackout",
                                 "; ".join(parts) + "; first wave with room")
         wave(n).add(bl, reason)
+        if over is not None:
+            waves[n].alone = True
 
     # 5: build the result; gaps (a pin beyond the last needed wave) become empty waves
     last = max(waves) if waves else 0

@@ -1,0 +1,63 @@
+"""Turn snapshot shards into building DAGs, quickly and only as many as needed.
+
+Each `dags/mailshift_buildings_shard_NN.py` asks for its shard. At parse time for a task run
+(`get_parsing_context().dag_id` set) only that one DAG is built. A shard that takes longer than
+its budget to build raises, so the dag-processor records an import error instead of silently
+timing out (which loses every DAG of the file with no error at all).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from airflow.sdk import DAG, get_parsing_context
+
+from mailshift.inventory import snapshot
+
+from .building import build_building_dag, building_dag_id
+
+#: seconds one shard file may spend building its DAGs (dag-processor timeout is 50 s by default)
+SHARD_BUDGET_SECONDS = float(os.environ.get("MAILSHIFT_SHARD_BUDGET_SECONDS", "10"))
+
+
+class ShardOverBudget(RuntimeError):
+    """A shard took longer than its budget: re-plan with more shards (`mailshift plan --shards`)."""
+
+
+def _check_shard_files(manifest: dict, dag_file: str | None) -> None:
+    """Every shard of the snapshot needs its DAG file, or its buildings would silently vanish."""
+    if dag_file is None:
+        return
+    files = list(Path(dag_file).parent.glob("mailshift_buildings_shard_*.py"))
+    if len(files) < manifest["shards"]:
+        raise ShardOverBudget(f"the snapshot has {manifest['shards']} shards but dags/ has only {len(files)} "
+                              "shard files: add files or re-plan with --shards "
+                              f"{len(files)}")
+
+
+def building_dags(shard: int, directory=None, dag_file: str | None = None) -> dict[str, DAG]:
+    """{dag_id: DAG} for the buildings of one snapshot shard (empty if there is no snapshot)."""
+    directory = directory or snapshot.default_dir()
+    started = time.monotonic()
+    try:
+        manifest = snapshot.read_manifest(directory)
+    except snapshot.SnapshotError:
+        return {}  # no plan yet: nothing to schedule (`mailshift plan` writes the snapshot)
+    if shard == 0:
+        _check_shard_files(manifest, dag_file)
+    if shard >= manifest["shards"]:
+        return {}
+    wanted = get_parsing_context().dag_id
+    dags = {}
+    for building in snapshot.load_shard(directory, shard, manifest=manifest):
+        dag_id = building_dag_id(building.id)
+        if wanted and wanted != dag_id:
+            continue
+        dags[dag_id] = build_building_dag(building)
+    took = time.monotonic() - started
+    if took > SHARD_BUDGET_SECONDS and not wanted:
+        raise ShardOverBudget(f"snapshot shard {shard}: {len(dags)} building DAGs took {took:.1f}s "
+                              f"(budget {SHARD_BUDGET_SECONDS:.0f}s); re-plan with more shards")
+    return dags

@@ -1,0 +1,460 @@
+"""The verifier: re-read both servers, match, record reconciliation rows, findings and the proof.
+
+`verify_mailbox` works on one mailbox; `verify_building` runs it for every mailbox of a building
+in one verify run, then the Great Expectations suite over the run's mailbox rows, stores the
+validation result and writes the HTML report. Plain Python, no Airflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psycopg2.extras
+
+from ..imap.endpoint import Endpoint, endpoint_from_env
+from ..imap.errors import ProtocolError
+from ..imap.folders import plan_folder
+from ..imap.pop3 import map_uidls_to_uids, read_uidls
+from ..ledger import states
+from . import waivers as wv
+from .matching import DEST_SIDE, SOURCE_SIDE, Finding, GroupResult, LedgerInfo, SourceItem, check_sample, match_group
+from .recount import MODES, SideRead, fetch_digests, read_side
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEST_CONN = "mailshift_dest"
+VERIFIER = "mailshift.verify/1"
+PROOF_KINDS = ("pre_cutover", "final")
+
+
+@dataclass
+class MailboxVerdict:
+    mailbox_id: int
+    address: str
+    verify_run_id: int
+    proof_id: int
+    state: str                       # proven | not_proven | waived
+    verdict: str                     # proof.verdict: proven | proven_with_waivers | failed
+    mode: str
+    src_count: int
+    dest_count: int
+    src_bytes: int
+    dest_bytes: int
+    matched: int
+    waived: int
+    blocking_open: int
+    counts: dict
+    findings: list[Finding] = field(default_factory=list)
+    seconds: float = 0.0
+    bytes_read: int = 0
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f.label() for f in self.findings if f.blocking and f.waiver_id is None]
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["findings"] = [{k: (v.hex() if isinstance(v, bytes) else v) for k, v in asdict(f).items()}
+                         for f in self.findings]
+        d["reasons"] = self.reasons
+        return d
+
+
+@dataclass
+class BuildingVerdict:
+    building_id: str
+    verify_run_id: int
+    mailboxes: list[MailboxVerdict]
+    errors: dict                     # address -> error text (mailboxes that could not be verified)
+    gx_success: bool
+    gx_result: dict
+    report_path: str
+    seconds: float
+
+    @property
+    def proven(self) -> bool:
+        return self.gx_success and not self.errors and all(m.state in ("proven", "waived") for m in self.mailboxes)
+
+
+# -- ledger reads -------------------------------------------------------------------------
+def _ledger(conn, mailbox_id: int):
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT id, src_name, src_uidvalidity, dest_name, state FROM folder WHERE mailbox_id = %s",
+                    (mailbox_id,))
+        folders = cur.fetchall()
+        cur.execute("SELECT folder_id, src_uid, state, transform, pop3_uidl, dest_uid, size, src_sha256,"
+                    " dest_sha256, detail FROM message WHERE mailbox_id = %s", (mailbox_id,))
+        rows = [LedgerInfo(f, u, s, t, p, d, z, bytes(a), bytes(b) if b is not None else None, dt)
+                for f, u, s, t, p, d, z, a, b, dt in cur.fetchall()]
+        cur.execute("SELECT max(updated_at) FROM message WHERE mailbox_id = %s", (mailbox_id,))
+        as_of = cur.fetchone()[0]
+    by_folder: dict[int, dict[int, LedgerInfo]] = defaultdict(dict)
+    for r in rows:
+        by_folder[r.folder_id][r.src_uid] = r
+    return folders, by_folder, as_of
+
+
+def open_run(conn, scope: str, scope_id: str, kind: str = "reconcile", detail: dict | None = None) -> int:
+    with conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO verify_run (scope, scope_id, kind, verifier, detail) VALUES (%s, %s, %s, %s, %s)"
+                    " RETURNING id", (scope, scope_id, kind, f"{VERIFIER} {socket.gethostname()}",
+                                      json.dumps(detail or {})))
+        return cur.fetchone()[0]
+
+
+def finish_run(conn, run_id: int, status: str, detail: dict | None = None) -> None:
+    with conn, conn.cursor() as cur:
+        cur.execute("UPDATE verify_run SET status = %s, finished_at = now(),"
+                    " detail = coalesce(detail, '{}'::jsonb) || %s::jsonb WHERE id = %s",
+                    (status, json.dumps(detail or {}, default=str), run_id))
+
+
+# -- POP3 ---------------------------------------------------------------------------------
+def _uidl_findings(source: Endpoint, dest: Endpoint, ctx, src_read: SideRead, dst_read: SideRead,
+                   inbox: GroupResult | None, inbox_fid: int | None) -> tuple[list[Finding], dict]:
+    """Compare the legacy POP3 UIDL list with the destination's (UIDL and LIST only)."""
+    mb = ctx.mailbox
+    strategy = ctx.spec.get("uidl_strategy", "none")
+    legacy = read_uidls(source, mb.source_login)
+    new = read_uidls(dest, mb.dest_login)
+    info = {"legacy": len(legacy), "dest": len(new), "strategy": strategy}
+    if strategy != "x-uidl-header":
+        differ = sorted({e.uidl for e in legacy} ^ {e.uidl for e in new})
+        info["compared"] = False
+        if not differ:
+            return [], info
+        return [Finding("uidl_mismatch", "INBOX", None, None, "INBOX", None, blocking=False,
+                        detail=f"building spec uidl_strategy={strategy}: legacy UIDLs are not preserved by "
+                               f"design ({len(differ)} differ); POP3 clients will download again")], info
+    info["compared"] = True
+
+    def uid_map(entries, read: SideRead):
+        f = read.folders.get("INBOX")
+        if f is None:
+            return {}
+        try:
+            return {u: n for n, u in map_uidls_to_uids(entries, sorted((m.uid, m.size) for m in f.messages.values())).items()}
+        except ProtocolError:
+            return {}
+
+    src_uid_of = uid_map(legacy, src_read)       # uidl -> source INBOX UID (sizes checked)
+    dst_uid_of = uid_map(new, dst_read)
+    kept = {f.dest_uid for f in (inbox.findings if inbox else []) if f.kind == "expunged_at_source"}
+    want = Counter(e.uidl for e in legacy)
+    have = Counter(e.uidl for e in new if e.uidl not in dst_uid_of or dst_uid_of[e.uidl] not in kept)
+    out = []
+    for uidl, n in sorted((want - have).items()):
+        suid = src_uid_of.get(uidl)
+        out.append(Finding("uidl_mismatch", "INBOX", inbox_fid if suid is not None else None, suid, "INBOX",
+                           None, pop3_uidl=uidl, dest_uidvalidity=dst_read.folders["INBOX"].uidvalidity
+                           if "INBOX" in dst_read.folders else None,
+                           detail=f"legacy POP3 UIDL {uidl!r} is not in the destination's UIDL list"
+                                  + (f" ({n}x)" if n > 1 else "")))
+    for uidl, n in sorted((have - want).items()):
+        out.append(Finding("uidl_mismatch", None, None, None, "INBOX", dst_uid_of.get(uidl), pop3_uidl=uidl,
+                           dest_uidvalidity=dst_read.folders["INBOX"].uidvalidity
+                           if "INBOX" in dst_read.folders else None,
+                           detail=f"destination POP3 UIDL {uidl!r} is not in the legacy UIDL list"))
+    return out, info
+
+
+# -- one mailbox --------------------------------------------------------------------------
+def verify_mailbox(conn, address_or_id, resolve: Callable[[str], Endpoint] = endpoint_from_env,
+                   mode: str = "full", *, dest_conn_id: str = DEFAULT_DEST_CONN, verify_run_id: int | None = None,
+                   kind: str = "pre_cutover", sample_rate: float = 0.02, sample_min: int = 20,
+                   seed: int | None = None) -> MailboxVerdict:
+    """Re-read both servers for one mailbox and record reconciliation rows, findings and a proof row.
+
+    Runs in its own verify run (scope 'mailbox') unless `verify_run_id` is given (a building run).
+    Raises on connection/auth errors (the run is then marked failed if it is ours).
+    """
+    from ..jobs import mailbox_context
+
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
+    if kind not in PROOF_KINDS:
+        raise ValueError(f"kind {kind!r}: expected one of {', '.join(PROOF_KINDS)}")
+    ctx = mailbox_context(conn, address_or_id)
+    mb = ctx.mailbox
+    own_run = verify_run_id is None
+    run_id = verify_run_id or open_run(conn, "mailbox", str(mb.id), kind, {"mode": mode})
+    try:
+        verdict = _verify(conn, ctx, resolve(ctx.source_conn_id), resolve(dest_conn_id), mode, run_id, kind,
+                          sample_rate, sample_min, seed)
+    except BaseException as exc:
+        if own_run:
+            finish_run(conn, run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
+        raise
+    if own_run:
+        finish_run(conn, run_id, "finished", {"state": verdict.state})
+    return verdict
+
+
+def _verify(conn, ctx, source: Endpoint, dest: Endpoint, mode: str, run_id: int, kind: str,
+            sample_rate: float, sample_min: int, seed: int | None) -> MailboxVerdict:
+    mb = ctx.mailbox
+    started = time.monotonic()
+    ledger_folders, ledger_rows, ledger_as_of = _ledger(conn, mb.id)
+    with ThreadPoolExecutor(2, thread_name_prefix="verify") as pool:
+        fs = pool.submit(read_side, source, mb.source_login, mode)
+        fd = pool.submit(read_side, dest, mb.dest_login, mode)
+        src, dst = fs.result(), fd.result()
+
+    folder_id_of = {(name, uv): fid for fid, name, uv, _, _ in ledger_folders}
+    ledger_dest_of = {fid: dname for fid, _, _, dname, _ in ledger_folders}
+    folder_map = ctx.spec.get("folder_map") or None
+    groups: dict[str, list[tuple[str, int | None]]] = defaultdict(list)
+    items: dict[str, list[SourceItem]] = defaultdict(list)
+    seen: set[tuple[int, int]] = set()
+    for name, sf in src.folders.items():
+        plan = plan_folder(name, src.namespace, dst.namespace, src.listed_flags.get(name, ()), dst.special,
+                           folder_map)
+        fid = folder_id_of.get((name, sf.uidvalidity))
+        groups[plan.dest_name].append((name, fid))
+        rows = ledger_rows.get(fid, {}) if fid is not None else {}
+        for uid, m in sf.messages.items():
+            items[plan.dest_name].append(SourceItem(name, fid, m, rows.get(uid)))
+            if fid is not None:
+                seen.add((fid, uid))
+    # ledger rows copied earlier whose source message is gone now: kept at the destination
+    gone: dict[str, list[LedgerInfo]] = defaultdict(list)
+    for fid, rows in ledger_rows.items():
+        for uid, r in rows.items():
+            if r.state in (states.COPIED, states.SOURCE_EXPUNGED) and (fid, uid) not in seen:
+                gone[ledger_dest_of.get(fid) or ""].append(r)
+    for dname in dst.folders:              # destination folders nothing maps to still count
+        groups.setdefault(dname, [])
+
+    results: list[GroupResult] = []
+    for dname in sorted(groups):
+        res = match_group(dname, dst.folders.get(dname), items.get(dname, []), gone.get(dname, []),
+                          groups[dname], full=(mode == "full"))
+        results.append(res)
+
+    if mode == "sample":
+        rng = random.Random(seed if seed is not None else f"{mb.id}:{run_id}")
+        picks = {}
+        for res in results:
+            n = len(res.pairs)
+            k = min(n, max(sample_min, int(round(n * sample_rate)))) if n else 0
+            picks[res.dest_folder] = rng.sample(res.pairs, k) if k else []
+        swant, dwant = defaultdict(list), defaultdict(list)
+        for dname, pairs in picks.items():
+            for item, d in pairs:
+                swant[item.src_folder].append(item.msg.uid)
+                dwant[dname].append(d.uid)
+        with ThreadPoolExecutor(2, thread_name_prefix="verify-sample") as pool:
+            fs = pool.submit(fetch_digests, source, mb.source_login, dict(swant))
+            fd = pool.submit(fetch_digests, dest, mb.dest_login, dict(dwant))
+            sfull, dfull = fs.result(), fd.result()
+        for res in results:
+            pairs = picks.get(res.dest_folder, [])
+            check_sample(res, {i.msg.uid: sfull[(i.src_folder, i.msg.uid)] for i, _ in pairs
+                               if (i.src_folder, i.msg.uid) in sfull},
+                         {d.uid: dfull[(res.dest_folder, d.uid)] for _, d in pairs
+                          if (res.dest_folder, d.uid) in dfull}, pairs)
+
+    uidl_findings, uidl_info = [], {}
+    if mb.protocol == "pop3":
+        inbox = next((r for r in results if r.dest_folder == "INBOX"), None)
+        inbox_fid = folder_id_of.get(("INBOX", src.folders["INBOX"].uidvalidity)) if "INBOX" in src.folders else None
+        uidl_findings, uidl_info = _uidl_findings(source, dest, ctx, src, dst, inbox, inbox_fid)
+
+    all_findings = [f for r in results for f in r.findings] + uidl_findings
+    active = wv.list_waivers(conn, [mb.id], include_revoked=False)
+    waived = wv.apply_waivers(all_findings, active)
+    seconds = time.monotonic() - started
+    return _record(conn, ctx, run_id, kind, mode, results, uidl_findings, uidl_info, waived, ledger_as_of,
+                   seconds, src.bytes_read + dst.bytes_read)
+
+
+def _counts(findings: list[Finding]) -> dict:
+    c = defaultdict(int)
+    for f in findings:
+        c[f.kind] += 1
+        if f.blocking and f.waiver_id is None:
+            c[f.kind + "_open"] += 1
+            c["blocking_open"] += 1
+        if f.waiver_id is not None:
+            c["waived"] += 1
+    return c
+
+
+def _row_values(findings, src_count, dest_count, src_bytes, dest_bytes, expunged_kept, expunged_bytes,
+                transform_bytes) -> dict:
+    c = _counts(findings)
+    w_src = [f for f in findings if f.waiver_id is not None and f.kind in SOURCE_SIDE]
+    w_dst = [f for f in findings if f.waiver_id is not None and f.kind in DEST_SIDE]
+    return dict(
+        missing=c["missing_at_dest"], duplicated=c["duplicate_at_dest"], unexpected=c["unexpected_at_dest"],
+        altered=c["digest_mismatch"], flags_mismatch=c["flags_mismatch"], date_mismatch=c["date_mismatch"],
+        folders_missing=c["folder_missing"], uidl_mismatch=c["uidl_mismatch"], waived=c["waived"],
+        missing_open=c["missing_at_dest_open"], duplicated_open=c["duplicate_at_dest_open"],
+        altered_open=c["digest_mismatch_open"], unexpected_open=c["unexpected_at_dest_open"],
+        flags_open=c["flags_mismatch_open"], dates_open=c["date_mismatch_open"],
+        folders_open=c["folder_missing_open"], uidl_open=c["uidl_mismatch_open"],
+        blocking_open=c["blocking_open"],
+        src_count_net=src_count - len(w_src),
+        dest_count_net=dest_count - expunged_kept - len(w_dst),
+        src_bytes_net=src_bytes - sum(f.src_size or 0 for f in w_src),
+        dest_bytes_net=dest_bytes - transform_bytes - expunged_bytes - sum(f.dest_size or 0 for f in w_dst),
+    )
+
+
+_REC_COLS = ("verify_run_id", "mailbox_id", "folder_id", "level", "dest_folder", "src_folders", "mode",
+             "src_count", "dest_count", "ledger_copied", "ledger_other", "ledger_expunged", "src_bytes",
+             "dest_bytes", "matched", "missing", "duplicated", "unexpected", "altered", "flags_mismatch",
+             "date_mismatch", "folders_missing", "uidl_mismatch", "waived", "expunged_kept",
+             "expunged_kept_bytes", "transform_bytes", "transformed", "missing_open", "duplicated_open",
+             "altered_open", "unexpected_open", "flags_open", "dates_open", "folders_open", "uidl_open",
+             "blocking_open", "src_count_net", "dest_count_net", "src_bytes_net", "dest_bytes_net", "sampled",
+             "seconds", "ok")
+_FIND_COLS = ("reconciliation_id", "mailbox_id", "folder_id", "kind", "src_uid", "dest_uid", "src_sha256",
+              "dest_sha256", "pop3_uidl", "detail", "blocking", "waiver_id", "src_folder", "dest_folder",
+              "dest_uidvalidity", "src_size", "dest_size", "ledger_state")
+
+
+def _insert_rec(cur, values: dict) -> int:
+    cols = [c for c in _REC_COLS if c in values]
+    cur.execute(f"INSERT INTO reconciliation ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})"
+                " RETURNING id", [values[c] for c in cols])
+    return cur.fetchone()[0]
+
+
+def _insert_findings(cur, rec_id: int, mailbox_id: int, findings: list[Finding]) -> None:
+    rows = [(rec_id, mailbox_id, f.folder_id, f.kind, f.src_uid, f.dest_uid, f.src_sha256, f.dest_sha256,
+             f.pop3_uidl, f.detail, f.blocking, f.waiver_id, f.src_folder, f.dest_folder, f.dest_uidvalidity,
+             f.src_size, f.dest_size, f.ledger_state) for f in findings]
+    if rows:
+        psycopg2.extras.execute_values(cur, f"INSERT INTO reconciliation_finding ({', '.join(_FIND_COLS)})"
+                                       " VALUES %s", rows, page_size=500)
+
+
+def _record(conn, ctx, run_id, kind, mode, results, uidl_findings, uidl_info, waived, ledger_as_of, seconds,
+            bytes_read) -> MailboxVerdict:
+    mb = ctx.mailbox
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT folder_id, count(*) FILTER (WHERE state = 1), count(*) FILTER (WHERE state IN (0, 2, 3)),"
+                    " count(*) FILTER (WHERE state = 4) FROM message WHERE mailbox_id = %s GROUP BY folder_id",
+                    (mb.id,))
+        ledger_counts = {fid: (a, b, c) for fid, a, b, c in cur.fetchall()}
+        cur.execute("SELECT id, dest_name FROM folder WHERE mailbox_id = %s", (mb.id,))
+        fdest = defaultdict(list)
+        for fid, dname in cur.fetchall():
+            fdest[dname].append(fid)
+        totals = defaultdict(int)
+        for res in results:
+            lc = [ledger_counts.get(fid, (0, 0, 0)) for fid in fdest.get(res.dest_folder, [])]
+            vals = _row_values(res.findings, res.src_count, res.dest_count, res.src_bytes, res.dest_bytes,
+                               res.expunged_kept, res.expunged_kept_bytes, res.transform_bytes)
+            vals.update(verify_run_id=run_id, mailbox_id=mb.id, folder_id=res.folder_id, level="folder",
+                        dest_folder=res.dest_folder, src_folders=res.src_folders, mode=mode,
+                        src_count=res.src_count, dest_count=res.dest_count, src_bytes=res.src_bytes,
+                        dest_bytes=res.dest_bytes, matched=res.matched, expunged_kept=res.expunged_kept,
+                        expunged_kept_bytes=res.expunged_kept_bytes, transform_bytes=res.transform_bytes,
+                        transformed=res.transformed, sampled=res.sampled,
+                        ledger_copied=sum(x[0] for x in lc), ledger_other=sum(x[1] for x in lc),
+                        ledger_expunged=sum(x[2] for x in lc), ok=vals["blocking_open"] == 0)
+            rec = _insert_rec(cur, vals)
+            _insert_findings(cur, rec, mb.id, res.findings)
+            for k in ("src_count", "dest_count", "src_bytes", "dest_bytes", "matched", "expunged_kept",
+                      "expunged_kept_bytes", "transform_bytes", "transformed", "sampled", "ledger_copied",
+                      "ledger_other", "ledger_expunged"):
+                totals[k] += vals[k]
+        all_findings = [f for r in results for f in r.findings] + uidl_findings
+        vals = _row_values(all_findings, totals["src_count"], totals["dest_count"], totals["src_bytes"],
+                           totals["dest_bytes"], totals["expunged_kept"], totals["expunged_kept_bytes"],
+                           totals["transform_bytes"])
+        vals.update(totals)
+        vals.update(verify_run_id=run_id, mailbox_id=mb.id, folder_id=None, level="mailbox", dest_folder=None,
+                    src_folders=None, mode=mode, seconds=seconds, ok=vals["blocking_open"] == 0)
+        rec = _insert_rec(cur, vals)
+        _insert_findings(cur, rec, mb.id, uidl_findings)
+        if vals["blocking_open"]:
+            verdict, state = "failed", "not_proven"
+        elif vals["waived"]:
+            verdict, state = "proven_with_waivers", "waived"
+        else:
+            verdict, state = "proven", "proven"
+        detail = {"mode": mode, "uidl": uidl_info, "reconciliation_id": rec, "bytes_read": bytes_read,
+                  "open": {k: v for k, v in vals.items() if k.endswith("_open") and v}}
+        cur.execute("INSERT INTO proof (mailbox_id, verify_run_id, kind, verdict, src_messages, dest_messages,"
+                    " matched, waived, transformed, ledger_as_of, detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s,"
+                    " %s, %s, %s) RETURNING id",
+                    (mb.id, run_id, kind, verdict, totals["src_count"], totals["dest_count"], totals["matched"],
+                     vals["waived"], totals["transformed"], ledger_as_of, json.dumps(detail, default=str)))
+        proof_id = cur.fetchone()[0]
+    counts = {k: v for k, v in vals.items() if isinstance(v, int) and not isinstance(v, bool)}
+    return MailboxVerdict(mb.id, mb.address, run_id, proof_id, state, verdict, mode, totals["src_count"],
+                          totals["dest_count"], totals["src_bytes"], totals["dest_bytes"], totals["matched"],
+                          vals["waived"], vals["blocking_open"], counts, all_findings, round(seconds, 3),
+                          bytes_read)
+
+
+# -- one building -------------------------------------------------------------------------
+def reports_dir(explicit: str | os.PathLike | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("MAILSHIFT_REPORTS_DIR")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[3]
+    if (repo / ".lab").is_dir():
+        return repo / ".lab" / "reports"
+    return Path.cwd() / "reports"
+
+
+def building_mailboxes(conn, building_id: str) -> list[tuple[int, str]]:
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM building WHERE id = %s", (building_id,))
+        if cur.fetchone() is None:
+            from ..jobs import UnknownMailbox
+
+            raise UnknownMailbox(f"no building {building_id!r} in the inventory")
+        cur.execute("SELECT m.id, m.address FROM mailbox m JOIN household h ON h.id = m.household_id"
+                    " WHERE h.building_id = %s ORDER BY m.id", (building_id,))
+        return cur.fetchall()
+
+
+def verify_building(conn, building_id: str, resolve: Callable[[str], Endpoint] = endpoint_from_env,
+                    mode: str = "full", *, reports: str | os.PathLike | None = None,
+                    dest_conn_id: str = DEFAULT_DEST_CONN, kind: str = "pre_cutover", dsn: str | None = None,
+                    sample_rate: float = 0.02, workers: int = 1) -> BuildingVerdict:
+    """Verify every mailbox of a building in one run, then the GX suite and the HTML report."""
+    from . import gx_suites, report
+
+    started = time.monotonic()
+    mailboxes = building_mailboxes(conn, building_id)
+    run_id = open_run(conn, "building", building_id, kind, {"mode": mode, "mailboxes": len(mailboxes)})
+    verdicts: list[MailboxVerdict] = []
+    errors: dict[str, str] = {}
+    try:
+        for mid, address in mailboxes:
+            try:
+                verdicts.append(verify_mailbox(conn, mid, resolve, mode, dest_conn_id=dest_conn_id,
+                                               verify_run_id=run_id, kind=kind, sample_rate=sample_rate))
+            except Exception as exc:   # recorded, and the GX row count then fails for the building
+                log.exception("verify %s failed", address)
+                errors[address] = f"{type(exc).__name__}: {exc}"
+        gx = gx_suites.run_building_suite(conn, run_id, len(mailboxes), dsn=dsn)
+        out_dir = reports_dir(reports) / building_id
+        path = report.write_building_report(conn, building_id, run_id, gx, verdicts, errors, out_dir)
+        gx_suites.store_result(conn, run_id, gx, str(path))
+    except BaseException as exc:
+        finish_run(conn, run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
+        raise
+    seconds = time.monotonic() - started
+    bv = BuildingVerdict(building_id, run_id, verdicts, errors, gx.success, gx.result, str(path), seconds)
+    finish_run(conn, run_id, "finished", {"gx_success": gx.success, "proven": bv.proven, "errors": errors,
+                                          "report": str(path), "seconds": round(seconds, 3)})
+    return bv

@@ -1,0 +1,78 @@
+"""Every DAG file imports cleanly against a snapshot, and every task is operable: an owner,
+retries, and only pools that airflow_settings.yaml defines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mailshift.inventory import snapshot
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _buildings():
+    systems = ["src-a", "src-b"]
+    out = []
+    for i in range(40):
+        system = systems[i % 2]
+        mailboxes = tuple(snapshot.SnapshotMailbox(i * 10 + j, f"user{i}-{j}@lab.mailshift.test", "imap")
+                          for j in range(1 + i % 7))
+        out.append(snapshot.SnapshotBuilding(f"B{i:04d}", f"Building {i}", "lab.mailshift.test", system,
+                                             snapshot.pool_name(system), 1 + i % 3, None, mailboxes))
+    return out
+
+
+@pytest.fixture(scope="module")
+def dagbag(tmp_path_factory):
+    snap = tmp_path_factory.mktemp("snapshot")
+    waves = [{"number": n, "name": f"wave {n}", "kind": "pilot" if n == 1 else "regular",
+              "start_date": f"2027-01-0{n}"} for n in (1, 2, 3)]
+    snapshot.write_snapshot(snap, _buildings(), plan_id=1, plan_hash="0" * 64, waves=waves, shards=16)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MAILSHIFT_SNAPSHOT_DIR", str(snap))
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    yield bag
+    mp.undo()
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+
+
+def test_one_dag_per_building_and_wave(dagbag):
+    ids = set(dagbag.dag_ids)
+    assert {f"mailshift_building_B{i:04d}" for i in range(40)} <= ids
+    assert {"mailshift_wave_1", "mailshift_wave_2", "mailshift_wave_3"} <= ids
+
+
+def test_every_task_has_owner_and_retries(dagbag):
+    for dag in dagbag.dags.values():
+        for t in dag.tasks:
+            assert t.owner and t.owner != "airflow", f"{dag.dag_id}.{t.task_id} has no owner"
+            assert t.retries and t.retries >= 1, f"{dag.dag_id}.{t.task_id} has no retries"
+
+
+def test_every_pool_exists_in_airflow_settings(dagbag):
+    settings = yaml.safe_load((REPO / "airflow_settings.yaml").read_text())
+    pools = {p["pool_name"] for p in settings["airflow"]["pools"]} | {"default_pool"}
+    used = {(dag.dag_id, t.task_id, t.pool) for dag in dagbag.dags.values() for t in dag.tasks}
+    missing = sorted(u for u in used if u[2] not in pools)
+    assert not missing, f"tasks name pools missing from airflow_settings.yaml: {missing[:5]}"
+
+
+def test_copy_tasks_run_in_their_source_systems_pool(dagbag):
+    dag = dagbag.dags["mailshift_building_B0001"]
+    assert dag.get_task("copy").pool == "src_src_b"
+    assert dagbag.dags["mailshift_building_B0000"].get_task("copy").pool == "src_src_a"
+
+
+def test_no_snapshot_means_no_building_dags(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAILSHIFT_SNAPSHOT_DIR", str(tmp_path / "none"))
+    from mailshift.airflow_adapters.factory import building_dags
+
+    assert building_dags(shard=0) == {}
