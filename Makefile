@@ -12,8 +12,8 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONPATH := $(CURDIR)/include
 
 # Debian packages the lab needs: binary -> package.
-SYSTEM_PACKAGES := postgresql dovecot-imapd dovecot-pop3d bind9 bind9-dnsutils redis-server openssl
-SYSTEM_BINARIES := /usr/lib/postgresql/15/bin/initdb /usr/sbin/dovecot /usr/lib/dovecot/pop3 /usr/sbin/named /usr/bin/dig /usr/bin/nsupdate /usr/bin/redis-server
+SYSTEM_PACKAGES := postgresql dovecot-imapd dovecot-pop3d dovecot-lmtpd bind9 bind9-dnsutils redis-server postfix openssl
+SYSTEM_BINARIES := /usr/lib/postgresql/15/bin/initdb /usr/sbin/dovecot /usr/lib/dovecot/pop3 /usr/lib/dovecot/lmtp /usr/sbin/named /usr/bin/dig /usr/bin/nsupdate /usr/bin/redis-server /usr/sbin/postfix
 
 .PHONY: all venv system-deps lab-up lab-down lab-status demo test test-unit lint bench clean
 
@@ -35,8 +35,9 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages: $(SYSTEM_PACKAGES) (missing:$$missing)"; \
 	    export DEBIAN_FRONTEND=noninteractive; \
+	    echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections; \
 	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
-	    systemctl disable --now dovecot named bind9 redis-server postgresql >/dev/null 2>&1 || true; \
+	    systemctl disable --now dovecot named bind9 redis-server postgresql postfix >/dev/null 2>&1 || true; \
 	  else \
 	    echo "missing:$$missing — run as root, or: sudo apt-get install $(SYSTEM_PACKAGES)"; exit 1; \
 	  fi; \

@@ -64,6 +64,7 @@ for p in (ROOT / "include", ROOT / "tests"):
 import psutil  # noqa: E402
 import psycopg2  # noqa: E402
 from imapclient import IMAPClient  # noqa: E402
+
 from lab import corpus, users  # noqa: E402
 from lab.config import LabConfig, lab_dir  # noqa: E402
 
@@ -96,15 +97,20 @@ def boxes_of(inv) -> list[Box]:
     return out
 
 
-def plan_hash(inv) -> str:
-    """Cheap corpus identity: the generator's source and the whole message plan."""
-    h = hashlib.sha256(Path(corpus.__file__).read_bytes())
-    h.update(f"{inv.seed}:{inv.profile}".encode())
+def plan_hash(inv, sample: int = 25) -> str:
+    """Corpus identity, cheap: the whole message plan (folders, sizes, dates, flags, duplicates)
+    and the rendered bytes of the first `sample` messages of every mailbox. (Not corpus.py's
+    source: an edit that changes no message must not force a reseed.)"""
+    h = hashlib.sha256(f"{inv.seed}:{inv.profile}".encode())
     for mb in inv.mailboxes:
         h.update(f"{mb.address}|{mb.login}|{mb.protocol}|{','.join(mb.folders)}\n".encode())
         for p in corpus.mailbox_plan(inv, mb):
             h.update(f"{p.folder}|{p.size}|{p.internal_date.isoformat()}|{' '.join(p.flags)}|{p.dup_of}\n"
                      .encode())
+        for i, m in enumerate(corpus.mailbox_messages(inv, mb)):
+            if i >= sample:
+                break
+            h.update(hashlib.sha256(m.raw).digest())
     return h.hexdigest()
 
 
@@ -336,42 +342,47 @@ def insert_inventory(conn, cfg, boxes: list[Box]) -> dict[str, int]:
     return ids
 
 
-def run_mailshift(cfg, boxes: list[Box], workers: int, logdir: Path, profile: bool = False) -> dict:
-    import multiprocessing as mp
-
+def prepare_mailshift(cfg, boxes: list[Box], stack: contextlib.ExitStack) -> dict:
+    """A fresh migrated database with the inventory rows (outside the timed window)."""
     from lab.connections import imap_uri
     from support.mail import fresh_database
 
-    with fresh_database(cfg) as dsn:
-        conn = psycopg2.connect(dsn)
-        try:
-            ids = insert_inventory(conn, cfg, boxes)
-        finally:
-            conn.close()
-        jobs = [dict(id=ids[b.address], address=b.address, server=b.server, source_login=b.source_login,
-                     dest_login=b.dest_login, protocol=b.protocol) for b in boxes]
-        src_uris = {s: imap_uri(cfg, s) for s in {b.server for b in boxes}}
-        pdir = None
-        if profile:
-            pdir = str(logdir / "profiles")
-            os.makedirs(pdir, exist_ok=True)
-        ctx = mp.get_context("spawn")
-        results = []
-        t0 = time.monotonic()
-        pool = ctx.Pool(workers, initializer=_ms_worker_init,
-                        initargs=(dsn, src_uris, imap_uri(cfg, "dest"), pdir))
-        try:
-            for r in pool.imap_unordered(_ms_copy, jobs, chunksize=1):
-                results.append(r)
-        finally:
-            pool.close()
-            pool.join()
-        wall = time.monotonic() - t0
+    dsn = stack.enter_context(fresh_database(cfg))
+    conn = psycopg2.connect(dsn)
+    try:
+        ids = insert_inventory(conn, cfg, boxes)
+    finally:
+        conn.close()
+    jobs = [dict(id=ids[b.address], address=b.address, server=b.server, source_login=b.source_login,
+                 dest_login=b.dest_login, protocol=b.protocol) for b in boxes]
+    return {"dsn": dsn, "jobs": jobs, "src_uris": {s: imap_uri(cfg, s) for s in {b.server for b in boxes}},
+            "dst_uri": imap_uri(cfg, "dest")}
+
+
+def run_mailshift(prep: dict, workers: int, logdir: Path, profile: bool = False) -> dict:
+    """The jobs (largest mailbox first) over a pool of `workers` processes (spawned: a fresh
+    interpreter each, like separate Airflow task processes), one mailbox at a time each."""
+    import multiprocessing as mp
+
+    pdir = None
+    if profile:
+        pdir = str(logdir / "profiles")
+        os.makedirs(pdir, exist_ok=True)
+    results = []
+    pool = mp.get_context("spawn").Pool(workers, initializer=_ms_worker_init,
+                                        initargs=(prep["dsn"], prep["src_uris"], prep["dst_uri"], pdir))
+    try:
+        for r in pool.imap_unordered(_ms_copy, prep["jobs"], chunksize=1):
+            results.append(r)
+    finally:
+        pool.close()
+        pool.join()
     errors = [r for r in results if "error" in r]
-    return {"wall_inner": round(wall, 2), "per_mailbox": results,
+    return {"per_mailbox": results,
             "reported_copied": sum(r.get("copied", 0) for r in results),
             "reported_refused": sum(r.get("refused", 0) for r in results),
             "reported_failed": sum(r.get("failed", 0) for r in results),
+            "refusals": sorted({x for r in results for x in r.get("refusals", [])})[:5],
             "errors": [f"{r['address']}: {r['error']}" for r in errors]}
 
 
@@ -542,25 +553,27 @@ def verify(cfg, boxes: list[Box], truth: dict) -> dict:
 
 def one_run(cfg, tool: str, workers: int, boxes: list[Box], truth: dict, logdir: Path, args) -> dict:
     reset_dest(cfg, boxes)
-    time.sleep(1.0)  # let the kicked sessions go
     order = sorted(boxes, key=lambda b: -b.bytes)  # largest first: the slots finish together
-    pids = server_pids(cfg)
-    srv0 = server_cpu(pids)
-    cpu0 = children_cpu()
-    t0 = time.monotonic()
-    with Sampler() as smp:
-        if tool == "mailshift":
-            detail = run_mailshift(cfg, order, workers, logdir, profile=args.profile_mailshift)
-        elif tool == "imapsync":
-            detail = run_imapsync(cfg, order, workers, logdir)
-        elif tool == "dsync":
-            detail = run_dsync(cfg, order, workers, logdir, args.dsync_pop3_migration)
-        else:
-            raise ValueError(tool)
-    wall = time.monotonic() - t0
-    cpu = children_cpu() - cpu0
-    time.sleep(0.5)  # server-side sessions end and get reaped
-    srv1 = server_cpu(pids)
+    with contextlib.ExitStack() as stack:
+        prep = prepare_mailshift(cfg, order, stack) if tool == "mailshift" else None
+        time.sleep(1.0)  # let the kicked sessions go
+        pids = server_pids(cfg)
+        srv0 = server_cpu(pids)
+        cpu0 = children_cpu()
+        t0 = time.monotonic()
+        with Sampler() as smp:
+            if tool == "mailshift":
+                detail = run_mailshift(prep, workers, logdir, profile=args.profile_mailshift)
+            elif tool == "imapsync":
+                detail = run_imapsync(cfg, order, workers, logdir)
+            elif tool == "dsync":
+                detail = run_dsync(cfg, order, workers, logdir, args.dsync_pop3_migration)
+            else:
+                raise ValueError(tool)
+        wall = time.monotonic() - t0
+        cpu = children_cpu() - cpu0
+        time.sleep(0.5)  # server-side sessions end and get reaped
+        srv1 = server_cpu(pids)
     nbytes = sum(b.bytes for b in boxes)
     nmsgs = sum(sum(truth["folders"][b.address].values()) for b in boxes)
     check = verify(cfg, boxes, truth)
@@ -640,6 +653,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="4 small mailboxes (2 POP3) only")
     ap.add_argument("--mailboxes", help="comma separated addresses (instead of all / --quick)")
+    ap.add_argument("--tool-repeat", action="append", default=[], metavar="TOOL=N",
+                    help="fewer repeats for one tool, e.g. imapsync=1 (it is slow)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--force-seed", action="store_true")
     ap.add_argument("--seed-only", action="store_true")
@@ -675,6 +690,7 @@ def main(argv=None) -> int:
         boxes = all_boxes
     tools = [t for t in args.tools.split(",") if t]
     workers = [int(w) for w in args.workers.split(",")]
+    tool_repeat = {k: int(v) for k, v in (x.split("=", 1) for x in args.tool_repeat)}
     log(f"{len(boxes)} mailboxes, {sum(b.messages for b in boxes)} messages, "
         f"{sum(b.bytes for b in boxes) / 1e6:.0f} MB; tools {tools} x workers {workers} x {args.repeat}")
 
@@ -698,6 +714,8 @@ def main(argv=None) -> int:
             continue
         for w in workers:
             for tool in tools:
+                if rep >= tool_repeat.get(tool, args.repeat):
+                    continue
                 rdir = logdir / f"{tool}-{w}-{rep + 1}"
                 rdir.mkdir()
                 for attempt in range(2):

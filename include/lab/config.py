@@ -20,6 +20,8 @@ SERVER_NAMES = ("src-a", "src-b", "dest")
 IMAP_OFFSET = {"src-a": 1, "src-b": 2, "dest": 3}
 POP3_OFFSET = {k: v + 10 for k, v in IMAP_OFFSET.items()}
 IMAPS_OFFSET = {k: v + 20 for k, v in IMAP_OFFSET.items()}
+LMTP_OFFSET = {k: v + 30 for k, v in IMAP_OFFSET.items()}  # Dovecot LMTP (lab MTA -> mailbox)
+SMTP_OFFSET = 25  # lab MTA (Postfix instance), SMTP on 127.0.0.1
 PG_OFFSET = 40
 DNS_OFFSET = 53
 SLACK_OFFSET = 80
@@ -63,6 +65,7 @@ class ServerInfo:
     passwd_file: str = ""
     config_file: str = ""
     log_dir: str = ""
+    lmtp_port: int = 0       # Dovecot LMTP listener (the lab MTA delivers here)
 
     def master_login(self, login: str) -> str:
         return f"{login}*{self.admin_user}"
@@ -86,6 +89,8 @@ class LabConfig:
     ca_cert: Path
     default_user_password: str
     raw: dict = field(default_factory=dict, repr=False, compare=False)
+    smtp_host: str = HOST    # lab MTA (Postfix): accepts mail for the lab mailboxes
+    smtp_port: int = 0
 
     @property
     def sources(self) -> dict[str, ServerInfo]:
@@ -135,4 +140,6 @@ class LabConfig:
             ca_cert=Path(d["tls"]["ca_cert"]),
             default_user_password=d["default_user_password"],
             raw=d,
+            smtp_host=(d.get("smtp") or {}).get("host", HOST),
+            smtp_port=(d.get("smtp") or {}).get("port", 0),
         )

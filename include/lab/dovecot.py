@@ -104,6 +104,8 @@ class Dovecot:
             "PLUGIN_EXTRA": plugin_extra,
             "IMAP_PORT": s["imap_port"], "IMAPS_PORT": s["imaps_port"],
             "POP3_PORT": s["pop3_port"],
+            "LMTP_PORT": s.get("lmtp_port") or 0,
+            "LMTP_USERNAME_FORMAT": "%Ln" if sh["role"] == "source" else "%Lu",
             "IMAP_PROCESS_LIMIT": s["max_connections"],
             "POP3_PROCESS_LIMIT": max(s["max_connections"], 10),
         })

@@ -195,6 +195,8 @@ def cmd_plan(args) -> int:
     from .inventory.planner import PlanError, parse_size, plan_waves, read_mailbox_sizes, render_table
 
     try:
+        if args.shards < 1:
+            raise ValueError(f"--shards must be >= 1, got {args.shards}")
         sizes = read_mailbox_sizes(args.sizes) if args.sizes else None
         default_bytes = parse_size(args.default_mailbox_bytes)
         conn = db.connect(args.db)
@@ -249,6 +251,89 @@ def cmd_plan(args) -> int:
     return 0
 
 
+# -- verify / waive ---------------------------------------------------------------------------
+def cmd_verify(args) -> int:
+    from .imap.endpoint import endpoint_from_env
+    from .imap.errors import AuthError, ConfigError
+    from .jobs import UnknownMailbox
+    from .verify import verify_building, verify_mailbox
+
+    if (args.mailbox is None) == (args.building is None):
+        print("error: name exactly one of MAILBOX (address or id) or --building ID", file=sys.stderr)
+        return 2
+    if not 0 < args.sample_rate <= 1:
+        print(f"error: --sample-rate {args.sample_rate} must be in (0, 1]", file=sys.stderr)
+        return 2
+    conn = db.connect(args.db)
+    try:
+        if args.building is not None:
+            bv = verify_building(conn, args.building, endpoint_from_env, args.mode, reports=args.reports_dir,
+                                 dest_conn_id=args.dest_conn, kind=args.kind, dsn=args.db,
+                                 sample_rate=args.sample_rate)
+            out = {"building": bv.building_id, "verify_run_id": bv.verify_run_id, "proven": bv.proven,
+                   "gx_success": bv.gx_success, "report": bv.report_path, "errors": bv.errors,
+                   "seconds": round(bv.seconds, 2),
+                   "mailboxes": [{"address": m.address, "state": m.state, "reasons": m.reasons[:20]}
+                                 for m in bv.mailboxes]}
+            ok = bv.proven
+        else:
+            v = verify_mailbox(conn, args.mailbox, endpoint_from_env, args.mode, dest_conn_id=args.dest_conn,
+                               kind=args.kind, sample_rate=args.sample_rate)
+            out = {k: val for k, val in v.as_dict().items() if k != "findings"}
+            out["findings"] = [f.label() for f in v.findings]
+            ok = v.state in ("proven", "waived")
+    except (UnknownMailbox, ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except AuthError as exc:
+        print(f"error (not retried): {exc}", file=sys.stderr)
+        return 3
+    finally:
+        conn.close()
+    _print_json(out)
+    return 0 if ok else 5
+
+
+def cmd_waive(args) -> int:
+    from .jobs import UnknownMailbox, mailbox_context
+    from .verify import WaiverError, create_waiver, list_waivers, revoke_waiver
+
+    conn = db.connect(args.db)
+    try:
+        if args.list:
+            if args.mailbox is None:
+                print("error: --list needs MAILBOX", file=sys.stderr)
+                return 2
+            mid = mailbox_context(conn, args.mailbox).mailbox.id
+            _print_json([dict(w.__dict__, active=w.active, text=w.describe()) for w in list_waivers(conn, [mid])])
+            return 0
+        if not args.by:
+            print("error: --by NAME is required: a waiver is always a named person's decision", file=sys.stderr)
+            return 2
+        if args.revoke is not None:
+            if args.mailbox is not None or args.reason:
+                print("error: --revoke ID takes only --by", file=sys.stderr)
+                return 2
+            w = revoke_waiver(conn, args.revoke, args.by)
+            print(f"revoked {w.describe()}")
+            return 0
+        if args.mailbox is None:
+            print("error: name the MAILBOX (address or id) the waiver is for", file=sys.stderr)
+            return 2
+        w = create_waiver(conn, args.mailbox, args.by, args.reason or "", finding_id=args.finding,
+                          folder=args.folder, src_uid=args.uid, dest_folder=args.dest_folder,
+                          dest_uid=args.dest_uid, whole_mailbox=args.whole_mailbox,
+                          requested_by=args.requested_by)
+    except (WaiverError, UnknownMailbox) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        conn.close()
+    print(f"recorded {w.describe()}")
+    print("run `mailshift verify` again to refresh the proof row and the building report")
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mailshift", description="Zero-loss mailbox migration for ISPs.")
@@ -278,6 +363,34 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--batch-messages", type=int, default=250)
     cp.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     cp.set_defaults(func=cmd_copy)
+
+    vf = sub.add_parser("verify", help="independent zero-loss verification of a mailbox or a building")
+    vf.add_argument("mailbox", nargs="?", help="address or mailbox id (or use --building)")
+    vf.add_argument("--building", help="verify every mailbox of this building, run the GX suite, write the report")
+    vf.add_argument("--mode", default="full", choices=("full", "sample"),
+                    help="full: SHA-256 of every message; sample: header digest + size for all, full digest "
+                         "for a random sample")
+    vf.add_argument("--sample-rate", type=float, default=0.02, help="fraction fully digested in sample mode")
+    vf.add_argument("--kind", default="pre_cutover", choices=("pre_cutover", "final"))
+    vf.add_argument("--reports-dir", help="where HTML reports go (default $MAILSHIFT_REPORTS_DIR or .lab/reports)")
+    vf.add_argument("--dest-conn", default="mailshift_dest",
+                    help="connection id of the destination (env AIRFLOW_CONN_<ID>)")
+    vf.set_defaults(func=cmd_verify)
+
+    wv = sub.add_parser("waive", help="record (or revoke) a named person's waiver for a finding")
+    wv.add_argument("mailbox", nargs="?", help="address or mailbox id")
+    wv.add_argument("--by", help="the person approving (or revoking) the waiver")
+    wv.add_argument("--reason", help="why the finding may stand")
+    wv.add_argument("--requested-by", help="who asked for it (must differ from --by)")
+    wv.add_argument("--finding", type=int, help="waive the message/folder a finding (#id) names")
+    wv.add_argument("--folder", help="source folder name (the whole folder, or with --uid one message)")
+    wv.add_argument("--uid", type=int, help="source UID in --folder")
+    wv.add_argument("--dest-folder", help="destination folder of an extra message (with --dest-uid)")
+    wv.add_argument("--dest-uid", type=int, help="destination UID of an extra message")
+    wv.add_argument("--whole-mailbox", action="store_true", help="waive every finding of the mailbox")
+    wv.add_argument("--revoke", type=int, metavar="WAIVER_ID", help="revoke a waiver (kept for the audit)")
+    wv.add_argument("--list", action="store_true", help="list the mailbox's waivers")
+    wv.set_defaults(func=cmd_waive)
 
     pl = sub.add_parser("plan", help="plan the waves, store them, write the DAG snapshot",
                         description="Partition buildings into waves (pilot first, whole buildings, limits per "

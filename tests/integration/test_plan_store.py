@@ -7,6 +7,7 @@ import json
 
 import psycopg2
 import pytest
+
 from lab import corpus
 from mailshift import cli
 from mailshift.inventory import load_inventory, plan_store, snapshot

@@ -300,7 +300,7 @@ def test_pool_and_shard_function_are_stable():
     assert snapshot.shard_of("B10001", 16) == int.from_bytes(
         hashlib.blake2b(b"B10001", digest_size=8).digest(), "big") % 16
     parts = snapshot.split_shards(_snap_buildings(), 16)
-    assert sum(len(p) for p in parts) == 200 and all(p == sorted(p) for p in parts)
+    assert sum(len(p) for p in parts) == 200 and all([b.id for b in p] == sorted(b.id for b in p) for p in parts)
     assert all(len(p) > 0 for p in parts)
 
 

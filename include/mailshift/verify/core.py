@@ -27,7 +27,16 @@ from ..imap.folders import plan_folder
 from ..imap.pop3 import map_uidls_to_uids, read_uidls
 from ..ledger import states
 from . import waivers as wv
-from .matching import DEST_SIDE, SOURCE_SIDE, Finding, GroupResult, LedgerInfo, SourceItem, check_sample, match_group
+from .matching import (
+    DEST_SIDE,
+    SOURCE_SIDE,
+    Finding,
+    GroupResult,
+    LedgerInfo,
+    SourceItem,
+    check_sample,
+    match_group,
+)
 from .recount import MODES, SideRead, fetch_digests, read_side
 
 log = logging.getLogger(__name__)
@@ -160,7 +169,7 @@ def _uidl_findings(source: Endpoint, dest: Endpoint, ctx, src_read: SideRead, ds
                            if "INBOX" in dst_read.folders else None,
                            detail=f"legacy POP3 UIDL {uidl!r} is not in the destination's UIDL list"
                                   + (f" ({n}x)" if n > 1 else "")))
-    for uidl, n in sorted((have - want).items()):
+    for uidl, _n in sorted((have - want).items()):
         out.append(Finding("uidl_mismatch", None, None, None, "INBOX", dst_uid_of.get(uidl), pop3_uidl=uidl,
                            dest_uidvalidity=dst_read.folders["INBOX"].uidvalidity
                            if "INBOX" in dst_read.folders else None,

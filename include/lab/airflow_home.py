@@ -1,0 +1,79 @@
+"""Airflow for the lab: its metadata database in the lab's PostgreSQL, and the environment
+(AIRFLOW_HOME, DAG and plugin folders, connections) every lab run of Airflow shares.
+
+`python -m lab.airflow_home` creates the `airflow` database if needed, runs `airflow db
+migrate`, and prints `export ...` lines for a shell.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+
+from .config import LabConfig
+from .connections import airflow_conn_env
+
+REPO = Path(__file__).resolve().parents[2]
+AIRFLOW_DB = "airflow"
+
+
+def metadata_url(cfg: LabConfig) -> str:
+    parts = urlsplit(cfg.pg_dsn)
+    return urlunsplit(parts._replace(scheme="postgresql+psycopg2", path="/" + AIRFLOW_DB))
+
+
+def airflow_env(cfg: LabConfig) -> dict[str, str]:
+    """Everything an Airflow process of the lab needs in its environment."""
+    home = Path(cfg.root) / "airflow"
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url(cfg),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "MAILSHIFT_SNAPSHOT_DIR": os.environ.get("MAILSHIFT_SNAPSHOT_DIR", str(Path(cfg.root) / "snapshot")),
+        "MAILSHIFT_DB_URL": cfg.pg_dsn,
+        "MAILSHIFT_REPORTS_DIR": os.environ.get("MAILSHIFT_REPORTS_DIR", str(Path(cfg.root) / "reports")),
+        "PYTHONPATH": str(REPO / "include"),
+    }
+    env.update(airflow_conn_env(cfg))
+    return env
+
+
+def ensure_metadata_db(cfg: LabConfig) -> None:
+    """Create the `airflow` database (owned by the lab's mailshift role) and migrate it."""
+    admin = psycopg2.connect(cfg.pg_admin_dsn)
+    admin.autocommit = True
+    user = urlsplit(cfg.pg_dsn).username
+    with admin.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (AIRFLOW_DB,))
+        if cur.fetchone() is None:
+            cur.execute(f"CREATE DATABASE {AIRFLOW_DB} OWNER {user}")
+    admin.close()
+    env = {**os.environ, **airflow_env(cfg)}
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    result = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+
+
+def main() -> None:
+    cfg = LabConfig.load()
+    ensure_metadata_db(cfg)
+    for key, value in airflow_env(cfg).items():
+        print(f"export {key}={shlex.quote(value)}")
+
+
+if __name__ == "__main__":
+    main()
