@@ -53,13 +53,13 @@ lab-status: venv
 	$(PY) -m lab status
 
 demo: lab-up
-	$(PY) -m mailshift.demo
+	$(PY) -m lab.airflow_home > $(LAB_DIR)/airflow.env && source $(LAB_DIR)/airflow.env && $(PY) -m mailshift.demo
 
 lint: venv
 	$(VENV)/bin/ruff check include dags plugins tests bench
 
 test: lab-up lint
-	MAILSHIFT_REQUIRE_LAB=1 $(VENV)/bin/pytest -q tests
+	$(PY) -m lab.airflow_home > $(LAB_DIR)/airflow.env && source $(LAB_DIR)/airflow.env && MAILSHIFT_REQUIRE_LAB=1 $(VENV)/bin/pytest -q tests
 
 test-unit: venv
 	$(VENV)/bin/pytest -q tests/unit

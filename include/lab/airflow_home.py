@@ -7,7 +7,9 @@ migrate`, and prints `export ...` lines for a shell.
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shlex
 import subprocess
 import sys
@@ -28,9 +30,38 @@ def metadata_url(cfg: LabConfig) -> str:
     return urlunsplit(parts._replace(scheme="postgresql+psycopg2", path="/" + AIRFLOW_DB))
 
 
+API_PORT_OFFSET = 81
+UI_USERS = {"operator": "admin", "support": "viewer"}
+
+
+def api_port(cfg: LabConfig) -> int:
+    return cfg.port_base + API_PORT_OFFSET
+
+
+def _secrets(home: Path) -> dict:
+    """Lab-only Airflow secrets (JWT, API secret key, UI passwords), generated once per lab."""
+    path = home / "lab-secrets.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    home.mkdir(parents=True, exist_ok=True)
+    doc = {"jwt_secret": secrets.token_urlsafe(32), "secret_key": secrets.token_urlsafe(32),
+           "passwords": {user: secrets.token_urlsafe(12) for user in UI_USERS}}
+    path.write_text(json.dumps(doc))
+    path.chmod(0o600)
+    (home / "passwords.json").write_text(json.dumps(doc["passwords"]))
+    (home / "passwords.json").chmod(0o600)
+    return doc
+
+
+def ui_password(cfg: LabConfig, user: str) -> str:
+    return _secrets(Path(cfg.root) / "airflow")["passwords"][user]
+
+
 def airflow_env(cfg: LabConfig) -> dict[str, str]:
     """Everything an Airflow process of the lab needs in its environment."""
     home = Path(cfg.root) / "airflow"
+    sec = _secrets(home)
+    api = f"http://127.0.0.1:{api_port(cfg)}"
     env = {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
@@ -41,6 +72,12 @@ def airflow_env(cfg: LabConfig) -> dict[str, str]:
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__API_AUTH__JWT_SECRET": sec["jwt_secret"],
+        "AIRFLOW__API__SECRET_KEY": sec["secret_key"],
+        "AIRFLOW__API__BASE_URL": api,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in UI_USERS.items()),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "MAILSHIFT_SNAPSHOT_DIR": os.environ.get("MAILSHIFT_SNAPSHOT_DIR", str(Path(cfg.root) / "snapshot")),
         "MAILSHIFT_DB_URL": cfg.pg_dsn,
         "MAILSHIFT_REPORTS_DIR": os.environ.get("MAILSHIFT_REPORTS_DIR", str(Path(cfg.root) / "reports")),

@@ -18,10 +18,12 @@ from .config import (
     HOST,
     IMAP_OFFSET,
     IMAPS_OFFSET,
+    LMTP_OFFSET,
     PG_OFFSET,
     POP3_OFFSET,
     SERVER_NAMES,
     SLACK_OFFSET,
+    SMTP_OFFSET,
     TSIG_ALGORITHM,
     TSIG_KEY_NAME,
     LabConfig,
@@ -30,6 +32,7 @@ from .config import (
 )
 from .dovecot import SHAPES, Dovecot
 from .pg import Postgres, choose_dir
+from .postfix import Postfix
 from .tls import ensure_certs
 
 INCLUDE_DIR = Path(__file__).resolve().parents[1]
@@ -88,6 +91,7 @@ def build_state(root: Path) -> tuple[dict, list[str]]:
             "name": name, "host": HOST,
             "imap_port": base + IMAP_OFFSET[name], "pop3_port": base + POP3_OFFSET[name],
             "imaps_port": base + IMAPS_OFFSET[name],
+            "lmtp_port": base + LMTP_OFFSET[name],
             "admin_user": "admin", "admin_password": sec["dovecot_admin_password"],
             "separator": shape["separator"], "prefix": shape["prefix"],
             "mail_root": str(root / name / "mail"),
@@ -115,6 +119,7 @@ def build_state(root: Path) -> tuple[dict, list[str]]:
                 "tsig_secret": sec["tsig_secret"]},
         "slack": {"base_url": f"http://{HOST}:{base + SLACK_OFFSET}/api/",
                   "port": base + SLACK_OFFSET, "token": sec["slack_token"]},
+        "smtp": {"host": HOST, "port": base + SMTP_OFFSET},
         "tls": tls,
         "pids": str(root / "run"),
         "notes": notes or old.get("notes", []),
@@ -138,6 +143,7 @@ def write_state(root: Path, state: dict) -> None:
         "MAILSHIFT_LAB_TSIG_SECRET": cfg.tsig_secret,
         "MAILSHIFT_SLACK_BASE_URL": cfg.slack_base_url,
         "MAILSHIFT_SLACK_TOKEN": cfg.slack_token,
+        "MAILSHIFT_SMTP": f"{cfg.smtp_host}:{cfg.smtp_port}",
     }
     for name, s in cfg.servers.items():
         key = name.upper().replace("-", "_")
@@ -194,13 +200,19 @@ def services(root: Path, state: dict):
     out = [("postgres", [state["pg"]["port"]], pg)]
     for name in SERVER_NAMES:
         s = state["servers"][name]
-        out.append((name, [s["imap_port"], s["pop3_port"], s["imaps_port"]],
+        out.append((name, [s["imap_port"], s["pop3_port"], s["imaps_port"]]
+                    + ([s["lmtp_port"]] if s.get("lmtp_port") else []),
                     Dovecot(name, root, s, state["tls"], s["admin_password"], run)))
     d = state["dns"]
     out.append(("bind9", [d["port"]], Bind(root, d["port"], d["zone"], d["tsig_key_name"],
                                            d["tsig_algorithm"], d["tsig_secret"], run)))
     out.append(("slack-standin", [state["slack"]["port"]],
                 SlackStandin(root, state["slack"]["port"], run)))
+    if state.get("smtp"):  # lab MTA after the Dovecots (it delivers to their LMTP listeners)
+        out.append(("postfix", [state["smtp"]["port"]],
+                    Postfix(root, state["smtp"]["port"], run,
+                            {n: s["lmtp_port"] for n, s in state["servers"].items()
+                             if s.get("lmtp_port")}, state["dns"]["zone"])))
     return out
 
 

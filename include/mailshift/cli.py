@@ -334,6 +334,149 @@ def cmd_waive(args) -> int:
     return 0
 
 
+# -- audit and notices -------------------------------------------------------------------------
+from contextlib import closing as _closing  # noqa: E402
+
+
+def _smtp_target(arg):
+    import os
+
+    v = arg or os.environ.get("MAILSHIFT_SMTP")
+    if not v:
+        from lab.config import LabConfig, LabNotConfigured
+
+        try:
+            cfg = LabConfig.load()
+            v = f"{cfg.smtp_host}:{cfg.smtp_port}"
+        except LabNotConfigured:
+            raise db.ConfigError("no SMTP relay: pass --smtp HOST:PORT or set MAILSHIFT_SMTP") from None
+    host, _, port = v.rpartition(":")
+    return host, int(port)
+
+
+def cmd_audit_addresses(args) -> int:
+    from .audit import store
+
+    with _closing(db.connect(args.db)) as conn:
+        stats = store.run_address_audit(conn, building=args.building, domain=args.domain,
+                                        alias_days=args.alias_days)
+        stats["renames_list"] = store.renames(conn, args.building, args.domain) if args.list else None
+    _print_json(stats)
+    return 0
+
+
+def cmd_audit_pop3_logs(args) -> int:
+    from .audit import pop3logs, store
+
+    t0 = time.monotonic()
+    result = pop3logs.parse_files(args.files, year=args.year)
+    el = time.monotonic() - t0
+    print(f"parsed {result.lines} lines in {el:.1f}s ({result.lines / max(el, 1e-9):,.0f} lines/s),"
+          f" {result.malformed} malformed", file=sys.stderr)
+    if args.dry_run:
+        _print_json({"lines": result.lines, "malformed": result.malformed,
+                     "malformed_samples": result.malformed_samples,
+                     "usage": {k: u.as_dict() for k, u in sorted(result.usage.items())}})
+        return 0
+    with _closing(db.connect(args.db)) as conn:
+        stats = store.store_pop3_usage(conn, result, source_system=args.source_system,
+                                       inputs=args.files)
+    _print_json(stats)
+    return 0
+
+
+def cmd_audit_rules(args) -> int:
+    from .audit import store
+
+    with _closing(db.connect(args.db)) as conn:
+        stats = store.store_rules(conn, args.export_dir, args.dest)
+    _print_json(stats)
+    return 0
+
+
+def cmd_audit_report(args) -> int:
+    from .audit import reports
+
+    if (args.building is None) == (args.wave is None):
+        print("error: give a BUILDING or --wave N", file=sys.stderr)
+        return 2
+    with _closing(db.connect(args.db)) as conn:
+        rows = reports.finding_counts(conn, building=args.building, wave=args.wave)
+    if args.csv:
+        if args.csv == "-":
+            reports.write_csv(rows, sys.stdout)
+        else:
+            with open(args.csv, "w", newline="", encoding="utf-8") as f:
+                reports.write_csv(rows, f)
+            print(f"wrote {len(rows)} rows to {args.csv}", file=sys.stderr)
+    else:
+        _print_json(rows)
+    return 0
+
+
+def cmd_notices_send(args) -> int:
+    from .audit import notices
+
+    if (args.building is None) == (args.domain is None):
+        print("error: give --building or --domain", file=sys.stderr)
+        return 2
+    host, port = _smtp_target(args.smtp)
+    with _closing(db.connect(args.db)) as conn:
+        res = notices.send_round(conn, args.round, building=args.building, domain=args.domain,
+                                 smtp_host=host, smtp_port=port, sender=args.sender,
+                                 campaign=args.campaign, cutover=args.cutover_date)
+    _print_json({"sent": len(res.sent), "already_sent": res.skipped_done,
+                 "not_required": res.not_required, "failed": res.failed})
+    return 0 if not res.failed else 6
+
+
+def cmd_notices_export(args) -> int:
+    from .audit import notices
+
+    if (args.building is None) == (args.domain is None):
+        print("error: give --building or --domain", file=sys.stderr)
+        return 2
+    with _closing(db.connect(args.db)) as conn:
+        rows = notices.export_list(conn, args.channel, building=args.building,
+                                   domain=args.domain, campaign=args.campaign)
+    if args.csv and args.csv != "-":
+        with open(args.csv, "w", newline="", encoding="utf-8") as f:
+            notices.write_csv(rows, f)
+        print(f"wrote {len(rows)} households to {args.csv}", file=sys.stderr)
+    else:
+        notices.write_csv(rows, sys.stdout)
+    return 0
+
+
+def cmd_notices_record(args) -> int:
+    import getpass
+
+    from .audit import notices
+
+    with open(args.csv_file, encoding="utf-8-sig") as f:
+        text = f.read()
+    with _closing(db.connect(args.db)) as conn:
+        try:
+            res = notices.record_outcomes(conn, text, recorded_by=args.by or getpass.getuser(),
+                                          source=args.csv_file, campaign=args.campaign)
+        except notices.RecordError as exc:
+            for p in exc.problems:
+                print(f"error: {p}", file=sys.stderr)
+            print("nothing recorded", file=sys.stderr)
+            return 2
+    _print_json(res)
+    return 0
+
+
+def cmd_notices_gate(args) -> int:
+    from .audit import notices
+
+    with _closing(db.connect(args.db)) as conn:
+        reasons = notices.notice_gate_check(conn, args.domain, campaign=args.campaign)
+    _print_json({"domain": args.domain, "ok": not reasons, "reasons": reasons})
+    return 0 if not reasons else 5
+
+
 # -- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mailshift", description="Zero-loss mailbox migration for ISPs.")
@@ -420,6 +563,60 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--brief", action="store_true", help="wave totals only, no building rows")
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plan)
+
+    au = sub.add_parser("audit", help="pre-migration audit: addresses, POP3 logs, rules, reports")
+    aus = au.add_subparsers(dest="audit_command", required=True)
+    a = aus.add_parser("addresses", help="audit every inventory address (dot-atom, quoted, length, "
+                                         "case-folded duplicates); store findings and renames")
+    a.add_argument("--building")
+    a.add_argument("--domain")
+    a.add_argument("--alias-days", type=int, default=180, help="old address keeps delivering this long")
+    a.add_argument("--list", action="store_true", help="print the rename records too")
+    a.set_defaults(func=cmd_audit_addresses)
+    a = aus.add_parser("pop3-logs", help="parse legacy POP3 logs (Dovecot, Courier; .gz/.xz ok)")
+    a.add_argument("files", nargs="+")
+    a.add_argument("--source-system", help="logins belong to this source system")
+    a.add_argument("--year", type=int, help="year for syslog timestamps without one (default: this year)")
+    a.add_argument("--dry-run", action="store_true", help="print the usage, store nothing")
+    a.set_defaults(func=cmd_audit_pop3_logs)
+    a = aus.add_parser("rules", help="inventory forward/auto-reply rules from an export dir")
+    a.add_argument("export_dir", help="<dir>/<address or login>/{*.sieve,.forward,.qmail*}")
+    a.add_argument("--dest", help="the destination's rules, same layout: compare")
+    a.set_defaults(func=cmd_audit_rules)
+    a = aus.add_parser("report", help="finding counts per building or wave")
+    a.add_argument("building", nargs="?")
+    a.add_argument("--wave", type=int)
+    a.add_argument("--csv", nargs="?", const="-", help="write CSV (to FILE, or stdout)")
+    a.set_defaults(func=cmd_audit_report)
+
+    no = sub.add_parser("notices", help="customer-notice campaigns: email rounds, letter/call lists, outcomes")
+    nos = no.add_subparsers(dest="notices_command", required=True)
+    a = nos.add_parser("send", help="send one email round to every mailbox in scope (idempotent)")
+    a.add_argument("round", type=int)
+    a.add_argument("--building")
+    a.add_argument("--domain")
+    a.add_argument("--smtp", help="HOST:PORT of the relay (default $MAILSHIFT_SMTP, else the lab MTA)")
+    a.add_argument("--sender", help="From address (default notices@<domain>)")
+    a.add_argument("--cutover-date", help="named in the mail")
+    a.add_argument("--campaign", default="migration")
+    a.set_defaults(func=cmd_notices_send)
+    a = nos.add_parser("export", help="letter or call list of the affected households, as CSV")
+    a.add_argument("channel", choices=("letters", "calls", "letter", "call"))
+    a.add_argument("--building")
+    a.add_argument("--domain")
+    a.add_argument("--csv", nargs="?", const="-", help="write to FILE (default stdout)")
+    a.add_argument("--campaign", default="migration")
+    a.set_defaults(func=lambda args: cmd_notices_export(
+        argparse.Namespace(**{**vars(args), "channel": args.channel.rstrip("s")})))
+    a = nos.add_parser("record", help="record outcomes from a CSV (household_id,channel,outcome,...)")
+    a.add_argument("csv_file")
+    a.add_argument("--by", help="who records (default: the OS user)")
+    a.add_argument("--campaign", default="migration")
+    a.set_defaults(func=cmd_notices_record)
+    a = nos.add_parser("gate", help="the cutover gate's notice condition for a domain (exit 5: refused)")
+    a.add_argument("domain")
+    a.add_argument("--campaign", default="migration")
+    a.set_defaults(func=cmd_notices_gate)
     return p
 
 

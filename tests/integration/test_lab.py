@@ -366,7 +366,7 @@ def test_lab_up_status_down_roundtrip(tmp_path_factory):
         assert r.returncode == 0, r.stdout + r.stderr
         r = _lab("status", env)
         assert r.returncode == 0, r.stdout + r.stderr
-        assert r.stdout.count(" up ") == 6
+        assert r.stdout.count(" up ") == 7  # 6 + postfix (lab MTA)
         state = json.loads((root / "lab.json").read_text())
         assert state["port_base"] == base and stat.S_IMODE((root / "lab.json").stat().st_mode) == 0o600
 
@@ -406,7 +406,7 @@ def test_lab_up_status_down_roundtrip(tmp_path_factory):
         assert not proc.processes_mentioning([str(root), state["pg"]["dir"]])
         assert not any(proc.port_listening("127.0.0.1", p) for p in ports)
         r = _lab("status", env)
-        assert r.returncode != 0 and r.stdout.count("DOWN") == 6
+        assert r.returncode != 0 and r.stdout.count("DOWN") == 7
 
         r = _lab("up", env)                             # and back up from cold
         assert r.returncode == 0, r.stdout + r.stderr

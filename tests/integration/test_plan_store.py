@@ -59,11 +59,15 @@ def test_read_inventory_matches_the_database(conn):
     (n_h,), = rows(conn, "SELECT count(*) FROM household")
     (n_m,), = rows(conn, "SELECT count(*) FROM mailbox")
     assert sum(b.households for b in inp.loads) == n_h
-    assert sum(b.mailboxes for b in inp.loads) == n_m == sum(len(v) for v in inp.mailboxes.values())
+    assert sum(b.mailboxes for b in inp.loads) == n_m == sum(len(v.ids) for v in inp.mailboxes.values())
     by = inp.by_id
     assert by["B10001"].pinned_wave == 1
     assert dt.date(2025, 8, 13) in by["B10022"].blackout_dates
     assert inp.sizes_missing == n_m and all(b.bytes > 0 for b in inp.loads)
+    from mailshift.inventory.planner import estimate_mailbox
+    quotas = rows(conn, "SELECT quota_bytes FROM mailbox")
+    assert sum(b.bytes for b in inp.loads) == sum(estimate_mailbox(q).bytes for (q,) in quotas)
+    assert sum(b.messages for b in inp.loads) == sum(estimate_mailbox(q).messages for (q,) in quotas)
     assert inp.systems and inp.closed_waves == frozenset()
 
 

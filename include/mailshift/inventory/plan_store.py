@@ -19,18 +19,26 @@ import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .planner import (
     DEFAULT_MAILBOX_BYTES,
+    DEFAULT_MESSAGE_BYTES,
     BuildingLoad,
     MailboxSize,
     Plan,
     PlanError,
     estimate_mailbox,
 )
-from .snapshot import SnapshotBuilding, SnapshotMailbox, pool_name
+from .snapshot import SnapshotBuilding, pool_name
 
 LOCK_NAME = "mailshift.inventory.plan"
+
+
+class MailboxColumns(NamedTuple):
+    ids: list[int]           # sorted
+    addresses: list[str]
+    protocols: str           # one letter per mailbox: i imap, p pop3
 
 
 @dataclass
@@ -41,7 +49,7 @@ class PlanInput:
     systems: dict[str, int]                                   # source system -> max_connections
     names: dict[str, str] = field(default_factory=dict)       # building id -> name
     max_connections: dict[str, int | None] = field(default_factory=dict)  # building spec override
-    mailboxes: dict[str, list[SnapshotMailbox]] = field(default_factory=dict)
+    mailboxes: dict[str, MailboxColumns] = field(default_factory=dict)   # building id -> columns
     sizes_missing: int = 0                                     # mailboxes with an estimated size
 
     @property
@@ -81,6 +89,8 @@ def read_inventory(conn, *, sizes: Mapping[str, MailboxSize] | None = None,
     """Everything the planner and the snapshot need, in 5 queries (no commit)."""
     sizes = sizes or {}
     with conn.cursor() as cur:
+        # the per-building aggregation sorts ~500k rows: in memory, not on disk (this transaction only)
+        cur.execute("SELECT set_config('work_mem', '256MB', true), set_config('jit', 'off', true)")
         cur.execute("SELECT id, status FROM wave")
         wave_status = dict(cur.fetchall())
         closed = frozenset(w for w, s in wave_status.items() if s != "planned")
@@ -88,26 +98,34 @@ def read_inventory(conn, *, sizes: Mapping[str, MailboxSize] | None = None,
         systems = dict(cur.fetchall())
         cur.execute("SELECT building_id, count(*) FROM household GROUP BY building_id")
         households = dict(cur.fetchall())
-        cur.execute("SELECT h.building_id, m.id, m.address, m.protocol, m.quota_bytes FROM mailbox m"
-                    " JOIN household h ON h.id = m.household_id ORDER BY h.building_id, m.id")
-        mailboxes: dict[str, list[SnapshotMailbox]] = {}
-        agg: dict[str, list[int]] = {}
+        # one row per building, mailboxes as columns (C-parsed arrays, no per-mailbox Python object)
+        cur.execute(f"""
+            SELECT h.building_id, array_agg(m.id ORDER BY m.id), array_agg(m.address ORDER BY m.id),
+                   string_agg(CASE m.protocol WHEN 'pop3' THEN 'p' ELSE 'i' END, '' ORDER BY m.id),
+                   sum(least(coalesce(m.quota_bytes, %(d)s), %(d)s)),
+                   sum(least(coalesce(m.quota_bytes, %(d)s), %(d)s) / %(msg)s)
+                   {", array_agg(m.quota_bytes ORDER BY m.id)" if sizes else ""}
+            FROM mailbox m JOIN household h ON h.id = m.household_id
+            GROUP BY h.building_id""", {"d": default_mailbox_bytes, "msg": DEFAULT_MESSAGE_BYTES})
+        mailboxes: dict[str, MailboxColumns] = {}
+        agg: dict[str, tuple[int, int, int]] = {}
         missing = 0
-        est_cache: dict[int | None, MailboxSize] = {}
-        for bid, mid, addr, proto, quota in cur:
-            mailboxes.setdefault(bid, []).append(SnapshotMailbox(mid, addr, proto))
-            s = sizes.get(addr.lower()) if sizes else None
-            if s is None:
-                missing += 1
-                s = est_cache.get(quota)
-                if s is None:
-                    s = est_cache[quota] = estimate_mailbox(quota, default_mailbox_bytes)
-            a = agg.get(bid)
-            if a is None:
-                a = agg[bid] = [0, 0, 0]
-            a[0] += 1
-            a[1] += s.bytes
-            a[2] += s.messages
+        for row in cur:
+            bid, ids, addrs, protos, est_b, est_m = row[:6]
+            mailboxes[bid] = MailboxColumns(ids, addrs, protos)
+            if not sizes:
+                agg[bid] = (len(ids), int(est_b), int(est_m))
+                missing += len(ids)
+                continue
+            nb = nm = 0
+            for addr, quota in zip(addrs, row[6], strict=True):
+                sz = sizes.get(addr.lower())
+                if sz is None:
+                    missing += 1
+                    sz = estimate_mailbox(quota, default_mailbox_bytes)
+                nb += sz.bytes
+                nm += sz.messages
+            agg[bid] = (len(ids), nb, nm)
         cur.execute("SELECT id, name, domain, source_system, spec, pinned_wave, wave_id FROM building ORDER BY id")
         loads, names, maxc = [], {}, {}
         problems = []
@@ -120,7 +138,7 @@ def read_inventory(conn, *, sizes: Mapping[str, MailboxSize] | None = None,
                 continue
             if pinned is None:
                 pinned = spec.get("pinned_wave")
-            a = agg.get(bid, [0, 0, 0])
+            a = agg.get(bid, (0, 0, 0))
             loads.append(BuildingLoad(bid, domain, system, households.get(bid, 0), a[0], a[1], a[2],
                                       blackout, pinned, wave_id if wave_id in closed else None, name or ""))
             names[bid] = name or ""
@@ -247,10 +265,12 @@ def latest_limits(conn) -> dict | None:
 def snapshot_buildings(inp: PlanInput, plan: Plan) -> list[SnapshotBuilding]:
     """The snapshot rows for `plan` (in memory: no second read of 500k mailboxes)."""
     out = []
+    empty = MailboxColumns([], [], "")
     for bl in sorted(inp.loads, key=lambda b: b.id):
-        out.append(SnapshotBuilding(bl.id, inp.names.get(bl.id, ""), bl.domain, bl.source_system,
-                                    pool_name(bl.source_system), plan.assignment.get(bl.id),
-                                    inp.max_connections.get(bl.id), tuple(inp.mailboxes.get(bl.id, ()))))
+        mb = inp.mailboxes.get(bl.id, empty)
+        out.append(SnapshotBuilding.from_columns(
+            bl.id, inp.names.get(bl.id, ""), bl.domain, bl.source_system, pool_name(bl.source_system),
+            plan.assignment.get(bl.id), inp.max_connections.get(bl.id), mb.ids, mb.addresses, mb.protocols))
     return out
 
 

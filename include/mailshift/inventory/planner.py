@@ -472,7 +472,7 @@ def plan_waves(buildings: Iterable[BuildingLoad], limits: PlanLimits) -> Plan:
                         continue
                     bl = lst[i]
                     queues[s] = i + 1
-                    w1.add(bl, Reason("pilot", f"pilot: smallest eligible building of source system "
+                    w1.add(bl, Reason("pilot", f"smallest eligible building of source system "
                                                f"{s} ({_fmt(bl.households)} households)"))
                     placed.add(bl.id)
                     need -= 1

@@ -73,6 +73,17 @@ class SnapshotBuilding:
         self._mailboxes = mbs
 
     @classmethod
+    def from_columns(cls, id: str, name: str, domain: str, source_system: str, pool: str, wave: int | None,
+                     max_connections: int | None, mailbox_ids: list[int], addresses: list[str],
+                     protocols: str) -> SnapshotBuilding:
+        """From mailbox columns sorted by id (protocols: one letter per mailbox, i/p)."""
+        if not len(mailbox_ids) == len(addresses) == len(protocols):
+            raise ValueError(f"building {id}: mailbox columns of different lengths")
+        return cls._from_doc({"id": id, "name": name, "domain": domain, "source_system": source_system,
+                              "pool": pool, "wave": wave, "max_connections": max_connections,
+                              "mailbox_ids": mailbox_ids, "addresses": addresses, "protocols": protocols})
+
+    @classmethod
     def _from_doc(cls, b: dict) -> SnapshotBuilding:
         self = cls.__new__(cls)
         self.id, self.name, self.domain, self.source_system = b["id"], b["name"], b["domain"], b["source_system"]

@@ -50,9 +50,10 @@ def proof_state(conn, mailbox_id: int) -> ProofState:
         cur.execute("SELECT id, verify_run_id, verdict, ledger_as_of, proven_at, kind FROM proof"
                     " WHERE mailbox_id = %s ORDER BY proven_at DESC, id DESC LIMIT 1", (mailbox_id,))
         proof = cur.fetchone()
-        if proof is None:
-            return ProofState(mailbox_id, address, "not_proven", ["never verified"], _shown(conn, mailbox_id))
-        pid, run_id, verdict, as_of, proven_at, kind = proof
+    if proof is None:  # outside the transaction block: _shown opens its own
+        return ProofState(mailbox_id, address, "not_proven", ["never verified"], _shown(conn, mailbox_id))
+    pid, run_id, verdict, as_of, proven_at, kind = proof
+    with conn, conn.cursor() as cur:
         cur.execute("SELECT f.id, f.kind, f.folder_id, f.src_uid, f.dest_folder, f.dest_uidvalidity, f.dest_uid,"
                     " f.src_folder, f.detail FROM reconciliation_finding f JOIN reconciliation r"
                     " ON r.id = f.reconciliation_id WHERE r.verify_run_id = %s AND f.mailbox_id = %s"

@@ -1,0 +1,126 @@
+"""Run a real Airflow for the lab: scheduler, dag-processor and api-server, as child processes.
+
+Used by the end-to-end tests and `make demo`: `with AirflowServices(cfg, env) as af: ...`
+starts the three, waits for the API server, and stops every process (whole process groups)
+on exit, so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .airflow_home import api_port, ui_password
+from .config import LabConfig
+
+COMPONENTS = (("api-server", ["api-server", "--host", "127.0.0.1"]), ("scheduler", ["scheduler"]),
+              ("dag-processor", ["dag-processor"]))
+
+
+class AirflowServices:
+    def __init__(self, cfg: LabConfig, env: dict[str, str], log_dir: Path | None = None):
+        self.cfg = cfg
+        self.env = {**os.environ, **env}
+        self.port = api_port(cfg)
+        self.log_dir = Path(log_dir or Path(cfg.root) / "airflow" / "logs-services")
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.base = f"http://127.0.0.1:{self.port}"
+        self._token = None
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start(self, timeout: float = 120) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        airflow = str(Path(sys.executable).with_name("airflow"))
+        for name, args in COMPONENTS:
+            argv = [airflow, *args] + (["--port", str(self.port)] if name == "api-server" else [])
+            log = open(self.log_dir / f"{name}.log", "ab")
+            self.procs[name] = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, p in self.procs.items():
+                if p.poll() is not None:
+                    raise RuntimeError(f"airflow {name} exited with {p.returncode}; see {self.log_dir}/{name}.log")
+            try:
+                with urllib.request.urlopen(f"{self.base}/api/v2/monitor/health", timeout=2):
+                    return
+            except OSError:
+                time.sleep(1)
+        raise TimeoutError(f"Airflow API server not up on {self.base} after {timeout}s")
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        for p in self.procs.values():  # children the component forked (executor workers)
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.procs.clear()
+
+    # -- REST API, as an operator's tools use it ------------------------------------------
+    def token(self, user: str = "operator") -> str:
+        if self._token is None:
+            body = json.dumps({"username": user, "password": ui_password(self.cfg, user)}).encode()
+            req = urllib.request.Request(f"{self.base}/auth/token", data=body,
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                self._token = json.loads(r.read())["access_token"]
+        return self._token
+
+    def api(self, method: str, path: str, body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.base}/api/v2{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {self.token()}"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            raw = r.read()
+        return json.loads(raw) if raw else {}
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.api("GET", f"/dags/{dag_id}")
+                return
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404:
+                    raise
+            time.sleep(2)
+        raise TimeoutError(f"DAG {dag_id} not parsed after {timeout}s")
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        self.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
+        run = self.api("POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+        return run["dag_run_id"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 600) -> str:
+        deadline = time.monotonic() + timeout
+        state = None
+        while time.monotonic() < deadline:
+            state = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+            if state in ("success", "failed"):
+                return state
+            time.sleep(3)
+        raise TimeoutError(f"{dag_id} run {run_id} still {state} after {timeout}s")

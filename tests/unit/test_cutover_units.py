@@ -1,0 +1,110 @@
+"""Cutover logic without servers: record canonicalisation, serial arithmetic, waiting for every
+authoritative server, and the drain's quiet window (fake clock)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from mailshift.cutover import dns as cdns
+from mailshift.cutover.drain import drain_domain
+from mailshift.cutover.gate import Reason
+
+
+def test_canonical_is_case_and_order_insensitive():
+    a = cdns.canonical(["20 MX2.Example.JP.", "10 mx1.example.jp."])
+    b = cdns.canonical(["10 mx1.example.jp.", "20 mx2.example.jp."])
+    assert a == b == ("10 mx1.example.jp.", "20 mx2.example.jp.")
+    assert cdns.canonical(["10 mx1"], origin="example.jp") == ("10 mx1.example.jp.",)
+
+
+def test_serial_arithmetic_wraps():
+    assert cdns.serial_newer(5, 5) and cdns.serial_newer(6, 5) and not cdns.serial_newer(4, 5)
+    assert cdns.serial_newer(1, 4294967295)          # wrapped around: newer
+    assert not cdns.serial_newer(4294967295, 1)
+
+
+class FakeProvider:
+    """Two authoritative servers; ns2 lags for `lag` queries."""
+
+    name = "fake"
+
+    def __init__(self, lag: int):
+        self.lag = lag
+        self.servers = [cdns.NameServer("ns1.example.jp.", "192.0.2.1", 53),
+                        cdns.NameServer("ns2.example.jp.", "192.0.2.2", 53)]
+
+    def authoritative_servers(self, zone):
+        return self.servers
+
+    def query_server(self, s, zone, owner, rrtype="MX"):
+        if s.name.startswith("ns2") and self.lag > 0:
+            self.lag -= 1
+            return cdns.RRset(("10 mx-old.example.jp.",), 300, 7)
+        return cdns.RRset(("10 mx-new.example.jp.",), 300, 8)
+
+
+def test_wait_until_served_waits_for_every_server():
+    p = FakeProvider(lag=3)
+    t = [0.0]
+    r = cdns.wait_until_served(p, "example.jp", "example.jp", ["10 mx-new.example.jp."], serial=8, timeout=100,
+                               interval=1, clock=lambda: t[0], sleep=lambda s: t.__setitem__(0, t[0] + s))
+    assert r.ok and t[0] == 3.0
+    assert set(r.answers) == {"ns1.example.jp.@192.0.2.1:53", "ns2.example.jp.@192.0.2.2:53"}
+
+
+def test_wait_until_served_names_the_lagging_server():
+    p = FakeProvider(lag=1000)
+    t = [0.0]
+    with pytest.raises(cdns.NotServed) as ei:
+        cdns.wait_until_served(p, "example.jp", "example.jp", ["10 mx-new.example.jp."], serial=8, timeout=5,
+                               interval=1, clock=lambda: t[0], sleep=lambda s: t.__setitem__(0, t[0] + s))
+    assert "ns2.example.jp." in str(ei.value) and "ns1.example.jp." not in str(ei.value).split(":", 1)[1]
+
+
+def test_from_connection_keeps_the_port_for_name_servers():
+    p = cdns.Rfc2136Provider.from_connection({"host": "127.0.0.1", "port": 14353, "login": "k",
+                                              "password": "c2VjcmV0c2VjcmV0c2VjcmV0", "extra": {}})
+    assert p.primary == ("127.0.0.1", 14353) and p.ns_port == 14353
+
+
+class FakeConn:
+    """Only what drain_domain reads: the domain's mailboxes (monkeypatched) and dns_change."""
+
+
+def test_drain_stops_only_after_quiet_window(monkeypatch):
+    from mailshift.cutover import drain as d
+
+    monkeypatch.setattr(d, "domain_mailboxes", lambda conn, domain: [(1, "a@x"), (2, "b@x")])
+    t = [0.0]
+    arrivals = {(1, 2): 1, (4, 2): 2}        # (round, mailbox) -> new messages copied in that round
+    rnd = [0]
+
+    def copy_fn(conn, mid, kind):
+        assert kind == "drain"
+        if mid == 1:
+            rnd[0] += 1
+        return SimpleNamespace(copied=arrivals.get((rnd[0], mid), 0), failed=0, refused=0, bytes=0)
+
+    r = drain_domain(FakeConn(), "x", copy_fn, quiet_seconds=10, poll_seconds=3, require_swap=False,
+                     clock=lambda: t[0], sleep=lambda s: t.__setitem__(0, t[0] + s))
+    assert r.copied == 3 and r.per_mailbox == {"b@x": 3}
+    # last copy in round 4 at t=9; quiet 10 s after that: rounds at 12, 15, 18, 19 -> stop at >= 19
+    assert t[0] >= 19 and r.rounds == 8
+
+
+def test_drain_times_out_loudly(monkeypatch):
+    from mailshift.cutover import drain as d
+
+    monkeypatch.setattr(d, "domain_mailboxes", lambda conn, domain: [(1, "a@x")])
+    t = [0.0]
+    with pytest.raises(TimeoutError):
+        drain_domain(FakeConn(), "x", lambda c, m, k: SimpleNamespace(copied=1), quiet_seconds=10, poll_seconds=1,
+                     max_seconds=30, require_swap=False, clock=lambda: t[0],
+                     sleep=lambda s: t.__setitem__(0, t[0] + s))
+
+
+def test_reason_text_names_building_and_mailbox():
+    r = Reason("never_verified", "B-1", "a@example.jp", "never verified (no proof row)")
+    assert r.text() == "[never_verified] building B-1 mailbox a@example.jp: never verified (no proof row)"
