@@ -100,7 +100,7 @@ DETAIL = {2: "NO [OVERQUOTA] Quota exceeded", 3: "socket timeout during APPEND",
 def mailbox_rows(rng, pools, mailbox_id, protocol, folders, pass_id):
     """Final-state rows of one mailbox as tuples in COLS order."""
     rows = []
-    for folder_id, uidvalidity, n in folders:
+    for folder_id, _uidvalidity, n in folders:
         uid = 0
         dest_uid = 0
         for _ in range(n):
@@ -337,7 +337,7 @@ def main(argv=None):
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
     dsn = psycopg2.extensions.make_dsn(base, dbname=name)
-    result = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    result = {"started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "args": vars(args) | {"dsn": None}, "machine": machine()}
     try:
         migrate.upgrade(dsn)
@@ -395,7 +395,7 @@ def main(argv=None):
         else:
             result["kept_database"] = name
         admin.close()
-    result["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    result["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     print(json.dumps(result, indent=2))
 
 

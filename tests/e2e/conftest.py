@@ -3,18 +3,19 @@ and the Airflow environment (metadata DB in the lab's PostgreSQL, connections) p
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
-from support.mail import fresh_database
 
 from lab import corpus
 from lab.airflow_home import airflow_env
 from lab.seed import seed_lab
 from mailshift.inventory.load import load_inventory
+from support.mail import fresh_database
 
 
 def plan_snapshot(dsn: str, snapshot_dir: Path) -> None:
@@ -44,9 +45,9 @@ def e2e(lab_config, tmp_path_factory):
         plan_snapshot(dsn, snap)
         env = airflow_env(cfg)
         db = urlsplit(dsn)
-        env["AIRFLOW_CONN_MAILSHIFT_DB"] = (
-            '{"conn_type": "postgres", "host": "%s", "port": %d, "login": "%s", "password": "%s", "schema": "%s"}'
-            % (db.hostname, db.port, db.username, db.password, db.path.lstrip("/")))
+        env["AIRFLOW_CONN_MAILSHIFT_DB"] = json.dumps(
+            {"conn_type": "postgres", "host": db.hostname, "port": db.port, "login": db.username,
+             "password": db.password, "schema": db.path.lstrip("/")})
         env["MAILSHIFT_SNAPSHOT_DIR"] = str(snap)
         env["MAILSHIFT_REPORTS_DIR"] = str(root / "reports")
         env["MAILSHIFT_DB_URL"] = dsn

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import psycopg2
 import pytest
-from support.mail import snapshot
 
 from lab import slack_standin, users
 from mailshift.inventory import snapshot as snap
+from support.mail import snapshot
 
 pytestmark = pytest.mark.integration
 
