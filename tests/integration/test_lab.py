@@ -397,7 +397,7 @@ def test_lab_up_status_down_roundtrip(tmp_path_factory):
         assert r.returncode != 0 and re.search(r"slack-standin\s+DOWN", r.stdout)
         r = _lab("up", env)
         assert r.returncode == 0, r.stdout + r.stderr
-        assert r.stdout.count("already running") == 5 and "slack-standin" in r.stdout
+        assert r.stdout.count("already running") == 6 and "slack-standin" in r.stdout
         assert json.loads((root / "lab.json").read_text())["secrets"] == state["secrets"]
 
         r = _lab("down", env)

@@ -31,7 +31,8 @@ def force_mx(cfg: LabConfig, rdatas: list[str], ttl: int) -> None:
 
 @contextlib.contextmanager
 def restored_zone(cfg: LabConfig):
-    """Whatever the test does to the lab zone's MX, put `MX 10 mx-old` TTL 3600 back afterwards."""
+    """Start from `MX 10 mx-old` TTL 3600 (a demo may have swapped it) and put it back afterwards."""
+    force_mx(cfg, [ORIGINAL_MX], ORIGINAL_TTL)
     try:
         yield
     finally:

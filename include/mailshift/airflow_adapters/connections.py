@@ -30,3 +30,16 @@ def database_url(conn_id: str = DB_CONN_ID) -> str:
     c = BaseHook.get_connection(conn_id)
     auth = quote(c.login or "", safe="") + (":" + quote(c.password, safe="") if c.password else "")
     return f"postgresql://{auth}@{c.host}:{c.port or 5432}/{c.schema or 'mailshift'}"
+
+
+def connection_doc(conn_id: str) -> dict:
+    """An Airflow connection as the JSON-form dict the core's `from_connection` helpers take."""
+    c = BaseHook.get_connection(conn_id)
+    return {"conn_type": c.conn_type, "host": c.host, "port": c.port, "login": c.login, "password": c.password,
+            "schema": c.schema, "extra": c.extra_dejson or {}}
+
+
+def dns_provider(conn_id: str = "mailshift_dns"):
+    from mailshift.cutover.dns import Rfc2136Provider
+
+    return Rfc2136Provider.from_connection(connection_doc(conn_id))

@@ -208,6 +208,8 @@ def write_snapshot(directory, buildings: Iterable[SnapshotBuilding], *, plan_id:
         "buildings": len(blist), "mailboxes": sum(f["mailboxes"] for f in files),
         "source_systems": {s: {"pool": pool_name(s), "max_connections": systems[s]} for s in sorted(systems)},
         "waves": [dict(w, buildings=counts_per_wave.get(w["number"], 0)) for w in (waves or [])],
+        # the cutover DAG of a domain waits for the Asset events of exactly these buildings
+        "domains": {dom: sorted(b.id for b in blist if b.domain == dom) for dom in sorted({b.domain for b in blist})},
         "files": files,
     }
     _write_if_changed(d / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8"))
