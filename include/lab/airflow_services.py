@@ -21,7 +21,7 @@ from .airflow_home import api_port, ui_password
 from .config import LabConfig
 
 COMPONENTS = (("api-server", ["api-server", "--host", "127.0.0.1"]), ("scheduler", ["scheduler"]),
-              ("dag-processor", ["dag-processor"]))
+              ("dag-processor", ["dag-processor"]), ("triggerer", ["triggerer"]))
 
 
 class AirflowServices:
@@ -114,6 +114,26 @@ class AirflowServices:
         self.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
         run = self.api("POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
         return run["dag_run_id"]
+
+    def respond(self, dag_id: str, run_id: str, task_id: str, option: str, timeout: float = 600) -> dict:
+        """Answer a human-in-the-loop task (e.g. "Approve") once it is waiting, as an operator would."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                return self.api("PATCH", path, {"chosen_options": [option], "params_input": {}})
+            except urllib.error.HTTPError as exc:
+                if exc.code not in (404, 409):
+                    raise
+                state = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+                if state in ("success", "failed"):
+                    raise RuntimeError(f"{dag_id} run {run_id} ended ({state}) before {task_id} asked") from exc
+            time.sleep(3)
+        raise TimeoutError(f"{task_id} of {dag_id} never asked for a response")
+
+    def task_states(self, dag_id: str, run_id: str) -> dict:
+        tis = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000")["task_instances"]
+        return {(t["task_id"], t["map_index"]): t["state"] for t in tis}
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 600) -> str:
         deadline = time.monotonic() + timeout

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg2
@@ -40,27 +39,91 @@ def reset_database(cfg) -> str:
     return cfg.pg_dsn
 
 
-def copy_all(dsn: str, pass_kind: str, workers: int = 4) -> list:
-    """One pass over every mailbox, a few in parallel (each worker has its own connections)."""
-    from mailshift import db
-    from mailshift.imap.endpoint import endpoint_from_env
-    from mailshift.jobs import copy_one
+DOMAIN = "lab.mailshift.test"
+OPERATOR_REQUEST = "support desk (demo)"
+OPERATOR_APPROVER = "Ops lead Sato (demo)"
 
-    conn = db.connect(dsn)
+
+def waive_refused(dsn: str) -> list[str]:
+    """As an operator: waive each message the destination refused (over its size limit), by name."""
+    from mailshift.cli import main as cli
+
+    conn = psycopg2.connect(dsn)
     with conn, conn.cursor() as cur:
-        cur.execute("SELECT id FROM mailbox ORDER BY id")
-        ids = [r[0] for r in cur.fetchall()]
+        cur.execute(
+            """SELECT f.id, m.address, f.kind, f.src_folder, f.src_uid FROM reconciliation_finding f
+               JOIN mailbox m ON m.id = f.mailbox_id
+               JOIN household h ON h.id = m.household_id JOIN building b ON b.id = h.building_id
+               WHERE b.domain = %s AND f.blocking AND f.waiver_id IS NULL
+                 AND f.reconciliation_id IN (SELECT max(r.id) FROM reconciliation r GROUP BY r.mailbox_id)""",
+            (DOMAIN,))
+        findings = cur.fetchall()
     conn.close()
+    done = []
+    for fid, address, kind, folder, uid in findings:
+        rc = cli(["--db", dsn, "waive", address, "--finding", str(fid), "--by", OPERATOR_APPROVER,
+                  "--requested-by", OPERATOR_REQUEST, "--reason",
+                  "over the new provider's 25 MiB limit; customer gets it as a download link (ticket DEMO-1)"])
+        if rc == 0:
+            done.append(f"{address} {folder} uid {uid} ({kind})")
+    return done
 
-    def one(mid):
-        c = db.connect(dsn)
-        try:
-            return copy_one(c, mid, pass_kind, resolve=endpoint_from_env)
-        finally:
-            c.close()
 
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(one, ids))
+def deliver_late(cfg, inv) -> str:
+    """A mail that reaches the OLD server after the swap (DNS caches): the drain must catch it."""
+    import datetime as dt
+
+    from imapclient import IMAPClient
+
+    from .imap.append import OutgoingMessage, multiappend
+
+    mb = next(m for m in inv.mailboxes if m.address.lower().endswith("@" + DOMAIN) and m.protocol == "imap")
+    server = cfg.servers[inv.system(mb.source_system).lab_server]
+    c = IMAPClient(server.host, port=server.imap_port, ssl=False)
+    c.login(server.master_login(mb.login), server.admin_password)
+    raw = (b"From: late-sender@example.jp\r\nTo: " + mb.address.encode() + b"\r\nSubject: delivered to the old "
+           b"MX after the swap\r\n\r\nThis mail was still routed to the legacy server.\r\n")
+    assert multiappend(c, "INBOX", [OutgoingMessage((), dt.datetime.now(dt.UTC), raw)]).ok
+    c.logout()
+    return mb.address
+
+
+def final_summary(cfg, dsn: str) -> bool:
+    from lab.zone import current_mx
+
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            """WITH latest AS (SELECT DISTINCT ON (p.mailbox_id) p.* FROM proof p ORDER BY p.mailbox_id, p.id DESC)
+               SELECT b.domain, count(*), count(*) FILTER (WHERE l.kind = 'final'),
+                      count(*) FILTER (WHERE l.verdict = 'proven'),
+                      count(*) FILTER (WHERE l.verdict = 'proven_with_waivers'),
+                      count(*) FILTER (WHERE l.verdict = 'failed' OR l.verdict IS NULL),
+                      coalesce(sum(l.src_messages), 0), coalesce(sum(l.matched), 0), coalesce(sum(l.waived), 0)
+               FROM mailbox m JOIN household h ON h.id = m.household_id JOIN building b ON b.id = h.building_id
+               LEFT JOIN latest l ON l.mailbox_id = m.id GROUP BY b.domain ORDER BY b.domain""")
+        rows = cur.fetchall()
+        cur.execute("SELECT kind, status, old_rdata, new_rdata, approved_by, applied_at FROM dns_change"
+                    " WHERE domain = %s ORDER BY id", (DOMAIN,))
+        changes = cur.fetchall()
+        cur.execute("SELECT count(*) FROM waiver WHERE revoked_at IS NULL")
+        waivers = cur.fetchone()[0]
+    conn.close()
+    mx, ttl = current_mx(cfg)
+    print("\n================ zero-loss proof ================")
+    ok = True
+    for domain, n, final, proven, with_waivers, failed, src, matched, waived in rows:
+        print(f"{domain}: {n} mailboxes; latest proof: {proven} proven, {with_waivers} proven with waivers, "
+              f"{failed} NOT proven ({final} final); source messages {src}, matched exactly once {matched}, "
+              f"waived {waived}")
+        if domain == DOMAIN:
+            ok = ok and failed == 0 and final == n and matched + waived >= src
+    print(f"waivers on record (each with a named approver): {waivers}")
+    for kind, status, old, new, who, at in changes:
+        print(f"dns_change {kind}: {status}; {old} -> {new}; approved by {who or '-'}; applied {at or '-'}")
+    print(f"{DOMAIN} MX now served: {mx} (TTL {ttl})")
+    print("=================================================")
+    return ok and any("mx.newprovider" in r for r in mx)
 
 
 def main() -> int:
@@ -88,23 +151,109 @@ def main() -> int:
     say(f"legacy servers seeded: {seeded['mailboxes']} mailboxes, {seeded['messages']} messages, "
         f"{seeded['bytes'] / 1e6:.1f} MB in {seeded['seconds']}s")
 
-    for kind in ("prestage", "delta"):
-        t = time.monotonic()
-        results = copy_all(dsn, kind)
-        copied = sum(r.copied for r in results)
-        refused = sum(r.refused for r in results)
-        mb = sum(r.bytes for r in results) / 1e6
-        say(f"{kind}: {len(results)} mailboxes, {copied} messages copied ({mb:.1f} MB), "
-            f"{refused} refused by the destination, {time.monotonic() - t:.1f}s")
-        for r in results:
-            for ref in r.refusals:
-                say(f"  refused: {r.mailbox} folder {ref['folder']} uid {ref['uid']}: {ref['reason'][:120]}")
+    from lab import zone
+    from lab.airflow_home import airflow_env
+    from lab.airflow_services import AirflowServices
+    from mailshift.cli import main as cli
 
-    st = status_report(conn)
-    say("ledger: " + ", ".join(f"{k} {v['count']}" for k, v in st["messages"].items() if v["count"]))
+    snap = os.environ.get("MAILSHIFT_SNAPSHOT_DIR", str(Path(cfg.root) / "snapshot"))
+    assert cli(["--db", dsn, "plan", "--pilot-buildings", "1", "--start", "2027-01-11", "--snapshot-dir", snap,
+                "--brief"]) == 0
+    # A short TTL to start from, so the demo does not wait an hour for the old TTL to expire.
+    zone.reset_mx(cfg, ttl=30)
+    safe = DOMAIN.replace(".", "_")
+    with AirflowServices(cfg, airflow_env(cfg)) as af:
+        say(f"Airflow is up: {af.base} (login: operator, password in .lab/airflow/passwords.json)")
+        from mailshift.inventory.snapshot import read_manifest
+
+        waves = [w["number"] for w in read_manifest(snap)["waves"]]
+        for dag_id in [f"mailshift_wave_{n}" for n in waves] + [f"mailshift_cutover_{safe}",
+                                                                f"mailshift_lower_ttl_{safe}"]:
+            af.wait_for_dag(dag_id)
+        af.api("PATCH", f"/dags/mailshift_cutover_{safe}", {"is_paused": False})
+        for b in (b for b in _buildings(dsn)):
+            af.api("PATCH", f"/dags/mailshift_building_{b}", {"is_paused": False})
+        run = af.trigger(f"mailshift_lower_ttl_{safe}", {"ttl": 10})
+        say(f"lower the MX TTL of {DOMAIN} to 10 s: {af.wait_for_run(f'mailshift_lower_ttl_{safe}', run)}")
+        for n in waves:
+            t = time.monotonic()
+            run = af.trigger(f"mailshift_wave_{n}", {"pass_kind": "prestage"})
+            state = af.wait_for_run(f"mailshift_wave_{n}", run, timeout=1800)
+            say(f"wave {n}: {state} in {time.monotonic() - t:.0f}s")
+        st = status_report(conn)
+        say("ledger: " + ", ".join(f"{k} {v['count']}" for k, v in st["messages"].items() if v["count"]))
+        waived = waive_refused(dsn)
+        for w in waived:
+            say(f"waived by {OPERATOR_APPROVER}: {w}")
+        for b in _unproven_buildings(dsn, DOMAIN):
+            run = af.trigger(f"mailshift_building_{b}", {"pass_kind": "delta"})
+            say(f"building {b} re-run after the waiver: {af.wait_for_run(f'mailshift_building_{b}', run)}")
+        run_id = _wait_for_asset_run(af, f"mailshift_cutover_{safe}")
+        say(f"all buildings of {DOMAIN} proven: the cutover DAG started by their Asset events ({run_id})")
+        af.respond(f"mailshift_cutover_{safe}", run_id, "approve_mx_swap", "Approve")
+        say("MX swap approved through the Airflow API by the operator")
+        _wait_for_task(af, f"mailshift_cutover_{safe}", run_id, "swap_mx")
+        say(f"MX swapped; a late mail reaches the old server for {deliver_late(cfg, inv)}")
+        state = af.wait_for_run(f"mailshift_cutover_{safe}", run_id, timeout=1800)
+        say(f"cutover of {DOMAIN}: {state}")
     conn.close()
+    ok = final_summary(cfg, dsn)
     say(f"done in {time.monotonic() - started:.0f}s")
-    return 0
+    return 0 if ok and state == "success" else 1
+
+
+def _buildings(dsn: str) -> list[str]:
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT id FROM building ORDER BY id")
+        out = [r[0] for r in cur.fetchall()]
+    conn.close()
+    return out
+
+
+def _unproven_buildings(dsn: str, domain: str) -> list[str]:
+    from mailshift.verify import proof_state
+
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT h.building_id, m.id FROM mailbox m JOIN household h ON h.id = m.household_id"
+                    " JOIN building b ON b.id = h.building_id WHERE b.domain = %s", (domain,))
+        rows = cur.fetchall()
+    out = sorted({b for b, mid in rows if proof_state(conn, mid).state not in ("proven", "waived")}
+                 | _failed_building_runs(conn, domain))
+    conn.close()
+    return out
+
+
+def _failed_building_runs(conn, domain: str) -> set[str]:
+    """Buildings whose proof holds only with a waiver: their DAG must run again to emit the Asset."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT DISTINCT h.building_id FROM waiver w JOIN mailbox m ON m.id = w.mailbox_id"
+                    " JOIN household h ON h.id = m.household_id JOIN building b ON b.id = h.building_id"
+                    " WHERE b.domain = %s AND w.revoked_at IS NULL", (domain,))
+        return {r[0] for r in cur.fetchall()}
+
+
+def _wait_for_asset_run(af, dag_id: str, timeout: float = 300) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = af.api("GET", f"/dags/{dag_id}/dagRuns?limit=5&order_by=-run_after")["dag_runs"]
+        if runs:
+            return runs[0]["dag_run_id"]
+        time.sleep(3)
+    raise TimeoutError(f"{dag_id} was not started by its Asset events")
+
+
+def _wait_for_task(af, dag_id: str, run_id: str, task_id: str, timeout: float = 1800) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = af.task_states(dag_id, run_id).get((task_id, -1))
+        if state == "success":
+            return
+        if state in ("failed", "upstream_failed", "skipped"):
+            raise RuntimeError(f"{dag_id}.{task_id} ended {state}")
+        time.sleep(3)
+    raise TimeoutError(f"{dag_id}.{task_id} did not finish")
 
 
 if __name__ == "__main__":

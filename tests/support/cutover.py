@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 
-import dns.query
-import dns.rcode
-import dns.update
-
 from lab.config import LabConfig
+from lab.zone import set_mx
 from mailshift.cutover.dns import Rfc2136Provider
 
 ORIGINAL_MX = "10 mx-old.lab.mailshift.test."
@@ -22,11 +19,7 @@ def lab_provider(cfg: LabConfig) -> Rfc2136Provider:
 
 def force_mx(cfg: LabConfig, rdatas: list[str], ttl: int) -> None:
     """Set the lab zone's MX unconditionally (what "someone else changed it" looks like)."""
-    upd = dns.update.UpdateMessage(cfg.dns_zone, keyring=cfg.tsig_keyring(), keyname=cfg.tsig_key_name,
-                                   keyalgorithm=cfg.tsig_algorithm)
-    upd.replace(cfg.dns_zone + ".", ttl, "MX", *rdatas)
-    r = dns.query.tcp(upd, cfg.dns_host, port=cfg.dns_port, timeout=5)
-    assert r.rcode() == dns.rcode.NOERROR, dns.rcode.to_text(r.rcode())
+    set_mx(cfg, rdatas, ttl)
 
 
 @contextlib.contextmanager

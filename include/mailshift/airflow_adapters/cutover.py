@@ -97,7 +97,7 @@ def swap_mx(domain: str, new_mx: list[str]) -> dict:
 def drain(domain: str) -> dict:
     params = get_current_context()["params"]
     return _step("drain_step", domain, copy_fn=_copy_fn(), quiet_seconds=params.get("drain_quiet_seconds"),
-                 poll_seconds=float(params.get("drain_poll_seconds", 60)))
+                 poll_seconds=float(params.get("drain_poll_seconds", 15)))
 
 
 @task(task_id="final_proof")
@@ -164,7 +164,7 @@ def build_cutover_dag(domain: str, building_ids: list[str]) -> DAG:
                                 description="the new MX records (preference and host)"),
                 "drain_quiet_seconds": Param(None, type=["null", "number"],
                                              description="quiet time before the drain ends (default 2 x old TTL)"),
-                "drain_poll_seconds": Param(60, type="number")},
+                "drain_poll_seconds": Param(15, type="number")},
         doc_md=__doc__,
     ) as dag:
         ttl = check_ttl(domain)
