@@ -22,7 +22,7 @@ from .config import LabConfig
 from .connections import airflow_conn_env
 
 REPO = Path(__file__).resolve().parents[2]
-AIRFLOW_DB = "airflow"
+AIRFLOW_DB = os.environ.get("MAILSHIFT_AIRFLOW_DB", "airflow")  # one metadata DB per concurrent Airflow
 
 
 def metadata_url(cfg: LabConfig) -> str:
@@ -35,7 +35,7 @@ UI_USERS = {"operator": "admin", "support": "viewer"}
 
 
 def api_port(cfg: LabConfig) -> int:
-    return cfg.port_base + API_PORT_OFFSET
+    return int(os.environ.get("MAILSHIFT_AIRFLOW_API_PORT") or cfg.port_base + API_PORT_OFFSET)
 
 
 def _secrets(home: Path) -> dict:
@@ -59,8 +59,8 @@ def ui_password(cfg: LabConfig, user: str) -> str:
 
 def airflow_env(cfg: LabConfig) -> dict[str, str]:
     """Everything an Airflow process of the lab needs in its environment."""
-    home = Path(cfg.root) / "airflow"
-    sec = _secrets(home)
+    home = Path(cfg.root) / ("airflow" if AIRFLOW_DB == "airflow" else f"airflow-{AIRFLOW_DB}")
+    sec = _secrets(Path(cfg.root) / "airflow")
     api = f"http://127.0.0.1:{api_port(cfg)}"
     env = {
         "AIRFLOW_HOME": str(home),
@@ -77,7 +77,7 @@ def airflow_env(cfg: LabConfig) -> dict[str, str]:
         "AIRFLOW__API__BASE_URL": api,
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in UI_USERS.items()),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(Path(cfg.root) / "airflow" / "passwords.json"),
         "MAILSHIFT_SNAPSHOT_DIR": os.environ.get("MAILSHIFT_SNAPSHOT_DIR", str(Path(cfg.root) / "snapshot")),
         "MAILSHIFT_DB_URL": cfg.pg_dsn,
         "MAILSHIFT_REPORTS_DIR": os.environ.get("MAILSHIFT_REPORTS_DIR", str(Path(cfg.root) / "reports")),

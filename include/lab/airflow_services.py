@@ -94,8 +94,12 @@ class AirflowServices:
         req = urllib.request.Request(f"{self.base}/api/v2{path}", data=data, method=method,
                                      headers={"Content-Type": "application/json",
                                               "Authorization": f"Bearer {self.token()}"})
-        with urllib.request.urlopen(req, timeout=60) as r:
-            raw = r.read()
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                raw = r.read()
+        except urllib.error.HTTPError as exc:
+            exc.msg = f"{exc.msg}: {method} {path}: {exc.read()[:500].decode('utf-8', 'replace')}"
+            raise
         return json.loads(raw) if raw else {}
 
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:

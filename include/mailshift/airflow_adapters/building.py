@@ -7,6 +7,7 @@ resolve connections and call `mailshift` functions; the ledger makes every retry
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 from airflow.sdk import DAG, Asset, Param, get_current_context, task
@@ -160,6 +161,14 @@ def mark_proven(building_id: str, verdict: dict) -> dict:
     return verdict
 
 
+def copy_queue(building) -> str:
+    """Celery queue of a building's copy tasks: its source system's pool name (`src_<system>`), so
+    the workers that copy from one legacy server can be placed and scaled per server
+    (CeleryExecutor; other executors ignore queues). MAILSHIFT_COPY_QUEUE=<name> puts every copy
+    task on that one queue instead (e.g. `default` when all workers serve everything)."""
+    return os.environ.get("MAILSHIFT_COPY_QUEUE") or building.pool
+
+
 def building_dag_id(building_id: str) -> str:
     return f"mailshift_building_{building_id}"
 
@@ -180,7 +189,7 @@ def build_building_dag(building) -> DAG:
         doc_md=__doc__,
     ) as dag:
         pre = preflight(bid)
-        copies = copy_batch.override(pool=building.pool).expand(batch=mailbox_batches(building.mailboxes))
+        copies = copy_batch.override(pool=building.pool, queue=copy_queue(building)).expand(batch=mailbox_batches(building.mailboxes))
         verdict = verify(bid)
         proven = mark_proven.override(outlets=[building_asset(bid)])(bid, verdict)
         pre >> copies >> verdict >> proven

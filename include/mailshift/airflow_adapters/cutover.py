@@ -210,7 +210,7 @@ def build_ttl_dag(domain: str) -> DAG:
         catchup=False,
         default_args=DEFAULT_ARGS,
         tags=["mailshift", "cutover", domain],
-        params={"ttl": Param(300, type="integer", minimum=30)},
+        params={"ttl": Param(300, type="integer", minimum=5)},
     ) as dag:
         lower_ttl(domain)
     return dag

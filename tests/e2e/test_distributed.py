@@ -1,0 +1,365 @@
+"""The scale-out path for real: Airflow on the CeleryExecutor (Redis broker, PostgreSQL metadata DB
+and result backend) with two Celery workers, each consuming its own queues, runs waves of
+buildings against the lab.
+
+- `test_wave_on_two_celery_workers`: a wave of 3 buildings through the scheduler: the copy tasks
+  go to their source system's queue, run on both workers, never exceed their pool (the source
+  system's connection budget across all workers), and every message is at the destination
+  exactly once (servers read directly, ledger, proof).
+- `test_worker_killed_mid_copy`: during the next wave, worker w1 (and every task process under
+  it) is SIGKILLed while one of its copy tasks is half-way through a mailbox; the scheduler fails
+  the orphaned task after the heartbeat timeout, the retry runs on w2, the wave succeeds and every
+  message is still there exactly once.
+
+Slow (~5-10 min, starts a whole Airflow): skipped unless MAILSHIFT_RUN_DISTRIBUTED=1, which
+`make test-distributed` sets. Its own metadata DB (`airflow_celery`), API port (base+95), Redis
+port (base+79), mailshift database and snapshot: it can run next to the demo's Airflow.
+Measured timings go to `.lab/celery-<db>/distributed-latest.json` (bench/projection_bench.py reads it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg2
+import pytest
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.environ.get("MAILSHIFT_RUN_DISTRIBUTED") != "1",
+                       reason="slow (whole Airflow on Celery): `make test-distributed` (MAILSHIFT_RUN_DISTRIBUTED=1)"),
+]
+
+#: pool slots per source system in this test: deliberately below the lab servers' limits (20/10)
+#: so that the pools, not the worker slots, bind and the test can check they are never exceeded
+POOL_SLOTS = {"src_src_a": 3, "src_src_b": 2}
+#: (name, queues, concurrency): w1 only copies; w2 also runs the control tasks (default queue)
+WORKERS = (("w1", ("src_src_a", "src_src_b"), 4), ("w2", ("default", "src_src_a", "src_src_b"), 6))
+PROFILE = dict(buildings=6, households=(4, 4, 4, 4, 4, 4), mailboxes_per_household=None, pop3=4,
+               messages=6000, median=6000, sigma=1.1, cap=2_000_000, big=(6_000_000,),
+               size_limit=25 * 1024 * 1024, oversize=27_000_000)
+
+
+def _ts(value: str | None) -> float | None:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+
+
+def _inventory():
+    """The demo corpus shape, heavier mail, fresh unique logins (never another test's accounts)."""
+    from lab import corpus
+
+    corpus.PROFILES.setdefault("distributed", PROFILE)
+    inv = corpus.generate_inventory(42, "distributed")
+    tag = uuid.uuid4().hex[:6]
+    fmt = {s.id: s.export_format for s in inv.systems}
+    mbs = []
+    for i, m in enumerate(inv.mailboxes):
+        local = f"x{tag}{i:03d}"
+        address = f"{local}@{m.address.split('@')[1]}"
+        mbs.append(dataclasses.replace(m, address=address,
+                                       login=address if fmt[m.source_system] == "alpha" else local))
+    inv.mailboxes = tuple(mbs)
+    return inv
+
+
+def _seed_without_oversize(cfg, inv):
+    """Seed the sources without the corpus's one oversize message (the destination would refuse it
+    and the building could only pass with a waiver, which is not what this test is about)."""
+    from lab import corpus
+    from lab.seed import seed_lab
+
+    original = corpus.mailbox_messages
+
+    def messages(inv_, mb):
+        for planned, msg in zip(corpus.mailbox_plan(inv_, mb), original(inv_, mb), strict=True):
+            if "oversize" not in planned.tags:
+                yield msg
+
+    corpus.mailbox_messages = messages
+    try:
+        return seed_lab(cfg, inv, workers=4)
+    finally:
+        corpus.mailbox_messages = original
+
+
+@pytest.fixture(scope="module")
+def cluster(lab_config, tmp_path_factory):
+    from lab import corpus
+    from lab.airflow_services import AirflowServices
+    from lab.celery_lab import CeleryWorkers, RedisServer, celery_airflow_env, ensure_metadata_db, state_dir
+    from mailshift.cli import main as cli
+    from mailshift.inventory import snapshot
+    from mailshift.inventory.load import load_inventory
+    from support.mail import fresh_database
+
+    cfg = lab_config
+    root = tmp_path_factory.mktemp("distributed")
+    timings = {"started": time.time()}
+    inv = _inventory()
+    exports = corpus.write_exports(inv, root / "exports", cfg)
+    with fresh_database(cfg) as dsn:
+        conn = psycopg2.connect(dsn)
+        load_inventory(conn, exports)
+        t = time.monotonic()
+        seeded = _seed_without_oversize(cfg, inv)
+        timings["seed_s"] = round(time.monotonic() - t, 1)
+        snap = root / "snapshot"
+        # pilot of 3 buildings = wave 1, the other 3 = wave 2 (the fault case)
+        assert cli(["--db", dsn, "plan", "--pilot-buildings", "3", "--start", "2027-01-11",
+                    "--snapshot-dir", str(snap), "--brief"]) == 0
+        env = celery_airflow_env(cfg)
+        db = urlsplit(dsn)
+        env.update({
+            "AIRFLOW_CONN_MAILSHIFT_DB": json.dumps(
+                {"conn_type": "postgres", "host": db.hostname, "port": db.port, "login": db.username,
+                 "password": db.password, "schema": db.path.lstrip("/")}),
+            "MAILSHIFT_SNAPSHOT_DIR": str(snap), "MAILSHIFT_REPORTS_DIR": str(root / "reports"),
+            "MAILSHIFT_DB_URL": dsn,
+        })
+        env.pop("MAILSHIFT_COPY_QUEUE", None)
+        os.environ.pop("MAILSHIFT_COPY_QUEUE", None)
+        t = time.monotonic()
+        ensure_metadata_db(cfg, env)
+        timings["metadata_db_s"] = round(time.monotonic() - t, 1)
+        sdir = state_dir(cfg, env["MAILSHIFT_AIRFLOW_DB"])
+        with RedisServer(cfg, int(env["MAILSHIFT_REDIS_PORT"])) as redis, \
+                CeleryWorkers(cfg, env, log_dir=sdir / "logs-workers") as workers:
+            t = time.monotonic()
+            for name, queues, conc in WORKERS:
+                workers.start(name, queues, conc)
+            timings["workers_ready_s"] = round(time.monotonic() - t, 1)
+            t = time.monotonic()
+            with AirflowServices(cfg, env, log_dir=sdir / "logs-services") as af:
+                timings["airflow_up_s"] = round(time.monotonic() - t, 1)
+                for name, slots in POOL_SLOTS.items():
+                    af.api("PATCH", f"/pools/{name}", {"name": name, "slots": slots,
+                                                       "description": "distributed test", "include_deferred": False}) \
+                        if _pool_exists(af, name) else \
+                        af.api("POST", "/pools", {"name": name, "slots": slots, "description": "distributed test",
+                                                  "include_deferred": False})
+                manifest = snapshot.read_manifest(snap)
+                buildings = snapshot.load_all(snap)
+                t = time.monotonic()
+                for w in manifest["waves"]:
+                    af.wait_for_dag(f"mailshift_wave_{w['number']}", timeout=300)
+                for b in buildings:
+                    af.wait_for_dag(f"mailshift_building_{b.id}", timeout=300)
+                    af.api("PATCH", f"/dags/mailshift_building_{b.id}", {"is_paused": False})
+                timings["dags_parsed_s"] = round(time.monotonic() - t, 1)
+                out = {"cfg": cfg, "dsn": dsn, "conn": conn, "inv": inv, "af": af, "workers": workers,
+                       "redis": redis, "buildings": buildings, "manifest": manifest, "timings": timings,
+                       "seeded": seeded, "state_dir": sdir, "runs": {}}
+                try:
+                    yield out
+                finally:
+                    _record(out)
+        conn.close()
+
+
+def _pool_exists(af, name: str) -> bool:
+    import urllib.error
+
+    try:
+        af.api("GET", f"/pools/{name}")
+        return True
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return False
+        raise
+
+
+def _record(c) -> None:
+    """Timings and per-task facts of the runs, for bench/README.md and the projection check."""
+    doc = {"timings": c["timings"], "pool_slots": POOL_SLOTS,
+           "workers": [{"name": n, "queues": list(q), "concurrency": k} for n, q, k in WORKERS],
+           "seeded": {k: v for k, v in c["seeded"].items() if isinstance(v, int | float | str)},
+           "runs": c["runs"], "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    path = Path(c["state_dir"]) / "distributed-latest.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, default=str))
+    print(f"\nrecorded {path}")
+
+
+def _wave(c, number):
+    return [b for b in c["buildings"] if b.wave == number]
+
+
+def _task_instances(af, dag_id, run_id):
+    return af.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000")["task_instances"]
+
+
+def _run_facts(c, number, run_id) -> dict:
+    """Wave run timing, per building run and per task instance (queue, pool, worker, tries)."""
+    af = c["af"]
+    wave_run = af.api("GET", f"/dags/mailshift_wave_{number}/dagRuns/{run_id}")
+    facts = {"wave": number, "run_id": run_id, "state": wave_run["state"],
+             "start": wave_run["start_date"], "end": wave_run["end_date"],
+             "seconds": round(_ts(wave_run["end_date"]) - _ts(wave_run["start_date"]), 1),
+             "buildings": {}, "tasks": []}
+    for b in _wave(c, number):
+        dag_id = f"mailshift_building_{b.id}"
+        br = af.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        facts["buildings"][b.id] = {"state": br["state"], "start": br["start_date"], "end": br["end_date"],
+                                    "source_system": b.source_system, "mailboxes": len(b.mailboxes)}
+        for ti in _task_instances(af, dag_id, run_id):
+            facts["tasks"].append({k: ti.get(k) for k in ("dag_id", "task_id", "map_index", "state", "try_number",
+                                                          "hostname", "queue", "pool", "queued_when", "start_date",
+                                                          "end_date", "duration")})
+    for ti in _task_instances(af, f"mailshift_wave_{number}", run_id):
+        facts["tasks"].append({k: ti.get(k) for k in ("dag_id", "task_id", "map_index", "state", "try_number",
+                                                      "hostname", "queue", "pool", "queued_when", "start_date",
+                                                      "end_date", "duration")})
+    with c["conn"], c["conn"].cursor() as cur:
+        cur.execute("SELECT count(*), coalesce(sum(g.size), 0) FROM message g JOIN mailbox m ON m.id = g.mailbox_id"
+                    " JOIN household h ON h.id = m.household_id JOIN building b ON b.id = h.building_id"
+                    " WHERE b.wave_id = %s AND g.state = 1", (number,))
+        facts["messages"], facts["bytes"] = cur.fetchone()
+    return facts
+
+
+def _max_overlap(intervals) -> int:
+    events = sorted([(s, 1) for s, e in intervals] + [(e, -1) for s, e in intervals], key=lambda x: (x[0], x[1]))
+    cur = best = 0
+    for _, d in events:
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+def _assert_exactly_once(c, number) -> dict:
+    """Read both servers directly: every source message of every mailbox of the wave is at the
+    destination exactly once (same bytes, flags, date) in its mapped folder; the ledger agrees
+    and every mailbox is proven."""
+    from mailshift.verify import proof_state
+    from support.mail import snapshot
+
+    cfg, inv, conn = c["cfg"], c["inv"], c["conn"]
+    by_address = {m.address: m for m in inv.mailboxes}
+    server_of = {s.id: s.lab_server for s in inv.systems}
+    checked = Counter()
+    for b in _wave(c, number):
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT spec FROM building WHERE id = %s", (b.id,))
+            folder_map = (cur.fetchone()[0] or {}).get("folder_map") or {}
+        for m in b.mailboxes:
+            legacy = by_address[m.address]
+            src = snapshot(cfg, server_of[legacy.source_system], legacy.login)
+            dst = snapshot(cfg, "dest", legacy.address.lower(), strip_x_uidl=True)
+            expected: dict[str, Counter] = {}
+            for folder, items in src.items():
+                expected.setdefault(folder_map.get(folder, folder), Counter()).update(items)
+            for folder, items in expected.items():
+                assert dst.get(folder, Counter()) == items, (m.address, folder)
+            extra = {f: n for f, n in dst.items() if f not in expected and sum(n.values())}
+            assert not extra, (m.address, extra)
+            states = dict(_ledger(conn, m.id))
+            n_src = sum(sum(v.values()) for v in src.values())
+            assert states.get(1, 0) == n_src and set(states) <= {1}, (m.address, states, n_src)
+            assert proof_state(conn, m.id).state == "proven", m.address
+            checked["mailboxes"] += 1
+            checked["messages"] += n_src
+    return dict(checked)
+
+
+def _ledger(conn, mailbox_id):
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT state, count(*) FROM message WHERE mailbox_id = %s GROUP BY state", (mailbox_id,))
+        return cur.fetchall()
+
+
+def _check_pools_and_queues(facts) -> dict:
+    copies = [t for t in facts["tasks"] if t["task_id"] == "copy"]
+    assert copies
+    for t in copies:
+        assert t["queue"] == t["pool"] and t["pool"] in POOL_SLOTS, t
+    overlap = {}
+    for pool, slots in POOL_SLOTS.items():
+        iv = [(_ts(t["start_date"]), _ts(t["end_date"])) for t in copies if t["pool"] == pool and t["start_date"]]
+        overlap[pool] = _max_overlap(iv)
+        assert overlap[pool] <= slots, (pool, overlap[pool], slots)
+    others = [t for t in facts["tasks"] if t["task_id"] != "copy"]
+    assert {t["queue"] for t in others} == {"default"}
+    return overlap
+
+
+def test_wave_on_two_celery_workers(cluster):
+    c, af = cluster, cluster["af"]
+    t = time.monotonic()
+    run_id = af.trigger("mailshift_wave_1", {"pass_kind": "prestage", "max_parallel_buildings": 4})
+    state = af.wait_for_run("mailshift_wave_1", run_id, timeout=1200)
+    wall = time.monotonic() - t
+    facts = _run_facts(c, 1, run_id)
+    facts["wall_seconds"] = round(wall, 1)
+    c["runs"]["normal"] = facts
+    assert state == "success", {b: v["state"] for b, v in facts["buildings"].items()}
+    assert all(v["state"] == "success" for v in facts["buildings"].values())
+    facts["max_concurrent_copies"] = _check_pools_and_queues(facts)
+    hosts = Counter(t["hostname"] for t in facts["tasks"])
+    facts["tasks_per_worker"] = dict(hosts)
+    assert set(hosts) == {"w1", "w2"}, hosts  # both workers worked (w1 only copies)
+    assert {t["hostname"] for t in facts["tasks"] if t["task_id"] != "copy"} == {"w2"}
+    facts["checked"] = _assert_exactly_once(c, 1)
+    print(json.dumps({k: v for k, v in facts.items() if k != "tasks"}, indent=1, default=str))
+
+
+def test_worker_killed_mid_copy(cluster):
+    """SIGKILL w1 while it is half-way through a mailbox; the retry runs on w2; exactly once."""
+    from mailshift.airflow_adapters.building import mailbox_batches
+
+    c, af, conn = cluster, cluster["af"], cluster["conn"]
+    buildings = {b.id: b for b in _wave(c, 2)}
+    batches = {(f"mailshift_building_{bid}", i): [x["mailbox_ids"] for x in mailbox_batches(b.mailboxes)][i]
+               for bid, b in buildings.items() for i in range(len(mailbox_batches(b.mailboxes)))}
+    t = time.monotonic()
+    run_id = af.trigger("mailshift_wave_2", {"pass_kind": "prestage", "max_parallel_buildings": 4})
+    victim, deadline = None, time.monotonic() + 600
+    while victim is None and time.monotonic() < deadline:
+        for bid in buildings:
+            dag_id = f"mailshift_building_{bid}"
+            try:
+                tis = _task_instances(af, dag_id, run_id)
+            except Exception:  # noqa: BLE001 - run not created yet
+                continue
+            for ti in tis:
+                if ti["task_id"] != "copy" or ti["state"] != "running" or ti["hostname"] != "w1":
+                    continue
+                ids = batches[(dag_id, ti["map_index"])]
+                with conn, conn.cursor() as cur:  # a pass under way with some messages already copied
+                    cur.execute("SELECT p.mailbox_id, count(g.*) FILTER (WHERE g.state = 1) FROM pass p"
+                                " LEFT JOIN message g ON g.mailbox_id = p.mailbox_id AND g.pass_id = p.id"
+                                " WHERE p.mailbox_id = ANY(%s) AND p.status = 'running' GROUP BY p.mailbox_id",
+                                (ids,))
+                    progress = {mid: n for mid, n in cur.fetchall() if n >= 5}
+                if progress:
+                    victim = {"dag_id": dag_id, "map_index": ti["map_index"], "try_number": ti["try_number"],
+                              "mailboxes_mid_copy": progress, "at_s": round(time.monotonic() - t, 1)}
+                    break
+            if victim:
+                break
+        time.sleep(0.3)
+    assert victim, "no copy task of w1 was caught mid-copy"
+    killed = c["workers"].kill("w1")
+    victim["killed_pids"] = len(killed)
+    state = af.wait_for_run("mailshift_wave_2", run_id, timeout=1800)
+    wall = time.monotonic() - t
+    facts = _run_facts(c, 2, run_id)
+    facts.update(wall_seconds=round(wall, 1), victim=victim)
+    c["runs"]["fault"] = facts
+    assert state == "success", {b: v["state"] for b, v in facts["buildings"].items()}
+    after = next(x for x in facts["tasks"] if x["dag_id"] == victim["dag_id"] and x["task_id"] == "copy"
+                 and x["map_index"] == victim["map_index"])
+    facts["victim_after"] = after
+    assert after["state"] == "success" and after["try_number"] > victim["try_number"], after
+    assert after["hostname"] == "w2", after  # retried on the surviving worker
+    facts["max_concurrent_copies"] = _check_pools_and_queues(facts)
+    facts["checked"] = _assert_exactly_once(c, 2)
+    print(json.dumps({k: v for k, v in facts.items() if k != "tasks"}, indent=1, default=str))
