@@ -141,8 +141,8 @@ def generate(args) -> int:
                timestamptz '2026-01-12' + (s.id % 1000000) * interval '2 seconds',
                timestamptz '2026-01-12' + (s.id % 1000000) * interval '2 seconds' + interval '90 seconds',
                'finished',
-               jsonb_build_object('copied', 100 + (s.id * 7919) % 467,
-                                  'bytes', (100 + (s.id * 7919) % 467)::bigint * 60000)
+               jsonb_build_object('copied', 100 + ((s.id::bigint * 7919) % 467)::int,
+                                  'bytes', (100 + ((s.id::bigint * 7919) % 467)::int)::bigint * 60000)
         FROM {started} s;
         INSERT INTO pass (id, mailbox_id, kind, started_at, finished_at, status, counters)
         SELECT 1000000 + s.id, s.id, 'delta',
@@ -182,7 +182,7 @@ def generate(args) -> int:
             FROM (SELECT m.id FROM mailbox m JOIN household h ON h.id = m.household_id
                   JOIN building b ON b.id = h.building_id
                   WHERE b.wave_id <= {COPIED_WAVES} AND m.id BETWEEN {a} AND {b}) s,
-                 LATERAL generate_series(1, 100 + (s.id * 7919) % 467) u,
+                 LATERAL generate_series(1, 100 + ((s.id::bigint * 7919) % 467)::int) u,
                  LATERAL (SELECT CASE WHEN s.id % 997 = 0 AND u = 1 THEN 2::smallint
                                       WHEN s.id % 1499 = 0 AND u = 2 THEN 3::smallint
                                       WHEN s.id % 50 = 0 AND u > 95 THEN 0::smallint
@@ -217,8 +217,8 @@ def generate(args) -> int:
         SELECT m.id, substr(b.id, 2)::int, 'pre_cutover',
                CASE WHEN m.id % 997 = 0 THEN 'proven_with_waivers' WHEN m.id % 1499 = 0 THEN 'failed'
                     ELSE 'proven' END,
-               100 + (m.id * 7919) % 467, 100 + (m.id * 7919) % 467,
-               CASE WHEN m.id % 997 = 0 THEN 99 + (m.id * 7919) % 467 ELSE 100 + (m.id * 7919) % 467 END,
+               100 + ((m.id::bigint * 7919) % 467)::int, 100 + ((m.id::bigint * 7919) % 467)::int,
+               CASE WHEN m.id % 997 = 0 THEN 99 + ((m.id::bigint * 7919) % 467)::int ELSE 100 + ((m.id::bigint * 7919) % 467)::int END,
                CASE WHEN m.id % 997 = 0 THEN 1 ELSE 0 END,
                timestamptz '2026-01-12', timestamptz '2026-01-20' + interval '1 hour'
         FROM mailbox m JOIN household h ON h.id = m.household_id JOIN building b ON b.id = h.building_id

@@ -99,6 +99,128 @@ def cmd_status(args) -> int:
     return 0
 
 
+# -- progress mirrors of the operator UI: status --progress, lookup, report -------------------
+def _write_csv(rows: list[dict], columns: list[str]) -> None:
+    import csv
+
+    w = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+
+
+PROGRESS_COLUMNS = ["wave", "name", "status", "buildings", "mailboxes", "mailboxes_copied", "mailboxes_proven",
+                    "unproven_mailboxes", "messages_copied", "messages_total", "bytes_copied", "bytes_total",
+                    "bytes_per_s", "eta", "eta_note"]
+
+
+def cmd_status_progress(args) -> int:
+    from .progress import queries, store
+
+    conn = db.connect(args.db)
+    try:
+        if not args.no_refresh:
+            store.refresh_changed(conn)
+        ov = queries.overview(conn)
+    finally:
+        conn.close()
+    if args.csv:
+        _write_csv(ov["waves"], PROGRESS_COLUMNS)
+        return 0
+    if args.json:
+        for w in ov["waves"]:
+            w.pop("series", None)
+        ov["throughput"].pop("history", None)
+        _print_json({"progress": ov})
+        return 0
+    t = ov["totals"]
+    print(f"mailboxes copied {t['mailboxes_copied']}/{t['mailboxes']}, proven {t['mailboxes_proven']}, "
+          f"unproven {t['unproven_mailboxes']}; messages {t['messages_copied']}/{t['messages_total']}; "
+          f"{t['bytes_copied'] / 1e6:.1f}/{t['bytes_total'] / 1e6:.1f} MB; open exceptions {t['open_exceptions']}")
+    tp = ov["throughput"]
+    print(f"throughput (last {tp['window_minutes']} min): {tp['bytes_per_s'] / 1e6:.2f} MB/s, "
+          f"{tp['messages_per_s']:.1f} msg/s, {tp['running_passes']} passes running")
+    for w in ov["waves"]:
+        states = ", ".join(f"{k} {v}" for k, v in w["buildings_by_state"].items() if v)
+        print(f"  {w['name']:<12} {w['status']:<9} buildings {w['buildings']} ({states}); mailboxes "
+              f"{w['mailboxes_copied']}/{w['mailboxes']} copied, {w['mailboxes_proven']} proven; "
+              f"{w['bytes_copied'] / 1e6:.1f}/{w['bytes_total'] / 1e6:.1f} MB; ETA {w['eta'] or '-'} ({w['eta_note']})")
+    return 0
+
+
+LOOKUP_COLUMNS = ["household_id", "contact_name", "building_id", "domain", "wave_id", "address", "protocol",
+                  "migrated", "first_copied_at", "last_copied_at", "last_pass", "messages_copied", "proof_state",
+                  "proven_at", "open_exceptions", "notices_sent", "cutover_at"]
+
+
+def cmd_lookup(args) -> int:
+    """Support desk: a household by mailbox address (or its beginning) or household ID."""
+    from .progress import queries
+
+    conn = db.connect(args.db)
+    try:
+        res = queries.lookup(conn, args.query)
+    finally:
+        conn.close()
+    if args.json:
+        _print_json(res)
+        return 0 if res["households"] else 3
+    rows = []
+    for h in res["households"]:
+        sent = sum(1 for n in h["notices"] if n["status"] in ("sent", "delivered", "acknowledged"))
+        for m in h["mailboxes"]:
+            rows.append({**{k: h[k] for k in ("household_id", "contact_name", "building_id", "domain", "wave_id",
+                                               "cutover_at")}, **m, "notices_sent": sent})
+    if args.csv:
+        _write_csv(rows, LOOKUP_COLUMNS)
+        return 0 if rows else 3
+    if not res["households"]:
+        print(f"no household matches {args.query!r}", file=sys.stderr)
+        return 3
+    for h in res["households"]:
+        print(f"household {h['household_id']} ({h['contact_name']}), building {h['building_id']} "
+              f"{h['building_name']}, domain {h['domain']}, wave {h['wave_id']}; MX switched: {h['cutover_at'] or 'no'}")
+        for m in h["mailboxes"]:
+            print(f"  {m['address']:<40} {m['protocol']:<5} migrated: {'yes' if m['migrated'] else 'not yet'}"
+                  f" (first {m['first_copied_at'] or '-'}, last {m['last_copied_at'] or '-'}), "
+                  f"{m['messages_copied'] or 0} messages, proof: {m['proof_state']}")
+            for r in m["proof_reasons"][:3]:
+                print(f"      {r}")
+        for n in h["notices"]:
+            print(f"  notice {n['campaign']}/{n['kind']} via {n['channel']}: {n['status']} {n['sent_at'] or ''}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """Operator report of one building: one row per mailbox (pass, proof, waivers, exceptions)."""
+    from .progress import queries, store
+
+    conn = db.connect(args.db)
+    try:
+        if not args.no_refresh:
+            store.refresh_changed(conn)
+        rep = queries.building_report(conn, args.building)
+    finally:
+        conn.close()
+    if rep is None:
+        print(f"error: no building {args.building!r}", file=sys.stderr)
+        return 3
+    if args.csv:
+        _write_csv(rep["mailboxes"], queries.REPORT_COLUMNS)
+    elif args.json:
+        _print_json(rep)
+    else:
+        b = rep["building"]
+        print(f"building {b['id']} {b['name'] or ''}: wave {b['wave_id']}, state {b['state']}, mailboxes "
+              f"{b['mailboxes_copied'] or 0}/{b['mailboxes'] or 0} copied, {b['mailboxes_proven'] or 0} proven; "
+              f"open exceptions {rep['exceptions_open']}, active waivers {rep['waivers_active']}; "
+              f"proof report: {rep['report'] or '-'}")
+        for r in rep["mailboxes"]:
+            print(f"  {r['address']:<40} {r['messages_copied']:>7} msgs {r['bytes_copied'] / 1e6:>9.1f} MB "
+                  f"pass {r['last_pass_kind'] or '-'}/{r['last_pass_status'] or '-'} proof {r['proof_verdict'] or '-'}")
+    return 0
+
+
 # -- copy -------------------------------------------------------------------------------------
 class _Progress:
     """A one-line progress display on stderr (only when stderr is a terminal or forced)."""
@@ -223,8 +345,11 @@ def cmd_plan(args) -> int:
             waves=[{"number": w.number, "name": w.name, "kind": w.kind, "start_date": w.start_date.isoformat()}
                    for w in plan.waves],
             source_systems=inp.systems, shards=args.shards)
+    projection = _projection(args, plan, inp, sizes, default_bytes) if args.projection else None
     if args.json:
         out = plan.to_dict()
+        if projection is not None:
+            out["projection"] = projection
         out["estimated_mailboxes"] = inp.sizes_missing
         out["stored"] = None if result is None else {
             "plan_id": result.plan_id, "unchanged": result.unchanged, "waves_changed": result.waves_changed,
@@ -248,7 +373,40 @@ def cmd_plan(args) -> int:
     if manifest is not None:
         print(f"snapshot: {args.snapshot_dir or snapshot.default_dir()} ({manifest['shards']} shards, "
               f"{manifest['buildings']} buildings, {manifest['mailboxes']} mailboxes)")
+    if projection is not None:
+        print()
+        print(projection["text"])
     return 0
+
+
+def _projection(args, plan, inp, sizes, default_bytes) -> dict:
+    """`mailshift plan --projection`: wave durations, total, workers for --target-date."""
+    import datetime as dt
+    import json as _json
+
+    from .inventory import projection as pr
+
+    rates = pr.Rates()
+    if args.rates:
+        doc = _json.loads(open(args.rates, encoding="utf-8").read())
+        rates = pr.Rates(**{k: v for k, v in doc.get("rates", doc).items() if k in pr.Rates.__dataclass_fields__})
+    pools = {s: n or 1 for s, n in inp.systems.items()}
+    pools.update(_kv_sizes(args.pool_slots, "--pool-slots", False))
+    cluster = pr.Cluster(args.workers, args.worker_concurrency, pools, args.parallel_buildings)
+    conn = db.connect(args.db)
+    try:
+        with conn:
+            work, systems, size_sources = pr.read_mailbox_work(conn, sizes, default_bytes)
+    finally:
+        conn.close()
+    waves = pr.wave_work_from_plan(plan, work, systems)
+    p = pr.project(waves, rates, cluster, days_between=plan.limits.days_between)
+    target = None
+    if args.target_date:
+        target = pr.workers_for_target(waves, rates, cluster, dt.date.fromisoformat(args.target_date),
+                                       plan.limits.start_date)
+    return {**p.to_dict(), "size_sources": size_sources, "target": target,
+            "text": pr.render(p, target, size_sources)}
 
 
 # -- verify / waive ---------------------------------------------------------------------------
@@ -496,7 +654,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="inventory and ledger counts")
     st.add_argument("--json", action="store_true")
-    st.set_defaults(func=cmd_status)
+    st.add_argument("--progress", action="store_true",
+                    help="the operator UI's overview: waves, copied vs total, throughput, ETA (refreshes summaries)")
+    st.add_argument("--csv", action="store_true", help="with --progress: one CSV row per wave")
+    st.add_argument("--no-refresh", action="store_true", help="with --progress: do not refresh the summaries")
+    st.set_defaults(func=lambda a: cmd_status_progress(a) if a.progress else cmd_status(a))
+
+    lk = sub.add_parser("lookup", help="support desk: a household by mailbox address (or prefix) or household ID")
+    lk.add_argument("query", metavar="ADDRESS")
+    g = lk.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--csv", action="store_true")
+    lk.set_defaults(func=cmd_lookup)
+
+    rp = sub.add_parser("report", help="operator report of a building: mailboxes, passes, proof (CSV or JSON)")
+    rp.add_argument("building", metavar="BUILDING")
+    g = rp.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--csv", action="store_true")
+    rp.add_argument("--no-refresh", action="store_true", help="do not refresh the progress summaries first")
+    rp.set_defaults(func=cmd_report)
 
     cp = sub.add_parser("copy", help="one copy pass of one mailbox")
     cp.add_argument("mailbox", help="address or mailbox id")
@@ -562,6 +739,16 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--created-by", help="recorded in wave_plan.created_by (default: the OS user)")
     pl.add_argument("--brief", action="store_true", help="wave totals only, no building rows")
     pl.add_argument("--json", action="store_true")
+    pj = pl.add_argument_group("projection", "--projection: each wave's and the whole migration's duration "
+                                             "on a cluster, from measured rates (bench/README.md)")
+    pj.add_argument("--projection", action="store_true", help="add the duration projection")
+    pj.add_argument("--workers", type=int, default=2, help="Celery workers (default 2)")
+    pj.add_argument("--worker-concurrency", type=int, default=8, help="task slots per worker (default 8)")
+    pj.add_argument("--pool-slots", action="append", metavar="SYSTEM=N",
+                    help="copy connections of a source system (default: its max_connections)")
+    pj.add_argument("--parallel-buildings", type=int, default=4, help="building runs per wave (default 4)")
+    pj.add_argument("--rates", metavar="JSON", help="measured rates (bench/projection_bench.py --write-rates)")
+    pj.add_argument("--target-date", metavar="YYYY-MM-DD", help="also: workers needed to finish by then")
     pl.set_defaults(func=cmd_plan)
 
     au = sub.add_parser("audit", help="pre-migration audit: addresses, POP3 logs, rules, reports")

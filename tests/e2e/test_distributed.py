@@ -141,11 +141,11 @@ def cluster(lab_config, tmp_path_factory):
             with AirflowServices(cfg, env, log_dir=sdir / "logs-services") as af:
                 timings["airflow_up_s"] = round(time.monotonic() - t, 1)
                 for name, slots in POOL_SLOTS.items():
-                    af.api("PATCH", f"/pools/{name}", {"name": name, "slots": slots,
-                                                       "description": "distributed test", "include_deferred": False}) \
-                        if _pool_exists(af, name) else \
-                        af.api("POST", "/pools", {"name": name, "slots": slots, "description": "distributed test",
-                                                  "include_deferred": False})
+                    body = {"name": name, "slots": slots, "description": "distributed test", "include_deferred": False}
+                    if _pool_exists(af, name):
+                        af.api("PATCH", f"/pools/{name}", body)
+                    else:
+                        af.api("POST", "/pools", body)
                 manifest = snapshot.read_manifest(snap)
                 buildings = snapshot.load_all(snap)
                 t = time.monotonic()

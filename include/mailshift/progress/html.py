@@ -1,0 +1,238 @@
+"""HTML pages of the operator UI, from the dicts of `queries` (plain Python, no Airflow)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from html import escape
+from urllib.parse import quote
+
+from .charts import bar, line_chart
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:16px;color:#222;font-size:14px}
+h1{font-size:20px;margin:0 0 8px} h2{font-size:16px;margin:18px 0 6px}
+table{border-collapse:collapse;margin:6px 0} th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;
+vertical-align:top} th{background:#f4f4f4} td.n{text-align:right;font-variant-numeric:tabular-nums}
+nav a{margin-right:14px} .muted{color:#777} .ok{color:#1a7f37;font-weight:600} .bad{color:#c62828;font-weight:600}
+.warn{color:#b26a00;font-weight:600} .cards{display:flex;gap:10px;flex-wrap:wrap}
+.card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:150px}
+.card b{display:block;font-size:20px} form{margin:8px 0}
+"""
+
+
+def _e(v) -> str:
+    if v is None:
+        return '<span class="muted">-</span>'
+    if isinstance(v, dt.datetime):
+        return escape(v.strftime("%Y-%m-%d %H:%M:%S %Z").strip())
+    return escape(str(v))
+
+
+def _n(v) -> str:
+    return f"{int(v or 0):,}"
+
+
+def human_bytes(v) -> str:
+    v = float(v or 0)
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(v) < 1000 or unit == "PB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1000
+    return f"{v:.1f} PB"
+
+
+def _pct(a, b) -> str:
+    return f"{100.0 * (a or 0) / b:.1f} %" if b else "-"
+
+
+def page(title: str, body: str, base: str, user: str | None) -> str:
+    who = f'<span class="muted">signed in as {escape(user)}</span>' if user else ""
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f'<style>{CSS}</style></head><body><nav><a href="{base}/">Overview</a>'
+            f'<a href="{base}/lookup">Household lookup</a>{who}</nav><hr>{body}</body></html>')
+
+
+def _state_class(state: str | None) -> str:
+    return {"proven": "ok", "waived": "ok", "proven_with_waivers": "ok", "failed": "bad",
+            "not_proven": "warn"}.get(state or "", "muted")
+
+
+def overview_html(ov: dict, base: str, user: str | None = None) -> str:
+    t = ov["totals"]
+    tp = ov["throughput"]
+    states = list(t["buildings_by_state"].keys())
+    p = [f"<h1>Migration progress</h1><p class='muted'>as of {_e(ov['as_of'])}; summaries refreshed "
+         f"{_e(ov['summary_refreshed_at'])}</p>"]
+    p.append('<div class="cards">'
+             f'<div class="card" id="card-mailboxes">mailboxes copied<b>{_n(t["mailboxes_copied"])} / '
+             f'{_n(t["mailboxes"])}</b>{bar(t["mailboxes_copied"] / t["mailboxes"] if t["mailboxes"] else 0)}</div>'
+             f'<div class="card" id="card-messages">messages copied<b>{_n(t["messages_copied"])} / '
+             f'{_n(t["messages_total"])}</b>{_pct(t["messages_copied"], t["messages_total"])}</div>'
+             f'<div class="card" id="card-bytes">bytes copied<b>{human_bytes(t["bytes_copied"])} / '
+             f'{human_bytes(t["bytes_total"])}</b>{_pct(t["bytes_copied"], t["bytes_total"])}</div>'
+             f'<div class="card" id="card-throughput">throughput now<b>{human_bytes(tp["bytes_per_s"])}/s</b>'
+             f'{tp["messages_per_s"]:.1f} msg/s over {tp["window_minutes"]} min; {_n(tp["running_passes"])} '
+             f'passes running</div>'
+             f'<div class="card" id="card-unproven">unproven mailboxes<b class="{"bad" if t["unproven_mailboxes"] else "ok"}">'
+             f'{_n(t["unproven_mailboxes"])}</b>{_n(t["mailboxes_failed"])} with a failed proof</div>'
+             f'<div class="card" id="card-exceptions">open exceptions<b class="{"bad" if t["open_exceptions"] else "ok"}">'
+             f'{_n(t["open_exceptions"])}</b>{_n(t["open_blocking_exceptions"])} blocking</div></div>')
+    p.append("<h2>Waves</h2><table id='waves'><tr><th>wave</th><th>status</th><th>buildings</th>"
+             + "".join(f"<th>{escape(s)}</th>" for s in states)
+             + "<th>mailboxes copied</th><th>proven</th><th>unproven</th><th>messages copied</th>"
+             "<th>bytes copied</th><th></th><th>rate</th><th>ETA</th></tr>")
+    for w in ov["waves"]:
+        frac = w["bytes_copied"] / w["bytes_total"] if w["bytes_total"] else 0
+        wid = "unassigned" if w["wave"] is None else w["wave"]
+        p.append(f"<tr data-wave='{wid}'><td>{_e(w['name'])}</td><td>{_e(w['status'])}</td>"
+                 f"<td class=n>{_n(w['buildings'])}</td>"
+                 + "".join(f"<td class=n>{_n(w['buildings_by_state'][s])}</td>" for s in states)
+                 + f"<td class=n>{_n(w['mailboxes_copied'])} / {_n(w['mailboxes'])}</td>"
+                 f"<td class=n>{_n(w['mailboxes_proven'])}</td><td class=n>{_n(w['unproven_mailboxes'])}</td>"
+                 f"<td class=n>{_n(w['messages_copied'])} / {_n(w['messages_total'])}</td>"
+                 f"<td class=n>{human_bytes(w['bytes_copied'])} / {human_bytes(w['bytes_total'])}</td>"
+                 f"<td>{bar(frac)} {_pct(w['bytes_copied'], w['bytes_total'])}</td>"
+                 f"<td class=n>{human_bytes(w['bytes_per_s']) + '/s' if w['bytes_per_s'] else '-'}</td>"
+                 f"<td>{_e(w['eta'])} <span class=muted>{_e(w['eta_note'])}</span></td></tr>")
+    p.append("</table>")
+
+    def fmt_time(x):
+        return dt.datetime.fromtimestamp(x, dt.timezone.utc).strftime("%m-%d %H:%M")
+
+    series = []
+    for w in ov["waves"]:
+        if w["series"] and w["bytes_total"]:
+            series.append((w["name"], [(s["at"].timestamp(), 100.0 * s["bytes"] / w["bytes_total"])
+                                       for s in w["series"]]))
+    p.append("<h2>Progress over time per wave</h2>")
+    p.append(line_chart(series[:10], title="bytes copied, % of the wave", y_label="%", y_max=100.0,
+                        x_fmt=fmt_time, chart_id="chart-progress"))
+    hist = [(h["at"].timestamp(), h["bytes_per_s"] / 1e6) for h in tp["history"]]
+    p.append(line_chart([("all waves", hist)], title="throughput (MB/s between samples)", y_label="MB/s",
+                        x_fmt=fmt_time, y_fmt=lambda v: f"{v:.1f}", chart_id="chart-throughput"))
+    p.append(f"<h2>Buildings</h2><form action='{base}/building' method='get'><label>building ID "
+             f"<input name='id' size=12></label> <button>open</button></form>"
+             f"<p><a href='{base}/buildings'>all buildings by state</a></p>")
+    return page("mailshift: migration progress", "".join(p), base, user)
+
+
+def buildings_html(rows: list[dict], base: str, user: str | None = None, state: str | None = None) -> str:
+    p = [f"<h1>Buildings{(' in state ' + escape(state)) if state else ''}</h1><table id='buildings'><tr>"
+         "<th>building</th><th>name</th><th>wave</th><th>state</th><th>mailboxes copied</th><th>proven</th>"
+         "<th>bytes copied</th></tr>"]
+    for r in rows:
+        p.append(f"<tr><td><a href='{base}/building/{quote(r['id'])}'>{_e(r['id'])}</a></td><td>{_e(r['name'])}</td>"
+                 f"<td>{_e(r['wave_id'])}</td><td>{_e(r['state'])}</td>"
+                 f"<td class=n>{_n(r['mailboxes_copied'])} / {_n(r['mailboxes'])}</td>"
+                 f"<td class=n>{_n(r['mailboxes_proven'])}</td><td class=n>{human_bytes(r['bytes_copied'])}</td></tr>")
+    p.append("</table>")
+    return page("mailshift: buildings", "".join(p), base, user)
+
+
+def building_html(bp: dict, dag_runs: list[dict] | None, base: str, user: str | None = None,
+                  airflow_base: str = "") -> str:
+    b = bp["building"]
+    bid = b["id"]
+    p = [f"<h1>Building {_e(bid)} <span class=muted>{_e(b['name'])}</span></h1>"
+         f"<p>domain {_e(b['domain'])}, source system {_e(b['source_system'])}, wave {_e(b['wave_id'])}, "
+         f"state <b id='building-state'>{_e(b['state'])}</b></p>"
+         f"<p id='building-summary'>mailboxes copied {_n(b['mailboxes_copied'])} / {_n(b['mailboxes'])}, "
+         f"proven {_n(b['mailboxes_proven'])}, failed proofs {_n(b['mailboxes_failed'])}; "
+         f"messages copied {_n(b['messages_copied'])} ({human_bytes(b['bytes_copied'])}), "
+         f"not settled {_n(b['messages_unsettled'])}</p>"]
+    if bp["report"]:
+        p.append(f"<p><a id='proof-report' href='{base}/report/{quote(bid)}'>proof report (latest verification)"
+                 f"</a></p>")
+    else:
+        p.append("<p class=muted id='proof-report-missing'>no proof report yet</p>")
+    p.append("<h2>Mailboxes</h2><table id='mailboxes'><tr><th>address</th><th>household</th><th>protocol</th>"
+             "<th>messages copied</th><th>bytes</th><th>not settled</th><th>last pass</th><th>finished</th>"
+             "<th>proof</th><th>proven at</th><th>waivers</th><th>open exceptions</th></tr>")
+    for m in bp["mailboxes"]:
+        uns = int(m["n_intent"] or 0) + int(m["n_refused"] or 0) + int(m["n_failed"] or 0)
+        verdict = m["proof_verdict"] or "never verified"
+        p.append(f"<tr data-mailbox='{m['mailbox_id']}'><td>{_e(m['address'])}</td>"
+                 f"<td><a href='{base}/lookup?q={quote(m['household_id'])}'>{_e(m['household_id'])}</a></td>"
+                 f"<td>{_e(m['protocol'])}</td><td class=n>{_n(m['n_copied'])}</td>"
+                 f"<td class=n>{human_bytes(m['bytes_copied'])}</td><td class=n>{_n(uns)}</td>"
+                 f"<td>{_e((m['last_pass_kind'] or '') + ' ' + (m['last_pass_status'] or '') if m['last_pass_kind'] else None)}</td>"
+                 f"<td>{_e(m['last_pass_finished'])}</td>"
+                 f"<td class='{_state_class(m['proof_verdict'])}'>{escape(verdict)}</td><td>{_e(m['proven_at'])}</td>"
+                 f"<td class=n>{_n(m['active_waivers'])}</td><td class=n>{_n(m['open_exceptions'])}</td></tr>")
+    p.append("</table><h2>Exceptions</h2>")
+    if bp["exceptions"]:
+        p.append("<table id='exceptions'><tr><th>#</th><th>kind</th><th>severity</th><th>status</th>"
+                 "<th>mailbox</th><th>summary</th><th>opened</th><th>resolved by</th></tr>")
+        for e in bp["exceptions"]:
+            p.append(f"<tr><td>{e['id']}</td><td>{_e(e['kind'])}</td><td>{_e(e['severity'])}</td>"
+                     f"<td class='{'bad' if e['status'] in ('open', 'acknowledged') else 'muted'}'>{_e(e['status'])}</td>"
+                     f"<td>{_e(e['mailbox'])}</td><td>{_e(e['summary'])}</td><td>{_e(e['opened_at'])}</td>"
+                     f"<td>{_e(e['resolved_by'])}</td></tr>")
+        p.append("</table>")
+    else:
+        p.append("<p class=muted id='no-exceptions'>none</p>")
+    p.append("<h2>Waivers</h2>")
+    if bp["waivers"]:
+        p.append("<table id='waivers'><tr><th>#</th><th>mailbox</th><th>scope</th><th>reason</th><th>requested by</th>"
+                 "<th>approved by</th><th>approved</th><th>revoked</th></tr>")
+        for w in bp["waivers"]:
+            p.append(f"<tr><td>{w['id']}</td><td>{_e(w['mailbox'])}</td><td>{_e(w['scope'])}</td>"
+                     f"<td>{_e(w['reason'])}</td><td>{_e(w['requested_by'])}</td><td>{_e(w['approved_by'])}</td>"
+                     f"<td>{_e(w['approved_at'])}</td><td>{_e(w['revoked_at'])}</td></tr>")
+        p.append("</table>")
+    else:
+        p.append("<p class=muted id='no-waivers'>none</p>")
+    p.append("<h2>DAG runs</h2>")
+    if dag_runs is None:
+        p.append("<p class=muted>not available</p>")
+    elif not dag_runs:
+        p.append("<p class=muted id='no-dag-runs'>no runs</p>")
+    else:
+        p.append("<table id='dag-runs'><tr><th>DAG</th><th>run</th><th>state</th><th>started</th><th>ended</th></tr>")
+        for r in dag_runs:
+            link = f"{airflow_base}/dags/{quote(r['dag_id'])}/runs/{quote(r['run_id'])}"
+            p.append(f"<tr><td>{_e(r['dag_id'])}</td><td><a target='_top' href='{link}'>{_e(r['run_id'])}</a></td>"
+                     f"<td>{_e(r['state'])}</td><td>{_e(r['start_date'])}</td><td>{_e(r['end_date'])}</td></tr>")
+        p.append("</table>")
+    return page(f"mailshift: building {bid}", "".join(p), base, user)
+
+
+def lookup_html(res: dict | None, base: str, user: str | None = None) -> str:
+    q = (res or {}).get("query", "")
+    p = ["<h1>Household lookup</h1>",
+         f"<form action='{base}/lookup' method='get'><label>mailbox address (or its beginning) or household ID "
+         f"<input name='q' id='q' size=40 value='{escape(q)}'></label> <button id='search'>search</button></form>"]
+    if res is None:
+        return page("mailshift: lookup", "".join(p), base, user)
+    if not res["households"]:
+        p.append(f"<p id='no-match'>No household matches <b>{escape(q)}</b>.</p>")
+    for h in res["households"]:
+        p.append(f"<section class='household' data-household='{escape(h['household_id'])}'>"
+                 f"<h2>Household {_e(h['household_id'])} <span class=muted>{_e(h['contact_name'])}</span></h2>"
+                 f"<p>building <a href='{base}/building/{quote(h['building_id'])}'>{_e(h['building_id'])}</a> "
+                 f"{_e(h['building_name'])}, domain {_e(h['domain'])}, wave {_e(h['wave_id'])} "
+                 f"(planned start {_e(h['wave_start'])}); MX switched: {_e(h['cutover_at'])}</p>"
+                 "<table class='lookup-mailboxes'><tr><th>address</th><th>protocol</th><th>migrated</th>"
+                 "<th>first copied</th><th>last copied</th><th>last pass</th><th>messages copied</th>"
+                 "<th>proof</th><th>proven at</th><th>why not proven</th><th>open exceptions</th></tr>")
+        for m in h["mailboxes"]:
+            p.append(f"<tr data-address='{escape(m['address'])}'><td>{_e(m['address'])}</td><td>{_e(m['protocol'])}</td>"
+                     f"<td class='{'ok' if m['migrated'] else 'warn'}'>{'yes' if m['migrated'] else 'not yet'}</td>"
+                     f"<td>{_e(m['first_copied_at'])}</td><td>{_e(m['last_copied_at'])}</td><td>{_e(m['last_pass'])}</td>"
+                     f"<td class=n>{_n(m['messages_copied'])}</td>"
+                     f"<td class='proof {_state_class(m['proof_state'])}'>{_e(m['proof_state'])}</td>"
+                     f"<td>{_e(m['proven_at'])}</td><td>{'<br>'.join(escape(r) for r in m['proof_reasons'][:3])}</td>"
+                     f"<td class=n>{_n(m['open_exceptions'])}</td></tr>")
+        p.append("</table><h3>Notices</h3>")
+        if h["notices"]:
+            p.append("<table class='notices'><tr><th>campaign</th><th>kind</th><th>channel</th><th>mailbox</th>"
+                     "<th>status</th><th>sent</th><th>delivered</th><th>acknowledged</th></tr>")
+            for n in h["notices"]:
+                p.append(f"<tr><td>{_e(n['campaign'])}</td><td>{_e(n['kind'])}</td><td>{_e(n['channel'])}</td>"
+                         f"<td>{_e(n['mailbox'])}</td><td>{_e(n['status'])}</td><td>{_e(n['sent_at'])}</td>"
+                         f"<td>{_e(n['delivered_at'])}</td><td>{_e(n['acknowledged_at'])}</td></tr>")
+            p.append("</table>")
+        else:
+            p.append("<p class=muted>no notices</p>")
+        p.append("</section>")
+    return page("mailshift: lookup", "".join(p), base, user)

@@ -1,0 +1,331 @@
+"""mailshift operator UI: an Airflow 3 plugin (FastAPI app under /mailshift + a nav entry).
+
+Thin: the data comes from `mailshift.progress` (plain Python), the HTML from
+`mailshift.progress.html`. What lives here is Airflow glue:
+
+* Authentication. Airflow mounts a plugin's FastAPI app WITHOUT its own authentication, so
+  every route here depends on `require_user`: the caller's JWT is taken from
+  `Authorization: Bearer` (REST clients) or the `_token` cookie (the Airflow UI keeps the
+  logged-in user's JWT there; the nav entry embeds our pages in an iframe of the same origin,
+  so the cookie comes along) and resolved by Airflow's own auth manager
+  (`get_auth_manager().get_user_from_token`, the call `core_api.security.resolve_user_from_token`
+  makes: signature, expiry, revocation). The user must then be allowed the website view
+  (`is_authorized_view(AccessView.WEBSITE)`); DAG runs are shown only for DAGs the user may
+  read. Anonymous or invalid: 401 JSON for API paths, a redirect to the Airflow login page
+  (with `next`) for HTML pages.
+* The mailshift database URL: Airflow connection `mailshift_db` (BaseHook) or MAILSHIFT_DB_URL.
+* A background refresher thread (`mailshift.progress.store.refresh_changed`, every
+  MAILSHIFT_PROGRESS_REFRESH_SECONDS, default 30; advisory-locked, so several api-server
+  workers do not duplicate work).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from airflow.plugins_manager import AirflowPlugin
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/mailshift"
+COOKIE = "_token"
+
+
+# -- database -----------------------------------------------------------------------------
+_dsn: str | None = None
+_local = threading.local()
+
+
+def database_url() -> str:
+    global _dsn
+    if _dsn is None:
+        url = None
+        try:
+            from airflow.sdk.bases.hook import BaseHook  # Airflow 3 task SDK
+
+            url = BaseHook.get_connection("mailshift_db").get_uri()
+        except Exception:  # noqa: BLE001 - fall back to the environment
+            try:
+                from airflow.hooks.base import BaseHook as _Hook
+
+                url = _Hook.get_connection("mailshift_db").get_uri()
+            except Exception:  # noqa: BLE001
+                url = None
+        if url and url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://"):]
+        if url and "__extra__" in url:
+            url = url.split("?", 1)[0]
+        _dsn = url or os.environ.get("MAILSHIFT_DB_URL")
+        if not _dsn:
+            raise RuntimeError("no mailshift database: set the Airflow connection mailshift_db or MAILSHIFT_DB_URL")
+    return _dsn
+
+
+def _conn():
+    """One psycopg2 connection per worker thread (FastAPI runs sync work in a thread pool)."""
+    import psycopg2
+
+    c = getattr(_local, "conn", None)
+    if c is None or c.closed:
+        c = psycopg2.connect(database_url(), application_name="mailshift-ui", connect_timeout=10)
+        _local.conn = c
+    return c
+
+
+async def _db(fn, *args):
+    def run():
+        try:
+            return fn(_conn(), *args)
+        except Exception:
+            c = getattr(_local, "conn", None)
+            if c is not None and not c.closed and c.closed == 0:
+                try:
+                    c.rollback()
+                except Exception:  # noqa: BLE001
+                    c.close()
+            raise
+    return await asyncio.to_thread(run)
+
+
+# -- background refresh --------------------------------------------------------------------
+_refresher_started = False
+_refresher_lock = threading.Lock()
+
+
+def _refresher() -> None:
+    import psycopg2
+
+    from mailshift.progress import store
+
+    every = float(os.environ.get("MAILSHIFT_PROGRESS_REFRESH_SECONDS", "30"))
+    conn = None
+    while True:
+        try:
+            if conn is None or conn.closed:
+                conn = psycopg2.connect(database_url(), application_name="mailshift-ui-refresh")
+            store.refresh_changed(conn)
+        except Exception:  # noqa: BLE001 - keep refreshing; log and retry
+            log.exception("mailshift progress refresh failed")
+            if conn is not None:
+                conn.close()
+            conn = None
+        time.sleep(every)
+
+
+def _start_refresher() -> None:
+    global _refresher_started
+    if _refresher_started or os.environ.get("MAILSHIFT_PROGRESS_REFRESH_SECONDS") == "0":
+        return
+    with _refresher_lock:
+        if not _refresher_started:
+            threading.Thread(target=_refresher, name="mailshift-progress-refresh", daemon=True).start()
+            _refresher_started = True
+
+
+# -- authentication ------------------------------------------------------------------------
+class NotAuthenticated(Exception):
+    def __init__(self, status: int, detail: str):
+        self.status, self.detail = status, detail
+
+
+def _token_of(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer " and auth[7:].strip():
+        return auth[7:].strip()
+    return request.cookies.get(COOKIE) or None
+
+
+async def require_user(request: Request):
+    """The logged-in Airflow user, resolved and authorised by Airflow's auth manager."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+
+    token = _token_of(request)
+    if not token:
+        raise NotAuthenticated(401, "Not authenticated")
+    try:
+        user = await get_auth_manager().get_user_from_token(token)
+    except Exception as exc:  # InvalidTokenError, ExpiredSignatureError, revoked, bad claims
+        raise NotAuthenticated(401, f"Invalid or expired token ({type(exc).__name__})") from None
+    if not get_auth_manager().is_authorized_view(access_view=AccessView.WEBSITE, user=user):
+        raise HTTPException(status_code=403, detail="Forbidden")
+    _start_refresher()
+    return user
+
+
+def _username(user) -> str:
+    try:
+        return user.get_name()
+    except Exception:  # noqa: BLE001
+        return str(user)
+
+
+def _base(request: Request) -> str:
+    return request.scope.get("root_path", "") or PREFIX
+
+
+app = FastAPI(title="mailshift operator UI", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@app.exception_handler(NotAuthenticated)
+async def _not_authenticated(request: Request, exc: NotAuthenticated):
+    path = request.url.path
+    wants_json = "/api/" in path or "application/json" in request.headers.get("accept", "")
+    if wants_json:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status,
+                            headers={"WWW-Authenticate": "Bearer"})
+    from airflow.api_fastapi.app import get_auth_manager
+
+    nxt = str(request.url.path) + (("?" + request.url.query) if request.url.query else "")
+    try:
+        login = get_auth_manager().get_url_login(next_url=nxt)
+    except Exception:  # noqa: BLE001
+        login = "/auth/login?next=" + quote(nxt)
+    return RedirectResponse(login, status_code=302)
+
+
+@app.middleware("http")
+async def _no_store(request: Request, call_next):
+    response = await call_next(request)
+    response.headers["Cache-Control"] = "no-store"   # customer data: never cached
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _json(obj) -> JSONResponse:
+    return JSONResponse(jsonable_encoder(obj))
+
+
+# -- DAG runs of a building (Airflow's metadata DB; only DAGs the user may read) ------------
+def _dag_runs(building_id: str, user) -> list[dict] | None:
+    try:
+        from airflow.api_fastapi.app import get_auth_manager
+        from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        dag_ids = [f"mailshift_building_{building_id}"]
+        allowed = [d for d in dag_ids if get_auth_manager().is_authorized_dag(
+            method="GET", access_entity=DagAccessEntity.RUN, details=DagDetails(id=d), user=user)]
+        if not allowed:
+            return []
+        with create_session() as session:
+            rows = session.execute(select(DagRun.dag_id, DagRun.run_id, DagRun.state, DagRun.start_date,
+                                          DagRun.end_date).where(DagRun.dag_id.in_(allowed))
+                                   .order_by(DagRun.id.desc()).limit(20)).all()
+        return [{"dag_id": r[0], "run_id": r[1], "state": str(r[2]) if r[2] else None,
+                 "start_date": r[3], "end_date": r[4]} for r in rows]
+    except Exception:  # noqa: BLE001
+        log.exception("DAG runs of %s unavailable", building_id)
+        return None
+
+
+# -- routes --------------------------------------------------------------------------------
+@app.get("/", response_class=HTMLResponse)
+async def overview_page(request: Request, user=Depends(require_user)):
+    from mailshift.progress import html, queries
+
+    ov = await _db(queries.overview)
+    return HTMLResponse(html.overview_html(ov, _base(request), _username(user)))
+
+
+@app.get("/api/overview")
+async def overview_api(user=Depends(require_user)):
+    from mailshift.progress import queries
+
+    return _json(await _db(queries.overview))
+
+
+def _buildings(conn, state):
+    from mailshift.progress.queries import BUILDING_STATE_SQL, CUT_OVER_SQL
+
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            f"""WITH cut AS ({CUT_OVER_SQL})
+            SELECT * FROM (SELECT b.id, b.name, b.wave_id, {BUILDING_STATE_SQL} AS state,
+                   coalesce(bp.mailboxes, 0) AS mailboxes, coalesce(bp.mailboxes_copied, 0) AS mailboxes_copied,
+                   coalesce(bp.mailboxes_proven, 0) AS mailboxes_proven, coalesce(bp.bytes_copied, 0) AS bytes_copied
+            FROM building b LEFT JOIN building_progress bp ON bp.building_id = b.id
+            LEFT JOIN cut ON cut.domain = b.domain) x
+            WHERE %s::text IS NULL OR state = %s ORDER BY wave_id NULLS LAST, id LIMIT 2000""", (state, state))
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+@app.get("/buildings", response_class=HTMLResponse)
+async def buildings_page(request: Request, state: str | None = None, user=Depends(require_user)):
+    from mailshift.progress import html
+
+    rows = await _db(_buildings, state)
+    return HTMLResponse(html.buildings_html(rows, _base(request), _username(user), state))
+
+
+@app.get("/building")
+async def building_form(request: Request, id: str = "", user=Depends(require_user)):
+    return RedirectResponse(f"{_base(request)}/building/{quote(id.strip())}", status_code=303)
+
+
+@app.get("/building/{building_id}", response_class=HTMLResponse)
+async def building_view(request: Request, building_id: str, user=Depends(require_user)):
+    from mailshift.progress import html, queries
+
+    bp = await _db(queries.building_page, building_id)
+    if bp is None:
+        raise HTTPException(status_code=404, detail=f"no building {building_id}")
+    runs = await asyncio.to_thread(_dag_runs, building_id, user)
+    return HTMLResponse(html.building_html(bp, runs, _base(request), _username(user)))
+
+
+@app.get("/api/building/{building_id}")
+async def building_api(building_id: str, user=Depends(require_user)):
+    from mailshift.progress import queries
+
+    bp = await _db(queries.building_page, building_id)
+    if bp is None:
+        raise HTTPException(status_code=404, detail=f"no building {building_id}")
+    bp["dag_runs"] = await asyncio.to_thread(_dag_runs, building_id, user)
+    return _json(bp)
+
+
+@app.get("/report/{building_id}")
+async def proof_report(building_id: str, user=Depends(require_user)):
+    from mailshift.progress import queries
+
+    if "/" in building_id or building_id.startswith("."):
+        raise HTTPException(status_code=404)
+    path = queries.report_path(building_id)
+    if path is None or Path(path).resolve().parent.parent != queries.reports_root().resolve():
+        raise HTTPException(status_code=404, detail=f"no proof report for {building_id}")
+    return FileResponse(path, media_type="text/html")
+
+
+@app.get("/lookup", response_class=HTMLResponse)
+async def lookup_page(request: Request, q: str | None = None, user=Depends(require_user)):
+    from mailshift.progress import html, queries
+
+    res = await _db(queries.lookup, q) if q else None
+    return HTMLResponse(html.lookup_html(res, _base(request), _username(user)))
+
+
+@app.get("/api/lookup")
+async def lookup_api(q: str, user=Depends(require_user)):
+    from mailshift.progress import queries
+
+    return _json(await _db(queries.lookup, q))
+
+
+class MailshiftUIPlugin(AirflowPlugin):
+    name = "mailshift_ui"
+    fastapi_apps = [{"app": app, "url_prefix": PREFIX, "name": "mailshift operator UI"}]
+    external_views = [{"name": "Migration progress", "href": "mailshift/", "url_route": "mailshift",
+                       "destination": "nav", "category": "browse"}]
