@@ -664,7 +664,12 @@ def main(argv=None) -> int:
     ap.add_argument("--profile-mailshift", action="store_true",
                     help="cProfile every mailshift mailbox (slows it; stats printed at the end)")
     ap.add_argument("--out", help="result directory (default .lab/bench)")
+    ap.add_argument("--summarize", metavar="RUNS_JSON",
+                    help="only print the table of an earlier (maybe interrupted) run's runs.json")
     args = ap.parse_args(argv)
+    if args.summarize:
+        print(markdown(summarize(json.loads(Path(args.summarize).read_text()))))
+        return 0
 
     def log(msg):
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

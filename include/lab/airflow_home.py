@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
+import yaml
 
 from .config import LabConfig
 from .connections import airflow_conn_env
@@ -100,9 +101,20 @@ def ensure_metadata_db(cfg: LabConfig) -> None:
     env = {**os.environ, **airflow_env(cfg)}
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     airflow = str(Path(sys.executable).with_name("airflow"))
-    result = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True)
+    _run([airflow, "db", "migrate"], env)
+    # The pools of airflow_settings.yaml (what `astro dev start` would create), or copy tasks
+    # naming a missing pool would wait forever.
+    pools = {p["pool_name"]: {"slots": p["pool_slot"], "description": p.get("pool_description", "")}
+             for p in yaml.safe_load((REPO / "airflow_settings.yaml").read_text())["airflow"]["pools"]}
+    path = Path(env["AIRFLOW_HOME"]) / "pools.json"
+    path.write_text(json.dumps(pools))
+    _run([airflow, "pools", "import", str(path)], env)
+
+
+def _run(argv: list[str], env: dict) -> None:
+    result = subprocess.run(argv, env=env, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"airflow db migrate failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(argv[1:])} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
 
 
 def main() -> None:

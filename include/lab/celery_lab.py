@@ -105,6 +105,9 @@ def celery_airflow_env(cfg: LabConfig, *, db: str | None = None, port: int | Non
         # (heartbeat timeout), not by broker redelivery
         "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
         "AIRFLOW__OPERATORS__DEFAULT_QUEUE": "default",
+        # task -> execution API calls: the lab's 2 cores are shared by several Airflows; the 5 s
+        # default timed out under load (a task failed its start with httpx.ReadTimeout)
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(heartbeat_timeout),
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(cfg.port_base + TRIGGER_LOG_PORT_OFFSET),

@@ -90,14 +90,14 @@ def test_projection_calendar_and_late_waves():
 
 def test_workers_for_target():
     rates = pr.Rates(mailbox_s=1, message_s=0, bytes_per_s=1e6, worker_bytes_per_s=2e6, task_overhead_s=1)
-    waves = [wave(*(building(f"B{i}", "a", 50, nbytes=50 * 10**6) for i in range(8)))]
+    waves = [wave(*(building(f"B{i}", "a", 50, nbytes=10**9) for i in range(8)))]
     cluster = pr.Cluster(1, 4, {"a": 16}, parallel_buildings=8)
     start = dt.date(2027, 1, 1)
-    res = pr.workers_for_target(waves, rates, cluster, dt.date(2027, 1, 5), start)
+    res = pr.workers_for_target(waves, rates, cluster, dt.date(2027, 1, 2), start)
     assert res["feasible"] and res["workers"] >= 2
     n = res["workers"]
-    assert pr.project(waves, rates, cluster.with_workers(n)).back_to_back_seconds <= 4 * 86400
-    assert pr.project(waves, rates, cluster.with_workers(n - 1)).back_to_back_seconds > 4 * 86400
+    assert pr.project(waves, rates, cluster.with_workers(n)).back_to_back_seconds <= 86400
+    assert pr.project(waves, rates, cluster.with_workers(n - 1)).back_to_back_seconds > 86400
     # a target the pools cannot make, however many workers
     no = pr.workers_for_target(waves, rates, pr.Cluster(1, 4, {"a": 1}), dt.date(2027, 1, 2), start)
     assert not no["feasible"] and "connection limits" in no["why"]
