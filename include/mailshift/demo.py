@@ -69,6 +69,37 @@ def waive_refused(dsn: str) -> list[str]:
     return done
 
 
+def notice_campaign(cfg, dsn: str, inv, exports: Path) -> None:
+    """Months before the cutover, compressed: address audit, six email rounds through the lab MTA
+    into the LEGACY mailboxes, letter and call lists for the contact centre, outcomes recorded."""
+    import csv
+    import io
+
+    from lab.postfix import queue_ids, set_routes
+    from mailshift.cli import main as cli
+
+    set_routes(cfg, {m.address: (inv.system(m.source_system).lab_server, m.login) for m in inv.mailboxes})
+    assert cli(["--db", dsn, "audit", "addresses", "--domain", DOMAIN]) == 0
+    for n in range(1, 7):
+        assert cli(["--db", dsn, "notices", "send", str(n), "--domain", DOMAIN]) == 0
+    deadline = time.monotonic() + 180
+    while queue_ids(cfg) and time.monotonic() < deadline:
+        time.sleep(2)
+    outcomes = io.StringIO()
+    w = csv.writer(outcomes)
+    w.writerow(["household_id", "channel", "outcome"])
+    for channel, outcome in (("letters", "delivered"), ("calls", "reached")):
+        out = exports.parent / f"{channel}.csv"
+        assert cli(["--db", dsn, "notices", "export", channel, "--domain", DOMAIN, "--csv", str(out)]) == 0
+        rows = list(csv.DictReader(out.open(encoding="utf-8")))
+        say(f"contact centre list {out.name}: {len(rows)} affected household(s)")
+        for r in rows:
+            w.writerow([r["household_id"], channel[:-1], outcome])
+    path = exports.parent / "outcomes.csv"
+    path.write_text(outcomes.getvalue(), encoding="utf-8")
+    assert cli(["--db", dsn, "notices", "record", str(path), "--by", "contact centre (demo)"]) == 0
+
+
 def deliver_late(cfg, inv) -> str:
     """A mail that reaches the OLD server after the swap (DNS caches): the drain must catch it."""
     import datetime as dt
@@ -144,12 +175,17 @@ def main() -> int:
     inv = corpus.generate_inventory(SEED, PROFILE)
     exports = Path(cfg.root) / "demo" / "exports"
     corpus.write_exports(inv, exports, cfg)
+    # The demo compresses the six months of notices into minutes: no lead time required.
+    (exports / "defaults.yaml").write_text("notice_policy:\n  lead_days: 0\n", encoding="utf-8")
     conn = db.connect(dsn)
     report = load_inventory(conn, exports)
     say(str(report))
     seeded = seed_lab(cfg, inv)
     say(f"legacy servers seeded: {seeded['mailboxes']} mailboxes, {seeded['messages']} messages, "
         f"{seeded['bytes'] / 1e6:.1f} MB in {seeded['seconds']}s")
+
+    notice_campaign(cfg, dsn, inv, exports)
+    say("customers told: six email rounds sent, letters and calls recorded")
 
     from lab import zone
     from lab.airflow_home import airflow_env

@@ -34,7 +34,7 @@ DEFAULT_SPEC: dict = {
     "size_limit_bytes": 25 * 1024 * 1024,
     "folder_map": {},
     "uidl_strategy": "none",
-    "notice_policy": {"email_rounds": 2, "letter": False, "call": False, "lead_days": 14},
+    "notice_policy": {"email_rounds": 6, "letter": True, "call": True, "lead_days": 14},
     "blackout_dates": [],
     "source_system": None,
     "max_connections": None,
