@@ -2,11 +2,11 @@
 and result backend) with two Celery workers, each consuming its own queues, runs waves of
 buildings against the lab.
 
-- `test_wave_on_two_celery_workers`: a wave of 3 buildings through the scheduler: the copy tasks
-  go to their source system's queue, run on both workers, never exceed their pool (the source
-  system's connection budget across all workers), and every message is at the destination
-  exactly once (servers read directly, ledger, proof).
-- `test_worker_killed_mid_copy`: during the next wave, worker w1 (and every task process under
+- `test_waves_on_two_celery_workers`: waves 1 (pilot) and 2, two buildings each, through the
+  scheduler: the copy tasks go to their source system's queue, run on both workers, never exceed
+  their pool (the source system's connection budget across all workers), and every message is at
+  the destination exactly once (servers read directly, ledger, proof).
+- `test_worker_killed_mid_copy`: during wave 3, worker w1 (and every task process under
   it) is SIGKILLed while one of its copy tasks is half-way through a mailbox; the scheduler fails
   the orphaned task after the heartbeat timeout, the retry runs on w2, the wave succeeds and every
   message is still there exactly once.
@@ -113,8 +113,9 @@ def cluster(lab_config, tmp_path_factory):
         seeded = _seed_without_oversize(cfg, inv)
         timings["seed_s"] = round(time.monotonic() - t, 1)
         snap = root / "snapshot"
-        # pilot of 3 buildings = wave 1, the other 3 = wave 2 (the fault case)
-        assert cli(["--db", dsn, "plan", "--pilot-buildings", "3", "--start", "2027-01-11",
+        # three waves of 2 buildings: 1 (pilot: calibrates the projection), 2 (predicted from
+        # the pilot and the measured copy rates), 3 (the fault case)
+        assert cli(["--db", dsn, "plan", "--pilot-buildings", "2", "--max-households", "8", "--start", "2027-01-11",
                     "--snapshot-dir", str(snap), "--brief"]) == 0
         env = celery_airflow_env(cfg)
         db = urlsplit(dsn)
@@ -291,24 +292,31 @@ def _check_pools_and_queues(facts) -> dict:
     return overlap
 
 
-def test_wave_on_two_celery_workers(cluster):
-    c, af = cluster, cluster["af"]
+def _run_wave(c, number, key):
+    af = c["af"]
     t = time.monotonic()
-    run_id = af.trigger("mailshift_wave_1", {"pass_kind": "prestage", "max_parallel_buildings": 4})
-    state = af.wait_for_run("mailshift_wave_1", run_id, timeout=1200)
+    run_id = af.trigger(f"mailshift_wave_{number}", {"pass_kind": "prestage", "max_parallel_buildings": 4})
+    state = af.wait_for_run(f"mailshift_wave_{number}", run_id, timeout=1200)
     wall = time.monotonic() - t
-    facts = _run_facts(c, 1, run_id)
+    facts = _run_facts(c, number, run_id)
     facts["wall_seconds"] = round(wall, 1)
-    c["runs"]["normal"] = facts
+    c["runs"][key] = facts
     assert state == "success", {b: v["state"] for b, v in facts["buildings"].items()}
     assert all(v["state"] == "success" for v in facts["buildings"].values())
     facts["max_concurrent_copies"] = _check_pools_and_queues(facts)
-    hosts = Counter(t["hostname"] for t in facts["tasks"])
-    facts["tasks_per_worker"] = dict(hosts)
-    assert set(hosts) == {"w1", "w2"}, hosts  # both workers worked (w1 only copies)
-    assert {t["hostname"] for t in facts["tasks"] if t["task_id"] != "copy"} == {"w2"}
-    facts["checked"] = _assert_exactly_once(c, 1)
+    facts["tasks_per_worker"] = dict(Counter(t["hostname"] for t in facts["tasks"]))
+    assert {t["hostname"] for t in facts["tasks"] if t["task_id"] != "copy"} == {"w2"}  # w1: copy queues only
+    facts["checked"] = _assert_exactly_once(c, number)
     print(json.dumps({k: v for k, v in facts.items() if k != "tasks"}, indent=1, default=str))
+    return facts
+
+
+def test_waves_on_two_celery_workers(cluster):
+    """Waves 1 (pilot) and 2 through the scheduler on both workers; every message exactly once."""
+    pilot = _run_wave(cluster, 1, "pilot")
+    regular = _run_wave(cluster, 2, "regular")
+    hosts = {t["hostname"] for f in (pilot, regular) for t in f["tasks"] if t["task_id"] == "copy"}
+    assert hosts == {"w1", "w2"}, hosts  # the copies were spread over both workers
 
 
 def test_worker_killed_mid_copy(cluster):
@@ -316,11 +324,11 @@ def test_worker_killed_mid_copy(cluster):
     from mailshift.airflow_adapters.building import mailbox_batches
 
     c, af, conn = cluster, cluster["af"], cluster["conn"]
-    buildings = {b.id: b for b in _wave(c, 2)}
+    buildings = {b.id: b for b in _wave(c, 3)}
     batches = {(f"mailshift_building_{bid}", i): [x["mailbox_ids"] for x in mailbox_batches(b.mailboxes)][i]
                for bid, b in buildings.items() for i in range(len(mailbox_batches(b.mailboxes)))}
     t = time.monotonic()
-    run_id = af.trigger("mailshift_wave_2", {"pass_kind": "prestage", "max_parallel_buildings": 4})
+    run_id = af.trigger("mailshift_wave_3", {"pass_kind": "prestage", "max_parallel_buildings": 4})
     victim, deadline = None, time.monotonic() + 600
     while victim is None and time.monotonic() < deadline:
         for bid in buildings:
@@ -349,9 +357,9 @@ def test_worker_killed_mid_copy(cluster):
     assert victim, "no copy task of w1 was caught mid-copy"
     killed = c["workers"].kill("w1")
     victim["killed_pids"] = len(killed)
-    state = af.wait_for_run("mailshift_wave_2", run_id, timeout=1800)
+    state = af.wait_for_run("mailshift_wave_3", run_id, timeout=1800)
     wall = time.monotonic() - t
-    facts = _run_facts(c, 2, run_id)
+    facts = _run_facts(c, 3, run_id)
     facts.update(wall_seconds=round(wall, 1), victim=victim)
     c["runs"]["fault"] = facts
     assert state == "success", {b: v["state"] for b, v in facts["buildings"].items()}
@@ -361,5 +369,5 @@ def test_worker_killed_mid_copy(cluster):
     assert after["state"] == "success" and after["try_number"] > victim["try_number"], after
     assert after["hostname"] == "w2", after  # retried on the surviving worker
     facts["max_concurrent_copies"] = _check_pools_and_queues(facts)
-    facts["checked"] = _assert_exactly_once(c, 2)
+    facts["checked"] = _assert_exactly_once(c, 3)
     print(json.dumps({k: v for k, v in facts.items() if k != "tasks"}, indent=1, default=str))

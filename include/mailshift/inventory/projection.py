@@ -301,6 +301,48 @@ def wave_work_from_plan(plan, mailbox_sizes: Mapping[str, Sequence[tuple[int, in
     return out
 
 
+def _t(v) -> float:
+    if isinstance(v, int | float):
+        return float(v)
+    return dt.datetime.fromisoformat(str(v).replace("Z", "+00:00")).timestamp()
+
+
+def calibrate(rates: Rates, tasks: Sequence[Mapping], buildings: Mapping[str, BuildingWork]) -> tuple[Rates, dict]:
+    """The Airflow-side costs measured on a finished wave (the pilot), the copy rates kept.
+
+    `tasks`: the wave's task instances ({dag_id, task_id, queued_when, end_date}, as the REST API
+    lists them; building DAG ids end in the building id). Each cost counts from queued to end,
+    i.e. includes the wait for a worker process and its start:
+    task_overhead_s = median of the tasks that do no mail work (mark_proven, announce, summary);
+    preflight_mailbox_s = median of (preflight - overhead) / mailboxes;
+    verify_fixed_s = median of (verify - overhead - verify_ratio x the building's modelled copy time).
+    """
+    def span(t):
+        return _t(t["end_date"]) - _t(t["queued_when"])
+
+    done = [t for t in tasks if t.get("queued_when") and t.get("end_date") and t.get("state") == "success"]
+    pure = [span(t) for t in done if t["task_id"] in ("mark_proven", "announce", "summary")]
+    if not pure:
+        raise ValueError("no finished mark_proven/announce/summary task to measure the overhead on")
+    overhead = sorted(pure)[len(pure) // 2]
+    bid = {t["dag_id"]: t["dag_id"].rsplit("_", 1)[-1] for t in done}
+    pre = [(span(t) - overhead) / max(len(buildings[bid[t["dag_id"]]].mailboxes), 1)
+           for t in done if t["task_id"] == "preflight" and bid[t["dag_id"]] in buildings]
+    ver = []
+    for t in done:
+        b = buildings.get(bid[t["dag_id"]])
+        if t["task_id"] == "verify" and b is not None:
+            work = sum(mailbox_seconds(m, n, rates) for m, n in b.mailboxes)
+            ver.append(span(t) - overhead - rates.verify_ratio * work)
+    def med(xs):
+        return sorted(xs)[len(xs) // 2]
+
+    out = dataclasses.replace(rates, task_overhead_s=round(overhead, 2),
+                              preflight_mailbox_s=round(max(med(pre), 0.0), 3) if pre else rates.preflight_mailbox_s,
+                              verify_fixed_s=round(max(med(ver), 0.0), 1) if ver else rates.verify_fixed_s)
+    return out, {"overhead_samples": len(pure), "preflight_samples": len(pre), "verify_samples": len(ver)}
+
+
 # -- inputs from the database (used by `mailshift plan --projection`) --------------------------
 def read_mailbox_work(conn, sizes=None, default_mailbox_bytes: int | None = None
                       ) -> tuple[dict[str, list[tuple[int, int]]], dict[str, str], dict[str, int]]:
