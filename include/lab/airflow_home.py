@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parents[2]
 AIRFLOW_DB = os.environ.get("MAILSHIFT_AIRFLOW_DB", "airflow")  # one metadata DB per concurrent Airflow
 
 
-def metadata_url(cfg: LabConfig) -> str:
+def metadata_url(cfg: LabConfig, name: str | None = None) -> str:
     parts = urlsplit(cfg.pg_dsn)
-    return urlunsplit(parts._replace(scheme="postgresql+psycopg2", path="/" + AIRFLOW_DB))
+    return urlunsplit(parts._replace(scheme="postgresql+psycopg2", path="/" + (name or AIRFLOW_DB)))
 
 
 API_PORT_OFFSET = 81
@@ -58,9 +58,10 @@ def ui_password(cfg: LabConfig, user: str) -> str:
     return _secrets(Path(cfg.root) / "airflow")["passwords"][user]
 
 
-def airflow_env(cfg: LabConfig) -> dict[str, str]:
+def airflow_env(cfg: LabConfig, db_name: str | None = None) -> dict[str, str]:
     """Everything an Airflow process of the lab needs in its environment."""
-    home = Path(cfg.root) / ("airflow" if AIRFLOW_DB == "airflow" else f"airflow-{AIRFLOW_DB}")
+    db_name = db_name or AIRFLOW_DB
+    home = Path(cfg.root) / ("airflow" if db_name == "airflow" else f"airflow-{db_name}")
     sec = _secrets(Path(cfg.root) / "airflow")
     api = f"http://127.0.0.1:{api_port(cfg)}"
     env = {
@@ -68,7 +69,7 @@ def airflow_env(cfg: LabConfig) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url(cfg),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url(cfg, db_name),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
@@ -88,17 +89,22 @@ def airflow_env(cfg: LabConfig) -> dict[str, str]:
     return env
 
 
-def ensure_metadata_db(cfg: LabConfig) -> None:
-    """Create the `airflow` database (owned by the lab's mailshift role) and migrate it."""
+def ensure_metadata_db(cfg: LabConfig, db_name: str | None = None, fresh: bool = False) -> dict[str, str]:
+    """Create (or, fresh=True, recreate) an Airflow metadata database owned by the lab's mailshift
+    role, migrate it and load the pools; returns the Airflow environment that uses it."""
+    db_name = db_name or AIRFLOW_DB
     admin = psycopg2.connect(cfg.pg_admin_dsn)
     admin.autocommit = True
     user = urlsplit(cfg.pg_dsn).username
     with admin.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (AIRFLOW_DB,))
+        if fresh:
+            cur.execute(f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db_name,))
         if cur.fetchone() is None:
-            cur.execute(f"CREATE DATABASE {AIRFLOW_DB} OWNER {user}")
+            cur.execute(f"CREATE DATABASE {db_name} OWNER {user}")
     admin.close()
-    env = {**os.environ, **airflow_env(cfg)}
+    af_env = airflow_env(cfg, db_name)
+    env = {**os.environ, **af_env}
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     airflow = str(Path(sys.executable).with_name("airflow"))
     _run([airflow, "db", "migrate"], env)
@@ -109,6 +115,7 @@ def ensure_metadata_db(cfg: LabConfig) -> None:
     path = Path(env["AIRFLOW_HOME"]) / "pools.json"
     path.write_text(json.dumps(pools))
     _run([airflow, "pools", "import", str(path)], env)
+    return af_env
 
 
 def _run(argv: list[str], env: dict) -> None:

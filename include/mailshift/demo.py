@@ -188,7 +188,7 @@ def main() -> int:
     say("customers told: six email rounds sent, letters and calls recorded")
 
     from lab import zone
-    from lab.airflow_home import airflow_env
+    from lab.airflow_home import ensure_metadata_db
     from lab.airflow_services import AirflowServices
     from mailshift.cli import main as cli
 
@@ -198,7 +198,8 @@ def main() -> int:
     # A short TTL to start from, so the demo does not wait an hour for the old TTL to expire.
     zone.reset_mx(cfg, ttl=30)
     safe = DOMAIN.replace(".", "_")
-    with AirflowServices(cfg, airflow_env(cfg)) as af:
+    # A clean Airflow metadata database: no run of an earlier demo may hold a DAG's only slot.
+    with AirflowServices(cfg, ensure_metadata_db(cfg, fresh=True)) as af:
         say(f"Airflow is up: {af.base} (login: operator, password in .lab/airflow/passwords.json)")
         from mailshift.inventory.snapshot import read_manifest
 

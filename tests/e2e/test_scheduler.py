@@ -8,6 +8,7 @@ import psycopg2
 import pytest
 
 from lab import slack_standin
+from lab.airflow_home import ensure_metadata_db
 from lab.airflow_services import AirflowServices
 from mailshift.inventory import snapshot as snap
 
@@ -19,7 +20,10 @@ def test_pilot_wave_runs_on_the_scheduler(e2e):
     pilot = [b for b in snap.load_all(e2e["snapshot_dir"]) if b.wave == 1]
     assert pilot, "the plan has a pilot wave"
     slack_standin.reset(cfg)
-    with AirflowServices(cfg, e2e["env"], log_dir=e2e["root"] / "airflow-logs") as af:
+    # Its own, fresh metadata database: runs of the demo or an earlier test never get in the way.
+    env = {**e2e["env"], **{k: v for k, v in ensure_metadata_db(cfg, "airflow_e2e", fresh=True).items()
+                            if k.startswith("AIRFLOW__") or k == "AIRFLOW_HOME"}}
+    with AirflowServices(cfg, env, log_dir=e2e["root"] / "airflow-logs") as af:
         af.wait_for_dag("mailshift_wave_1")
         for b in pilot:
             af.wait_for_dag(f"mailshift_building_{b.id}")

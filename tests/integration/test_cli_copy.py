@@ -11,10 +11,10 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from support.mail import add_mailbox, fresh_database, imap, unique_login
 
 from lab.connections import airflow_conn_env
 from mailshift.imap.append import OutgoingMessage, multiappend
+from support.mail import add_mailbox, fresh_database, imap, unique_login
 
 pytestmark = pytest.mark.integration
 MAILSHIFT = str(Path(sys.executable).with_name("mailshift"))

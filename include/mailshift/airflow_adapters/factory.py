@@ -51,13 +51,17 @@ def building_dags(shard: int, directory=None, dag_file: str | None = None) -> di
         return {}
     wanted = get_parsing_context().dag_id
     dags = {}
-    for building in snapshot.load_shard(directory, shard, manifest=manifest):
+    buildings = snapshot.load_shard(directory, shard, manifest=manifest)
+    for building in buildings:
         dag_id = building_dag_id(building.id)
         if wanted and wanted != dag_id:
             continue
         dags[dag_id] = build_building_dag(building)
-    took = time.monotonic() - started
-    if took > SHARD_BUDGET_SECONDS and not wanted:
-        raise ShardOverBudget(f"snapshot shard {shard}: {len(dags)} building DAGs took {took:.1f}s "
-                              f"(budget {SHARD_BUDGET_SECONDS:.0f}s); re-plan with more shards")
+        # checked while building, not only at the end: a shard far over budget would otherwise run
+        # into the dag-processor's dag_file_processor_timeout, be killed and lose all its DAGs
+        # without any import error (the silent failure this check exists to prevent)
+        took = time.monotonic() - started
+        if took > SHARD_BUDGET_SECONDS and not wanted:
+            raise ShardOverBudget(f"snapshot shard {shard}: {len(dags)} of {len(buildings)} building DAGs took "
+                                  f"{took:.1f}s (budget {SHARD_BUDGET_SECONDS:g}s); re-plan with more shards")
     return dags

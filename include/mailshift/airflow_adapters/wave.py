@@ -56,7 +56,10 @@ def summary(wave: int, started: float | None = None) -> dict:
         t = wave_totals(conn, wave)
     finally:
         conn.close()
-    seconds = time.time() - started if started else 0.0
+    try:  # the template renders the XCom as a string ("None" when announce did not push it)
+        seconds = time.time() - float(started)
+    except (TypeError, ValueError):
+        seconds = 0.0
     post(slack.wave_finished(wave, t["buildings"], t["proven_buildings"], t["mailboxes"], t["not_proven"],
                              t["messages"], t["bytes"], seconds))
     return t

@@ -63,9 +63,15 @@ def overview(conn) -> dict:
                        coalesce(bp.messages_copied, 0) AS messages_copied,
                        coalesce(bp.bytes_copied, 0) AS bytes_copied,
                        coalesce(bp.messages_unsettled, 0) AS messages_unsettled,
-                       greatest(coalesce(b.est_messages, 0), coalesce(bp.src_messages, 0),
-                                coalesce(bp.messages_copied, 0)) AS messages_total,
-                       greatest(coalesce(b.est_bytes, 0), coalesce(bp.bytes_copied, 0)) AS bytes_total,
+                       -- measured once every mailbox of the building has been copied, else the
+                       -- planner's estimate (never below what is already copied)
+                       CASE WHEN bp.mailboxes > 0 AND bp.mailboxes_copied >= bp.mailboxes
+                            THEN greatest(bp.src_messages, bp.messages_copied + bp.messages_unsettled)
+                            ELSE greatest(coalesce(b.est_messages, 0), coalesce(bp.src_messages, 0),
+                                          coalesce(bp.messages_copied, 0)) END AS messages_total,
+                       CASE WHEN bp.mailboxes > 0 AND bp.mailboxes_copied >= bp.mailboxes
+                            THEN bp.bytes_copied
+                            ELSE greatest(coalesce(b.est_bytes, 0), coalesce(bp.bytes_copied, 0)) END AS bytes_total,
                        b.est_bytes IS NULL AS no_estimate
                 FROM building b
                 LEFT JOIN building_progress bp ON bp.building_id = b.id
