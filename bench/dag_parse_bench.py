@@ -21,8 +21,10 @@ the committed ones but for the shard number):
 
 Then, with the 16-shard snapshot and `MAILSHIFT_SHARD_BUDGET_SECONDS` very low, the budget
 check must turn every shard into a recorded import error (loud), and, for contrast, all
-buildings in ONE shard under the default `dag_file_processor_timeout` (50 s): the file is
-killed and nothing records why (silent). Prints one JSON document.
+buildings in ONE shard under the default `dag_file_processor_timeout` (50 s), once with the
+budget check effectively off (MAILSHIFT_SHARD_BUDGET_SECONDS=1000: the file is killed and nothing
+records why -- silent) and once with the default 10 s budget (an import error -- loud). Prints one
+JSON document.
 """
 from __future__ import annotations
 
@@ -143,8 +145,8 @@ def dags_folder(work: Path, shards: int) -> Path:
 # ---------------------------------------------------------------------------------------------
 # (a) DagBag per shard file, fresh interpreter
 
-def dagbag_per_file(env: dict, folder: Path, shards: int, runs: int) -> dict:
-    files = [folder / f"mailshift_buildings_shard_{k:02d}.py" for k in range(shards)]
+def dagbag_per_file(env: dict, folder: Path, shards: int, runs: int, limit: int | None = None) -> dict:
+    files = [folder / f"mailshift_buildings_shard_{k:02d}.py" for k in range(shards)][:limit]
     per_file = []
     for f in files:
         samples = []
@@ -161,7 +163,7 @@ def dagbag_per_file(env: dict, folder: Path, shards: int, runs: int) -> dict:
         print(f"  dagbag {f.name}: {med['dags']} DAGs parse {med['parse_s']} s + serialise "
               f"{med['serialise_s']} s = {med['total_s']} s (runs {med['total_s_runs']})", file=sys.stderr)
     tot = [p["total_s"] for p in per_file]
-    return {"runs": runs, "files": per_file,
+    return {"runs": runs, "files_measured": len(per_file), "files": per_file,
             "total_s_median": round(statistics.median(tot), 2), "total_s_max": round(max(tot), 2),
             "parse_s_max": max(p["parse_s"] for p in per_file),
             "serialise_s_max": max(p["serialise_s"] for p in per_file),
@@ -250,10 +252,17 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="fresh-process DagBag runs per file (median)")
     ap.add_argument("--dagbag-shards", type=int, nargs="*", default=None,
                     help="shard counts for the DagBag part (default: all of --shards)")
+    ap.add_argument("--dagbag-files", type=int, default=None,
+                    help="only the first K shard files in the DagBag part (time on a busy machine)")
+    ap.add_argument("--processor-shards", type=int, nargs="*", default=None,
+                    help="shard counts for the dag-processor part (default: all of --shards)")
     ap.add_argument("--no-dagbag", action="store_true")
     ap.add_argument("--no-processor", action="store_true")
     ap.add_argument("--no-budget-check", action="store_true")
     ap.add_argument("--no-single-shard", action="store_true")
+    ap.add_argument("--single-shard-budgets", nargs="+", default=["1000", "default"],
+                    help="MAILSHIFT_SHARD_BUDGET_SECONDS values for the 1-shard contrast ('default' = unset; "
+                         "1000 = check effectively off: what happens without it)")
     ap.add_argument("--low-budget", type=float, default=0.5, help="MAILSHIFT_SHARD_BUDGET_SECONDS for the loud check")
     ap.add_argument("--workdir", default=None, help="default: a temporary directory (removed at the end)")
     ap.add_argument("--drop-db", action="store_true", help="drop the bench's metadata DB at the end")
@@ -303,8 +312,8 @@ def main() -> int:
             print(f"shards={n}: snapshot {snap}, dags {folder}", file=sys.stderr)
             if not args.no_dagbag and n in dagbag_shards:
                 entry["dagbag"] = dagbag_per_file({**env, "MAILSHIFT_SNAPSHOT_DIR": str(snap)}, folder, n,
-                                                  args.runs)
-            if not args.no_processor:
+                                                  args.runs, args.dagbag_files)
+            if not args.no_processor and (args.processor_shards is None or n in args.processor_shards):
                 pr = run_processor(env, dsn, folder, snap, work / f"processor_{n}.log")
                 entry["processor"] = pr
                 print(f"  processor: {pr['serialized_dags']} serialised ({pr['serialized_building_dags']} "
@@ -328,11 +337,19 @@ def main() -> int:
         if not args.no_single_shard:
             snap = work / "snap_1"
             m = write(snap, buildings, 1)
-            pr = run_processor(env, dsn, dags_folder(work, 1), snap, work / "processor_1.log", hard_timeout=300)
-            result["single_shard"] = {"shard_mb": round(m["files"][0]["bytes"] / 1e6, 1),
-                                      "dag_file_processor_timeout_s": 50, **pr}
-            print(f"single shard: {pr['serialized_building_dags']} building DAGs, import errors "
-                  f"{len(pr['import_errors'])}, timeouts {pr['timeouts_in_log']}", file=sys.stderr)
+            result["single_shard"] = {}
+            for budget in args.single_shard_budgets:
+                extra = {} if budget == "default" else {"MAILSHIFT_SHARD_BUDGET_SECONDS": budget}
+                pr = run_processor(env, dsn, dags_folder(work, 1), snap, work / f"processor_1_budget_{budget}.log",
+                                   extra_env=extra, hard_timeout=300)
+                for e in pr["import_errors"]:
+                    lines = [ln for ln in e["stacktrace"].splitlines() if ln.strip()]
+                    e["last_line"] = lines[-1] if lines else ""
+                    del e["stacktrace"]
+                result["single_shard"][f"budget_{budget}"] = {
+                    "shard_mb": round(m["files"][0]["bytes"] / 1e6, 1), "dag_file_processor_timeout_s": 50, **pr}
+                print(f"single shard, budget {budget}: {pr['serialized_building_dags']} building DAGs, import "
+                      f"errors {len(pr['import_errors'])}, timeouts {len(pr['timeouts_in_log'])}", file=sys.stderr)
     finally:
         result["machine"]["load_avg_end"] = os.getloadavg()
         if args.drop_db:

@@ -159,6 +159,7 @@ async def require_user(request: Request):
     if not get_auth_manager().is_authorized_view(access_view=AccessView.WEBSITE, user=user):
         raise HTTPException(status_code=403, detail="Forbidden")
     _start_refresher()
+    request.state.mailshift_user = user
     return user
 
 
@@ -173,7 +174,14 @@ def _base(request: Request) -> str:
     return request.scope.get("root_path", "") or PREFIX
 
 
-app = FastAPI(title="mailshift operator UI", docs_url=None, redoc_url=None, openapi_url=None)
+# Every route requires a logged-in, authorised Airflow user (app-wide dependency: a route added
+# later cannot forget it).
+app = FastAPI(title="mailshift operator UI", docs_url=None, redoc_url=None, openapi_url=None,
+              dependencies=[Depends(require_user)])
+
+
+def _user(request: Request):
+    return request.state.mailshift_user
 
 
 @app.exception_handler(NotAuthenticated)
@@ -232,15 +240,15 @@ def _dag_runs(building_id: str, user) -> list[dict] | None:
 
 # -- routes --------------------------------------------------------------------------------
 @app.get("/", response_class=HTMLResponse)
-async def overview_page(request: Request, user=Depends(require_user)):
+async def overview_page(request: Request):
     from mailshift.progress import html, queries
 
     ov = await _db(queries.overview)
-    return HTMLResponse(html.overview_html(ov, _base(request), _username(user)))
+    return HTMLResponse(html.overview_html(ov, _base(request), _username(_user(request))))
 
 
 @app.get("/api/overview")
-async def overview_api(user=Depends(require_user)):
+async def overview_api(request: Request):
     from mailshift.progress import queries
 
     return _json(await _db(queries.overview))
@@ -259,46 +267,46 @@ def _buildings(conn, state):
             LEFT JOIN cut ON cut.domain = b.domain) x
             WHERE %s::text IS NULL OR state = %s ORDER BY wave_id NULLS LAST, id LIMIT 2000""", (state, state))
         cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
 @app.get("/buildings", response_class=HTMLResponse)
-async def buildings_page(request: Request, state: str | None = None, user=Depends(require_user)):
+async def buildings_page(request: Request, state: str | None = None):
     from mailshift.progress import html
 
     rows = await _db(_buildings, state)
-    return HTMLResponse(html.buildings_html(rows, _base(request), _username(user), state))
+    return HTMLResponse(html.buildings_html(rows, _base(request), _username(_user(request)), state))
 
 
 @app.get("/building")
-async def building_form(request: Request, id: str = "", user=Depends(require_user)):
+async def building_form(request: Request, id: str = ""):
     return RedirectResponse(f"{_base(request)}/building/{quote(id.strip())}", status_code=303)
 
 
 @app.get("/building/{building_id}", response_class=HTMLResponse)
-async def building_view(request: Request, building_id: str, user=Depends(require_user)):
+async def building_view(request: Request, building_id: str):
     from mailshift.progress import html, queries
 
     bp = await _db(queries.building_page, building_id)
     if bp is None:
         raise HTTPException(status_code=404, detail=f"no building {building_id}")
-    runs = await asyncio.to_thread(_dag_runs, building_id, user)
-    return HTMLResponse(html.building_html(bp, runs, _base(request), _username(user)))
+    runs = await asyncio.to_thread(_dag_runs, building_id, _user(request))
+    return HTMLResponse(html.building_html(bp, runs, _base(request), _username(_user(request))))
 
 
 @app.get("/api/building/{building_id}")
-async def building_api(building_id: str, user=Depends(require_user)):
+async def building_api(request: Request, building_id: str):
     from mailshift.progress import queries
 
     bp = await _db(queries.building_page, building_id)
     if bp is None:
         raise HTTPException(status_code=404, detail=f"no building {building_id}")
-    bp["dag_runs"] = await asyncio.to_thread(_dag_runs, building_id, user)
+    bp["dag_runs"] = await asyncio.to_thread(_dag_runs, building_id, _user(request))
     return _json(bp)
 
 
 @app.get("/report/{building_id}")
-async def proof_report(building_id: str, user=Depends(require_user)):
+async def proof_report(building_id: str):
     from mailshift.progress import queries
 
     if "/" in building_id or building_id.startswith("."):
@@ -310,15 +318,15 @@ async def proof_report(building_id: str, user=Depends(require_user)):
 
 
 @app.get("/lookup", response_class=HTMLResponse)
-async def lookup_page(request: Request, q: str | None = None, user=Depends(require_user)):
+async def lookup_page(request: Request, q: str | None = None):
     from mailshift.progress import html, queries
 
     res = await _db(queries.lookup, q) if q else None
-    return HTMLResponse(html.lookup_html(res, _base(request), _username(user)))
+    return HTMLResponse(html.lookup_html(res, _base(request), _username(_user(request))))
 
 
 @app.get("/api/lookup")
-async def lookup_api(q: str, user=Depends(require_user)):
+async def lookup_api(q: str):
     from mailshift.progress import queries
 
     return _json(await _db(queries.lookup, q))

@@ -118,12 +118,15 @@ def celery_airflow_env(cfg: LabConfig, *, db: str | None = None, port: int | Non
     return env
 
 
-def ensure_metadata_db(cfg: LabConfig, env: dict[str, str]) -> None:
-    """Create the metadata database named in `env` (owned by the lab's mailshift role), migrate it."""
+def ensure_metadata_db(cfg: LabConfig, env: dict[str, str], fresh: bool = False) -> None:
+    """Create the metadata database named in `env` (owned by the lab's mailshift role), migrate it.
+    `fresh`: drop it first (never the demo's `airflow` database), so runs of a test start clean."""
     db = urlsplit(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).path.lstrip("/")
     admin = psycopg2.connect(cfg.pg_admin_dsn)
     admin.autocommit = True
     with admin.cursor() as cur:
+        if fresh and db != "airflow":
+            cur.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
         if cur.fetchone() is None:
             cur.execute(f'CREATE DATABASE "{db}" OWNER {urlsplit(cfg.pg_dsn).username}')

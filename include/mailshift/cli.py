@@ -401,12 +401,13 @@ def _projection(args, plan, inp, sizes, default_bytes) -> dict:
         conn.close()
     waves = pr.wave_work_from_plan(plan, work, systems)
     p = pr.project(waves, rates, cluster, days_between=plan.limits.days_between)
-    target = None
+    target = calendar = None
     if args.target_date:
         target = pr.workers_for_target(waves, rates, cluster, dt.date.fromisoformat(args.target_date),
                                        plan.limits.start_date)
-    return {**p.to_dict(), "size_sources": size_sources, "target": target,
-            "text": pr.render(p, target, size_sources)}
+        calendar = pr.workers_for_calendar(waves, rates, cluster, plan.limits.days_between)
+    return {**p.to_dict(), "size_sources": size_sources, "target": target, "calendar": calendar,
+            "text": pr.render(p, target, size_sources, calendar)}
 
 
 # -- verify / waive ---------------------------------------------------------------------------

@@ -129,7 +129,7 @@ def cluster(lab_config, tmp_path_factory):
         env.pop("MAILSHIFT_COPY_QUEUE", None)
         os.environ.pop("MAILSHIFT_COPY_QUEUE", None)
         t = time.monotonic()
-        ensure_metadata_db(cfg, env)
+        ensure_metadata_db(cfg, env, fresh=True)  # no runs of an earlier test run in the API
         timings["metadata_db_s"] = round(time.monotonic() - t, 1)
         sdir = state_dir(cfg, env["MAILSHIFT_AIRFLOW_DB"])
         with RedisServer(cfg, int(env["MAILSHIFT_REDIS_PORT"])) as redis, \

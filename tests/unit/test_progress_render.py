@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 from mailshift.progress import charts, html
 
-T0 = dt.datetime(2027, 1, 11, 9, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2027, 1, 11, 9, 0, tzinfo=dt.UTC)
 
 
 def _wave(n, copied, total, series):

@@ -40,8 +40,9 @@ def test_one_building_exact():
 
 def test_pool_binds_and_more_slots_help():
     b = building("B1", "a", 40)  # 8 batches of 5 mailboxes, 16 s each
-    one = pr.project_wave(wave(b), RATES, pr.Cluster(4, 8, {"a": 1}))
-    four = pr.project_wave(wave(b), RATES, pr.Cluster(4, 8, {"a": 4}))
+    rates = pr.Rates(**{**RATES.to_dict(), "verify_ratio": 0.0})
+    one = pr.project_wave(wave(b), rates, pr.Cluster(4, 8, {"a": 1}))
+    four = pr.project_wave(wave(b), rates, pr.Cluster(4, 8, {"a": 4}))
     assert one.bottleneck == "pool a" and four.bottleneck == "pool a"
     copy_one_lane = 8 * 16
     assert one.seconds - four.seconds == pytest.approx(copy_one_lane - copy_one_lane / 4)
@@ -67,6 +68,18 @@ def test_parallel_buildings_serialises_buildings():
     one = pr.project_wave(wave(*bs), RATES, pr.Cluster(4, 8, {"a": 8}, parallel_buildings=1))
     four = pr.project_wave(wave(*bs), RATES, pr.Cluster(4, 8, {"a": 8}, parallel_buildings=4))
     assert one.seconds == pytest.approx(4 * (four.seconds - 2) + 2)
+
+
+def test_one_big_building_is_bound_by_its_single_verify_task():
+    big = building("B1", "a", 400)
+    p = pr.project_wave(wave(big), RATES, pr.Cluster(8, 16, {"a": 40}))
+    assert p.bottleneck.startswith("verify of B1")
+
+
+def test_triggers_never_take_the_last_slot():
+    bs = [building(f"B{i}", "a", 5) for i in range(6)]
+    p = pr.project_wave(wave(*bs), RATES, pr.Cluster(1, 3, {"a": 4}, parallel_buildings=6))
+    assert p.seconds > 6 * 16  # finished (no deadlock), buildings mostly one after the other
 
 
 def test_worker_cap_lowers_the_connection_rate():

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from imapclient import IMAPClient
@@ -287,9 +288,19 @@ class MailboxCopier:
             self.summary.expunged_at_source += len(expunged)
         if flag_changes:
             self._sync_flags(folder, flag_changes)
-        for batch in self._batches(todo, meta):
-            dest_uidnext = self._copy_batch(folder, batch, meta, uidl_map, dest_uidnext)
-            self.progress(self.summary)
+        batches = list(self._batches(todo, meta))
+        if not batches:
+            return
+        # Pipeline: the next batch is read from the source while this one is appended, so the
+        # two servers work at the same time (still one connection to each).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as reader:
+            pending = reader.submit(self._fetch_bodies, batches[0])
+            for i, batch in enumerate(batches):
+                fetched = pending.result()
+                if i + 1 < len(batches):
+                    pending = reader.submit(self._fetch_bodies, batches[i + 1])
+                dest_uidnext = self._copy_batch(folder, batch, fetched, meta, uidl_map, dest_uidnext)
+                self.progress(self.summary)
 
     def _batches(self, uids: list[int], meta: dict):
         batch, size = [], 0
@@ -304,10 +315,13 @@ class MailboxCopier:
             yield batch
 
     # -- copying ------------------------------------------------------------------------
-    def _copy_batch(self, folder: FolderRow, uids: list[int], meta: dict, uidl_map: dict,
+    def _fetch_bodies(self, uids: list[int]) -> dict:
+        """Raw bytes of a batch, read-only (BODY.PEEK); runs on the prefetch thread."""
+        return self.src.fetch(uids, ["BODY.PEEK[]"])
+
+    def _copy_batch(self, folder: FolderRow, uids: list[int], fetched: dict, meta: dict, uidl_map: dict,
                     dest_uidnext: int) -> int:
         mb = self.mailbox
-        fetched = self.src.fetch(uids, ["BODY.PEEK[]"])
         intents: list[Intent] = []
         outgoing: list[OutgoingMessage] = []
         for uid in uids:

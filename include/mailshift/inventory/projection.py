@@ -10,8 +10,9 @@ Model (every input measured, see bench/README.md "Scale-out and projection"):
   one machine);
 * the building DAG is preflight -> copy tasks (batches of `batch_size` mailboxes, one connection
   each, in the source system's pool) -> verify -> mark_proven; every task also costs
-  `task_overhead_s` (queueing, process start, ledger connection); verify costs `verify_fixed_s`
-  per building plus `verify_ratio` x the building's copy time (the verifier reads both servers);
+  `task_overhead_s` (queueing, process start, ledger connection); verify (ONE task per building,
+  as the DAG has it) costs `verify_fixed_s` plus `verify_ratio` x the building's copy time at the
+  per-connection rate (the verifier reads both servers);
 * resources: `workers * concurrency` task slots (the wave DAG's waiting trigger tasks hold one slot
   per running building), `pool_slots[system]` copy connections per source system across all
   workers (<= the legacy server's connection limit), `parallel_buildings` building runs per wave;
@@ -130,7 +131,7 @@ class _Sim:
         self.copies_left: dict[int, int] = {}
         self.copy_work: dict[int, float] = {}
         self.conn_seconds = {s: 0.0 for s in self.free_pool}
-        self.slot_wait = self.pool_wait = 0.0
+        self.longest_verify = (0.0, "")
 
     def _push(self, at, what):
         self.seq += 1
@@ -138,7 +139,9 @@ class _Sim:
 
     def _start_buildings(self):
         active = sum(1 for _ in self.copies_left)  # buildings started and not finished
-        while self.waiting and active < self.c.parallel_buildings and self.free_slots > 0:
+        # a waiting trigger task holds a worker slot (it is not deferrable): never let the triggers
+        # take the last slot, or nothing would run (in Airflow too: keep parallel_buildings < slots)
+        while self.waiting and active < self.c.parallel_buildings and self.free_slots > 1:
             i = self.waiting.popleft()
             self.free_slots -= 1                     # the wave's trigger task waits on a slot
             self.copies_left[i] = -1
@@ -156,6 +159,7 @@ class _Sim:
                     d = r.task_overhead_s + len(self.b[i].mailboxes) * r.preflight_mailbox_s
                 elif kind == "verify":
                     d = r.task_overhead_s + r.verify_fixed_s + r.verify_ratio * self.copy_work[i]
+                    self.longest_verify = max(self.longest_verify, (d, self.b[i].id))
                 else:
                     d = r.task_overhead_s
                 self.free_slots -= 1
@@ -186,7 +190,8 @@ class _Sim:
                 b = self.b[i]
                 batches = [b.mailboxes[k:k + self.c.batch_size] for k in range(0, len(b.mailboxes), self.c.batch_size)]
                 secs = [sum(mailbox_seconds(m, n, self.r, self.bps) for m, n in batch) for batch in batches]
-                self.copy_work[i] = sum(secs)
+                # verify re-reads both servers at the connection's own rate (no worker-cap throttling)
+                self.copy_work[i] = sum(mailbox_seconds(m, n, self.r) for m, n in b.mailboxes)
                 self.copies_left[i] = len(secs)
                 for x in secs:
                     self.ready_copy[b.source_system].append((i, x))
@@ -216,6 +221,8 @@ def project_wave(wave: WaveWork, rates: Rates, cluster: Cluster) -> WaveProjecti
         bottleneck = f"pool {s}" if v >= slot_bound else "worker slots"
         if len(wave.buildings) > cluster.parallel_buildings and body > 1.5 * max(v, slot_bound):
             bottleneck = "parallel_buildings"
+        if sim.longest_verify[0] > 0.5 * body:
+            bottleneck = f"verify of {sim.longest_verify[1]} ({sim.longest_verify[0] / 3600:.1f} h, one task)"
     return WaveProjection(wave.number, wave.start_date, seconds, wave.totals, bottleneck, dict(sim.conn_seconds))
 
 
@@ -258,6 +265,31 @@ def project(waves: Sequence[WaveWork], rates: Rates, cluster: Cluster, *, start_
             days_between: int | None = None) -> Projection:
     return Projection([project_wave(w, rates, cluster) for w in waves], rates, cluster,
                       start_date or next((w.start_date for w in waves if w.start_date), None), days_between)
+
+
+def workers_for_calendar(waves: Sequence[WaveWork], rates: Rates, cluster: Cluster, days_between: int,
+                         *, max_workers: int = 4096) -> dict:
+    """Smallest worker count with which every wave's copy fits in the `days_between` before the
+    next wave starts (the plan's calendar holds; its end date is then the last wave's start + copy)."""
+    budget = days_between * 86400
+
+    def longest(n: int) -> float:
+        return max((project_wave(w, rates, cluster.with_workers(n)).seconds for w in waves), default=0.0)
+
+    hi = 1
+    while longest(hi) > budget and hi < max_workers:
+        hi *= 2
+    if longest(hi) > budget:
+        return {"feasible": False, "workers": None, "why": f"a wave needs more than {days_between} days "
+                f"even with {hi} workers: split it (--max-households) or raise pool slots"}
+    lo = max(1, hi // 2)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if longest(mid) <= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    return {"feasible": True, "workers": lo, "longest_wave_hours": round(longest(lo) / 3600, 1)}
 
 
 def workers_for_target(waves: Sequence[WaveWork], rates: Rates, cluster: Cluster, target: dt.date,
@@ -380,7 +412,8 @@ def read_mailbox_work(conn, sizes=None, default_mailbox_bytes: int | None = None
     return out, systems, source
 
 
-def render(p: Projection, target: dict | None = None, size_sources: dict | None = None) -> str:
+def render(p: Projection, target: dict | None = None, size_sources: dict | None = None,
+           calendar: dict | None = None) -> str:
     """Human-readable projection (the `mailshift plan --projection` output)."""
     lines = [f"projection: {p.cluster.workers} worker(s) x {p.cluster.concurrency} slots, pools "
              + ", ".join(f"{k}={v}" for k, v in sorted(p.cluster.pool_slots.items()))
@@ -410,4 +443,10 @@ def render(p: Projection, target: dict | None = None, size_sources: dict | None 
                          f"floor with unlimited workers {target['floor_days']} days)")
         else:
             lines.append(f"target {target['target']}: NOT reachable: {target['why']}")
+    if calendar:
+        if calendar["feasible"]:
+            lines.append(f"plan calendar ({p.days_between} days between waves): {calendar['workers']} worker(s) "
+                         f"keep every wave's copy within its spacing (longest wave {calendar['longest_wave_hours']} h)")
+        else:
+            lines.append(f"plan calendar: NOT reachable: {calendar['why']}")
     return "\n".join(lines)

@@ -97,7 +97,7 @@ def overview_html(ov: dict, base: str, user: str | None = None) -> str:
     p.append("</table>")
 
     def fmt_time(x):
-        return dt.datetime.fromtimestamp(x, dt.timezone.utc).strftime("%m-%d %H:%M")
+        return dt.datetime.fromtimestamp(x, dt.UTC).strftime("%m-%d %H:%M")
 
     series = []
     for w in ov["waves"]:

@@ -15,11 +15,12 @@ PROVEN = ("proven", "proven_with_waivers")
 THROUGHPUT_WINDOW_MIN = 15   # "throughput now": passes finished in the last 15 minutes
 ETA_WINDOW_MIN = 60          # a wave's rate: its samples over the last hour
 SAMPLE_HORIZON_DAYS = 30     # chart range
+CHART_POINTS = 96
 
 
 def _rows(cur) -> list[dict]:
     cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r)) for r in cur.fetchall()]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
 def _one(cur) -> dict | None:
@@ -103,12 +104,21 @@ def overview(conn) -> dict:
         tp_msgs, tp_bytes, tp_passes = cur.fetchone()
         cur.execute("SELECT count(*) FROM pass WHERE status = 'running'")
         running_passes = cur.fetchone()[0]
+        # chart series: at most CHART_POINTS+1 points per wave, each "the latest sample at or before
+        # the tick" (one PK probe each), so the cost does not grow with the number of samples
         cur.execute(
             f"""
-            SELECT wave_id, sampled_at, messages, bytes FROM progress_sample
-            WHERE sampled_at >= now() - interval '{SAMPLE_HORIZON_DAYS} days'
-               OR source = 'backfill'
-            ORDER BY wave_id, sampled_at
+            WITH span AS (SELECT greatest(min(sampled_at), now() - interval '{SAMPLE_HORIZON_DAYS} days') AS t0,
+                                 max(sampled_at) AS t1 FROM progress_sample),
+            ticks AS (SELECT t0 + (t1 - t0) * i / {CHART_POINTS}.0 AS at FROM span,
+                      generate_series(0, {CHART_POINTS}) i WHERE t1 IS NOT NULL
+                      UNION SELECT now() - interval '{ETA_WINDOW_MIN} minutes')
+            SELECT DISTINCT w.id, s.sampled_at, s.messages, s.bytes
+            FROM wave w CROSS JOIN ticks
+            CROSS JOIN LATERAL (SELECT sampled_at, messages, bytes FROM progress_sample ps
+                                WHERE ps.wave_id = w.id AND ps.sampled_at <= ticks.at
+                                ORDER BY sampled_at DESC LIMIT 1) s
+            ORDER BY 1, 2
             """)
         samples = cur.fetchall()
         cur.execute("SELECT watermark, last_refresh_at, last_stats FROM progress_state WHERE id = 1")
@@ -181,7 +191,7 @@ def overview(conn) -> dict:
     # overall throughput history: sum of per-wave deltas between consecutive samples
     hist: dict = {}
     for pts in series.values():
-        for a, b in zip(pts, pts[1:]):
+        for a, b in zip(pts, pts[1:], strict=False):
             secs = (b[0] - a[0]).total_seconds()
             if secs > 0:
                 hist[b[0]] = hist.get(b[0], 0.0) + max(0, b[2] - a[2]) / secs
@@ -310,7 +320,7 @@ def lookup(conn, query: str, limit: int = 20) -> dict:
     for hid in sorted(hids):
         with conn, conn.cursor() as cur:
             cur.execute(
-                f"""
+                """
                 WITH cut AS (SELECT domain, max(coalesce(verified_at, applied_at)) AS at FROM dns_change
                              WHERE kind = 'mx_swap' AND status IN ('applied', 'verified') GROUP BY domain)
                 SELECT h.id AS household_id, h.contact_name, h.postal_address, h.phone,
