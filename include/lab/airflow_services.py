@@ -35,11 +35,18 @@ class AirflowServices:
         self._token = None
 
     def __enter__(self):
+        # A SIGTERM (Ctrl-C, `kill`) of the caller must still stop the whole Airflow.
+        self._previous = signal.signal(signal.SIGTERM, self._terminate)
         self.start()
         return self
 
+    @staticmethod
+    def _terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
     def __exit__(self, *exc):
         self.stop()
+        signal.signal(signal.SIGTERM, self._previous)
 
     def start(self, timeout: float = 120) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)

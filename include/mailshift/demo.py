@@ -54,8 +54,10 @@ def waive_refused(dsn: str) -> list[str]:
             """SELECT f.id, m.address, f.kind, f.src_folder, f.src_uid FROM reconciliation_finding f
                JOIN mailbox m ON m.id = f.mailbox_id
                JOIN household h ON h.id = m.household_id JOIN building b ON b.id = h.building_id
+               JOIN reconciliation r ON r.id = f.reconciliation_id
                WHERE b.domain = %s AND f.blocking AND f.waiver_id IS NULL
-                 AND f.reconciliation_id IN (SELECT max(r.id) FROM reconciliation r GROUP BY r.mailbox_id)""",
+                 AND r.verify_run_id = (SELECT max(r2.verify_run_id) FROM reconciliation r2
+                                        WHERE r2.mailbox_id = f.mailbox_id)""",
             (DOMAIN,))
         findings = cur.fetchall()
     conn.close()

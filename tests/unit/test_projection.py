@@ -126,3 +126,16 @@ def test_wave_work_from_plan():
     assert waves[0].start_date == dt.date(2027, 1, 11)
     text = pr.render(pr.project(waves, RATES, pr.Cluster(2, 4, {"a": 2, "b": 2}), days_between=7))
     assert "wave" in text and "total copy time" in text
+
+
+def test_workers_for_calendar():
+    rates = pr.Rates(mailbox_s=1, message_s=0, bytes_per_s=1e6, worker_bytes_per_s=2e6, task_overhead_s=1,
+                     verify_ratio=0.0)
+    waves = [wave(*(building(f"B{i}", "a", 20, nbytes=4 * 10**9) for i in range(4)), number=n) for n in (1, 2)]
+    cluster = pr.Cluster(1, 8, {"a": 16}, parallel_buildings=4)
+    res = pr.workers_for_calendar(waves, rates, cluster, days_between=1)
+    assert res["feasible"]
+    n = res["workers"]
+    longest = max(w.seconds for w in pr.project(waves, rates, cluster.with_workers(n)).waves)
+    assert longest <= 86400 < max(w.seconds for w in pr.project(waves, rates, cluster.with_workers(n - 1)).waves)
+    assert not pr.workers_for_calendar(waves, rates, pr.Cluster(1, 8, {"a": 1}), days_between=1)["feasible"]

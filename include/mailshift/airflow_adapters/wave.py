@@ -62,6 +62,12 @@ def summary(wave: int, started: float | None = None) -> dict:
         seconds = 0.0
     post(slack.wave_finished(wave, t["buildings"], t["proven_buildings"], t["mailboxes"], t["not_proven"],
                              t["messages"], t["bytes"], seconds))
+    if t["proven_buildings"] < t["buildings"]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        # The summary is the wave's last task: failing it makes the wave run itself show failed.
+        raise AirflowFailException(f"wave {wave}: {t['buildings'] - t['proven_buildings']} building(s) not proven, "
+                                   f"{t['not_proven']} mailbox(es)")
     return t
 
 
