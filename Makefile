@@ -15,7 +15,7 @@ export PYTHONPATH := $(CURDIR)/include
 SYSTEM_PACKAGES := postgresql dovecot-imapd dovecot-pop3d dovecot-lmtpd bind9 bind9-dnsutils redis-server postfix openssl
 SYSTEM_BINARIES := /usr/lib/postgresql/15/bin/initdb /usr/sbin/dovecot /usr/lib/dovecot/pop3 /usr/lib/dovecot/lmtp /usr/sbin/named /usr/bin/dig /usr/bin/nsupdate /usr/bin/redis-server /usr/sbin/postfix
 
-.PHONY: all venv system-deps lab-up lab-down lab-status demo test test-unit lint bench clean
+.PHONY: all venv system-deps lab-up lab-down lab-status airflow demo test test-unit lint bench clean
 
 all: venv
 
@@ -51,6 +51,9 @@ lab-down:
 
 lab-status: venv
 	$(PY) -m lab status
+
+airflow: lab-up
+	$(PY) -m lab.airflow_services
 
 demo: lab-up
 	$(PY) -m lab.airflow_home > $(LAB_DIR)/airflow.env && source $(LAB_DIR)/airflow.env && $(PY) -m mailshift.demo

@@ -155,3 +155,21 @@ class AirflowServices:
                 return state
             time.sleep(3)
         raise TimeoutError(f"{dag_id} run {run_id} still {state} after {timeout}s")
+
+
+def main() -> None:
+    """`make airflow`: run the lab's Airflow in the foreground until Ctrl-C."""
+    from .airflow_home import ensure_metadata_db
+
+    cfg = LabConfig.load()
+    with AirflowServices(cfg, ensure_metadata_db(cfg)) as af:
+        print(f"Airflow UI: {af.base}  (users: operator / support; passwords in {cfg.root}/airflow/passwords.json)")
+        try:
+            while all(p.poll() is None for p in af.procs.values()):
+                time.sleep(2)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
