@@ -389,7 +389,8 @@ def _projection(args, plan, inp, sizes, default_bytes) -> dict:
     rates = pr.Rates()
     if args.rates:
         doc = _json.loads(open(args.rates, encoding="utf-8").read())
-        rates = pr.Rates(**{k: v for k, v in doc.get("rates", doc).items() if k in pr.Rates.__dataclass_fields__})
+        doc = doc.get("calibrated") or doc.get("rates") or doc
+        rates = pr.Rates(**{k: v for k, v in doc.items() if k in pr.Rates.__dataclass_fields__})
     pools = {s: n or 1 for s, n in inp.systems.items()}
     pools.update(_kv_sizes(args.pool_slots, "--pool-slots", False))
     cluster = pr.Cluster(args.workers, args.worker_concurrency, pools, args.parallel_buildings)
@@ -748,7 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
     pj.add_argument("--pool-slots", action="append", metavar="SYSTEM=N",
                     help="copy connections of a source system (default: its max_connections)")
     pj.add_argument("--parallel-buildings", type=int, default=4, help="building runs per wave (default 4)")
-    pj.add_argument("--rates", metavar="JSON", help="measured rates (bench/projection_bench.py --write-rates)")
+    pj.add_argument("--rates", metavar="JSON", help="measured rates: .lab/bench/projection-rates.json of "
+                    "bench/projection_bench.py (default: the lab's calibrated figures)")
     pj.add_argument("--target-date", metavar="YYYY-MM-DD", help="also: workers needed to finish by then")
     pl.set_defaults(func=cmd_plan)
 

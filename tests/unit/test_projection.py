@@ -83,9 +83,10 @@ def test_triggers_never_take_the_last_slot():
 
 
 def test_worker_cap_lowers_the_connection_rate():
-    r = pr.Rates(bytes_per_s=4e6, worker_bytes_per_s=10e6)
-    assert pr.effective_bytes_per_s(r, pr.Cluster(1, 8, {"a": 10})) == pytest.approx(10e6 / 8)
-    assert pr.effective_bytes_per_s(r, pr.Cluster(10, 8, {"a": 10})) == pytest.approx(4e6)
+    r = pr.Rates(worker_lanes=2.5)
+    assert pr.slowdown(r, pr.Cluster(1, 8, {"a": 10})) == pytest.approx(8 / 2.5)   # 8 lanes on one worker
+    assert pr.slowdown(r, pr.Cluster(10, 8, {"a": 10})) == pytest.approx(1.0)      # pool: 10 lanes on 10 workers
+    assert pr.slowdown(pr.Rates(), pr.Cluster(1, 64, {"a": 64})) == 1.0
 
 
 def test_projection_calendar_and_late_waves():
@@ -102,7 +103,7 @@ def test_projection_calendar_and_late_waves():
 
 
 def test_workers_for_target():
-    rates = pr.Rates(mailbox_s=1, message_s=0, bytes_per_s=1e6, worker_bytes_per_s=2e6, task_overhead_s=1)
+    rates = pr.Rates(mailbox_s=1, message_s=0, bytes_per_s=1e6, worker_lanes=2, task_overhead_s=1)
     waves = [wave(*(building(f"B{i}", "a", 50, nbytes=10**9) for i in range(8)))]
     cluster = pr.Cluster(1, 4, {"a": 16}, parallel_buildings=8)
     start = dt.date(2027, 1, 1)
@@ -113,7 +114,7 @@ def test_workers_for_target():
     assert pr.project(waves, rates, cluster.with_workers(n - 1)).back_to_back_seconds > 86400
     # a target the pools cannot make, however many workers
     no = pr.workers_for_target(waves, rates, pr.Cluster(1, 4, {"a": 1}), dt.date(2027, 1, 2), start)
-    assert not no["feasible"] and "connection limits" in no["why"]
+    assert not no["feasible"] and "pools" in no["why"]
 
 
 def test_wave_work_from_plan():
@@ -129,7 +130,7 @@ def test_wave_work_from_plan():
 
 
 def test_workers_for_calendar():
-    rates = pr.Rates(mailbox_s=1, message_s=0, bytes_per_s=1e6, worker_bytes_per_s=2e6, task_overhead_s=1,
+    rates = pr.Rates(mailbox_s=1, message_s=0, bytes_per_s=1e6, worker_lanes=2, task_overhead_s=1,
                      verify_ratio=0.0)
     waves = [wave(*(building(f"B{i}", "a", 20, nbytes=4 * 10**9) for i in range(4)), number=n) for n in (1, 2)]
     cluster = pr.Cluster(1, 8, {"a": 16}, parallel_buildings=4)
@@ -139,3 +140,34 @@ def test_workers_for_calendar():
     longest = max(w.seconds for w in pr.project(waves, rates, cluster.with_workers(n)).waves)
     assert longest <= 86400 < max(w.seconds for w in pr.project(waves, rates, cluster.with_workers(n - 1)).waves)
     assert not pr.workers_for_calendar(waves, rates, pr.Cluster(1, 8, {"a": 1}), days_between=1)["feasible"]
+
+
+@pytest.mark.integration
+def test_plan_projection_cli(lab_config, tmp_path, capsys):
+    """`mailshift plan --projection` on a loaded inventory: table, totals, workers for a date."""
+    import json
+
+    import psycopg2
+
+    from lab import corpus
+    from mailshift.cli import main
+    from mailshift.inventory.load import load_inventory
+    from support.mail import fresh_database
+
+    inv = corpus.generate_inventory(42, "demo")
+    exports = corpus.write_exports(inv, tmp_path / "exports", lab_config)
+    with fresh_database(lab_config) as dsn:
+        conn = psycopg2.connect(dsn)
+        load_inventory(conn, exports)
+        conn.close()
+        args = ["--db", dsn, "plan", "--pilot-buildings", "2", "--max-households", "10", "--start", "2027-01-11",
+                "--dry-run", "--projection", "--workers", "2", "--pool-slots", "src-a=3",
+                "--target-date", "2027-01-13"]
+        assert main(args + ["--brief"]) == 0
+        text = capsys.readouterr().out
+        assert "projection: 2 worker(s)" in text and "src-a=3" in text and "target 2027-01-13" in text
+        assert main(args + ["--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)["projection"]
+    assert [w["number"] for w in doc["waves"]] == [1, 2, 3]
+    assert doc["size_sources"] == {"ledger": 0, "sizes": 0, "estimate": len(inv.mailboxes)}
+    assert doc["cluster"]["pool_slots"]["src-a"] == 3 and doc["target"]["feasible"]

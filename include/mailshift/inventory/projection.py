@@ -5,9 +5,9 @@ feeds it the plan, the mailbox sizes and the measured rates.
 Model (every input measured, see bench/README.md "Scale-out and projection"):
 
 * one copy connection moves a mailbox in `mailbox_s + messages * message_s + bytes / bytes_per_s`
-  seconds (per-connection figures from bench/projection_bench.py; a worker machine's total is
-  capped by `worker_bytes_per_s`, which lowers the per-connection rate when many copy tasks share
-  one machine);
+  seconds (per-connection figures from bench/projection_bench.py); a worker machine runs at most
+  `worker_lanes` connections at full speed: with more copy lanes per worker every connection slows
+  down in proportion;
 * the building DAG is preflight -> copy tasks (batches of `batch_size` mailboxes, one connection
   each, in the source system's pool) -> verify -> mark_proven; every task also costs
   `task_overhead_s` (queueing, process start, ledger connection); verify (ONE task per building,
@@ -35,15 +35,17 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Rates:
-    """Measured costs (seconds, bytes/s)."""
-    mailbox_s: float = 1.0                 # per mailbox per connection: logins, LIST, SELECTs, pass rows
-    message_s: float = 0.004               # per message: FETCH + APPEND round trips, ledger rows
-    bytes_per_s: float = 2.0e6             # per connection
-    worker_bytes_per_s: float | None = None  # per worker machine (CPU/NIC), None: no cap
-    task_overhead_s: float = 5.0           # per Airflow task: queue -> running -> done
-    preflight_mailbox_s: float = 0.1       # per mailbox: one login at each side
-    verify_fixed_s: float = 6.0            # per building: GX suite, report
-    verify_ratio: float = 0.4              # verify time / copy time
+    """Measured costs (seconds, bytes/s). Defaults: the lab's figures, calibrated on a pilot wave
+    (bench/README.md "Scale-out and projection"); measure your own servers."""
+    mailbox_s: float = 1.12                # per mailbox per connection: logins, LIST, SELECTs, pass rows
+    message_s: float = 0.0088              # per message: FETCH + APPEND round trips, ledger rows
+    bytes_per_s: float = 31e6              # per connection
+    worker_lanes: float | None = None      # per worker machine: copy connections it runs at full speed
+                                           # (CPU/NIC bound; more lanes share it), None: no cap (lab: 5.75)
+    task_overhead_s: float = 2.7           # per Airflow task: queued -> done
+    preflight_mailbox_s: float = 0.8       # per mailbox: one login at each side
+    verify_fixed_s: float = 32.0           # per building: GX suite, report
+    verify_ratio: float = 0.4              # verify time / copy time (bench "Verify": 0.39)
     trigger_poll_s: float = 5.0            # wave DAG: building-run completion poke interval
 
     def to_dict(self) -> dict:
@@ -105,12 +107,13 @@ def mailbox_seconds(messages: int, nbytes: int, rates: Rates, bytes_per_s: float
     return rates.mailbox_s + messages * rates.message_s + nbytes / (bytes_per_s or rates.bytes_per_s)
 
 
-def effective_bytes_per_s(rates: Rates, cluster: Cluster) -> float:
-    """Per-connection byte rate once the worker machines' cap is shared by the copy lanes."""
-    if not rates.worker_bytes_per_s:
-        return rates.bytes_per_s
+def slowdown(rates: Rates, cluster: Cluster) -> float:
+    """Factor (>= 1) on every copy connection's time once the worker machines' capacity
+    (`worker_lanes` full-speed connections each) is shared by all copy lanes."""
+    if not rates.worker_lanes:
+        return 1.0
     lanes = min(sum(cluster.pool_slots.values()), cluster.workers * cluster.concurrency)
-    return min(rates.bytes_per_s, rates.worker_bytes_per_s * cluster.workers / max(lanes, 1))
+    return max(1.0, lanes / (rates.worker_lanes * cluster.workers))
 
 
 class _Sim:
@@ -118,7 +121,7 @@ class _Sim:
 
     def __init__(self, wave: WaveWork, rates: Rates, cluster: Cluster):
         self.r, self.c = rates, cluster
-        self.bps = effective_bytes_per_s(rates, cluster)
+        self.slow = slowdown(rates, cluster)
         self.free_slots = cluster.workers * cluster.concurrency
         self.free_pool = {s: cluster.pool_slots.get(s, 1) for s in {b.source_system for b in wave.buildings}}
         self.ready_control: deque = deque()            # (building index, kind)
@@ -189,7 +192,7 @@ class _Sim:
             elif what == "control" and arg == "preflight":
                 b = self.b[i]
                 batches = [b.mailboxes[k:k + self.c.batch_size] for k in range(0, len(b.mailboxes), self.c.batch_size)]
-                secs = [sum(mailbox_seconds(m, n, self.r, self.bps) for m, n in batch) for batch in batches]
+                secs = [self.slow * sum(mailbox_seconds(m, n, self.r) for m, n in batch) for batch in batches]
                 # verify re-reads both servers at the connection's own rate (no worker-cap throttling)
                 self.copy_work[i] = sum(mailbox_seconds(m, n, self.r) for m, n in b.mailboxes)
                 self.copies_left[i] = len(secs)
@@ -253,7 +256,7 @@ class Projection:
     def to_dict(self) -> dict:
         end = self.calendar_end()
         return {"rates": self.rates.to_dict(), "cluster": self.cluster.to_dict(),
-                "effective_bytes_per_s_per_connection": round(effective_bytes_per_s(self.rates, self.cluster)),
+                "copy_slowdown": round(slowdown(self.rates, self.cluster), 3),
                 "waves": [w.to_dict() for w in self.waves],
                 "back_to_back_hours": round(self.back_to_back_seconds / 3600, 1),
                 "back_to_back_days": round(self.back_to_back_seconds / 86400, 2),
@@ -303,15 +306,18 @@ def workers_for_target(waves: Sequence[WaveWork], rates: Rates, cluster: Cluster
         return sum(project_wave(w, rates, cluster.with_workers(n)).seconds for w in waves)
 
     # beyond the point where worker slots exceed every pool's and building's demand, nothing improves
-    ceiling = min(max_workers, max(1, math.ceil((sum(cluster.pool_slots.values()) + cluster.parallel_buildings * 3)
-                                               / max(cluster.concurrency, 1))))
+    pools = sum(cluster.pool_slots.values())
+    ceiling = max(1, math.ceil((pools + cluster.parallel_buildings * 3) / max(cluster.concurrency, 1)),
+                  math.ceil(pools / rates.worker_lanes) if rates.worker_lanes else 1, cluster.workers)
+    ceiling = min(max_workers, ceiling)
     floor = total(ceiling)
     out = {"target": target.isoformat(), "start": start.isoformat(), "budget_days": round(budget / 86400, 2),
            "floor_days": round(floor / 86400, 2), "floor_workers": ceiling}
     if floor > budget:
         return {**out, "feasible": False, "workers": None,
-                "why": "even with unlimited workers the source systems' connection limits (pools) need "
-                       f"{floor / 86400:.1f} days: raise pool slots / connection limits or move the target"}
+                "why": f"even with unlimited workers the waves need {floor / 86400:.1f} days (bound by the source "
+                       "systems' pools, parallel_buildings or single large verify tasks: see each wave's "
+                       "bottleneck): raise those or move the target"}
     lo, hi = 1, ceiling
     while lo < hi:
         mid = (lo + hi) // 2
@@ -339,15 +345,20 @@ def _t(v) -> float:
     return dt.datetime.fromisoformat(str(v).replace("Z", "+00:00")).timestamp()
 
 
-def calibrate(rates: Rates, tasks: Sequence[Mapping], buildings: Mapping[str, BuildingWork]) -> tuple[Rates, dict]:
-    """The Airflow-side costs measured on a finished wave (the pilot), the copy rates kept.
+def calibrate(rates: Rates, tasks: Sequence[Mapping], buildings: Mapping[str, BuildingWork], *,
+              copy_scale: bool = True) -> tuple[Rates, dict]:
+    """The Airflow-side costs measured on a finished wave (the pilot), and (`copy_scale`) the copy
+    speed of the real servers relative to the benchmarked per-connection rates.
 
     `tasks`: the wave's task instances ({dag_id, task_id, queued_when, end_date}, as the REST API
     lists them; building DAG ids end in the building id). Each cost counts from queued to end,
     i.e. includes the wait for a worker process and its start:
     task_overhead_s = median of the tasks that do no mail work (mark_proven, announce, summary);
     preflight_mailbox_s = median of (preflight - overhead) / mailboxes;
-    verify_fixed_s = median of (verify - overhead - verify_ratio x the building's modelled copy time).
+    verify_fixed_s = median of (verify - overhead - verify_ratio x the building's modelled copy time);
+    copy scale = sum over copy tasks of (queued -> end - overhead) / the modelled connection time of
+    their buildings' mailboxes: mailbox_s and message_s are multiplied, bytes_per_s divided by it
+    (the shape of the cost comes from the bench, its level from the pilot on the real servers).
     """
     def span(t):
         return _t(t["end_date"]) - _t(t["queued_when"])
@@ -360,19 +371,33 @@ def calibrate(rates: Rates, tasks: Sequence[Mapping], buildings: Mapping[str, Bu
     bid = {t["dag_id"]: t["dag_id"].rsplit("_", 1)[-1] for t in done}
     pre = [(span(t) - overhead) / max(len(buildings[bid[t["dag_id"]]].mailboxes), 1)
            for t in done if t["task_id"] == "preflight" and bid[t["dag_id"]] in buildings]
+
+    def med(xs):
+        return sorted(xs)[len(xs) // 2]
+
+    # copy speed on the real servers: measured copy task time (queued -> end, minus the overhead)
+    # over the modelled connection time of the same mailboxes; scales the per-connection costs
+    copies = [t for t in done if t["task_id"] == "copy" and bid[t["dag_id"]] in buildings]
+    scale = None
+    if copy_scale and copies:
+        measured = sum(span(t) - overhead for t in copies)
+        seen = {bid[t["dag_id"]] for t in copies}
+        model = sum(mailbox_seconds(m, n, rates) for b in seen for m, n in buildings[b].mailboxes)
+        if measured > 0 and model > 0:
+            scale = measured / model
+            rates = dataclasses.replace(rates, mailbox_s=rates.mailbox_s * scale, message_s=rates.message_s * scale,
+                                        bytes_per_s=rates.bytes_per_s / scale)
     ver = []
     for t in done:
         b = buildings.get(bid[t["dag_id"]])
         if t["task_id"] == "verify" and b is not None:
             work = sum(mailbox_seconds(m, n, rates) for m, n in b.mailboxes)
             ver.append(span(t) - overhead - rates.verify_ratio * work)
-    def med(xs):
-        return sorted(xs)[len(xs) // 2]
-
     out = dataclasses.replace(rates, task_overhead_s=round(overhead, 2),
                               preflight_mailbox_s=round(max(med(pre), 0.0), 3) if pre else rates.preflight_mailbox_s,
                               verify_fixed_s=round(max(med(ver), 0.0), 1) if ver else rates.verify_fixed_s)
-    return out, {"overhead_samples": len(pure), "preflight_samples": len(pre), "verify_samples": len(ver)}
+    return out, {"overhead_samples": len(pure), "preflight_samples": len(pre), "verify_samples": len(ver),
+                 "copy_samples": len(copies), "copy_scale": None if scale is None else round(scale, 3)}
 
 
 # -- inputs from the database (used by `mailshift plan --projection`) --------------------------
@@ -420,7 +445,7 @@ def render(p: Projection, target: dict | None = None, size_sources: dict | None 
              + f", {p.cluster.parallel_buildings} buildings in parallel per wave",
              f"rates: {p.rates.bytes_per_s / 1e6:.2f} MB/s + {p.rates.message_s * 1000:.1f} ms/message + "
              f"{p.rates.mailbox_s:.2f} s/mailbox per connection"
-             + (f", worker cap {p.rates.worker_bytes_per_s / 1e6:.1f} MB/s" if p.rates.worker_bytes_per_s else "")
+             + (f", a worker runs {p.rates.worker_lanes:.1f} connections at full speed" if p.rates.worker_lanes else "")
              + f"; {p.rates.task_overhead_s:.1f} s per task; verify {p.rates.verify_ratio:.2f} x copy + "
                f"{p.rates.verify_fixed_s:.0f} s/building"]
     if size_sources:

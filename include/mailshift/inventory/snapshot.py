@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-DEFAULT_SHARDS = 16
+DEFAULT_SHARDS = 32  # 5,000 buildings: ~156 per shard (bench/README.md "DAG parsing")
 SHARD_FUNCTION = "blake2b(building_id utf-8, digest_size=8) big-endian mod shards"
 ENV_DIR = "MAILSHIFT_SNAPSHOT_DIR"
 

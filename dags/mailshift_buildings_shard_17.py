@@ -1,0 +1,5 @@
+"""Building DAGs of snapshot shard 17 (one DAG per building; see mailshift.airflow_adapters.factory)."""
+
+from mailshift.airflow_adapters.factory import building_dags
+
+globals().update(building_dags(shard=17, dag_file=__file__))
