@@ -131,6 +131,11 @@ class AirflowServices:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            # Answer only once the task is parked: a response recorded while it is still running
+            # is stored but does not resume it (Airflow 3.3 resumes on the PATCH of a parked task).
+            if self.task_states(dag_id, run_id).get((task_id, -1)) != "awaiting_input":
+                time.sleep(2)
+                continue
             try:
                 return self.api("PATCH", path, {"chosen_options": [option], "params_input": {}})
             except urllib.error.HTTPError as exc:
