@@ -15,7 +15,7 @@ export PYTHONPATH := $(CURDIR)/include
 SYSTEM_PACKAGES := postgresql dovecot-imapd dovecot-pop3d dovecot-lmtpd bind9 bind9-dnsutils redis-server postfix openssl chromium chromium-driver fonts-ipafont-gothic
 SYSTEM_BINARIES := /usr/lib/postgresql/15/bin/initdb /usr/sbin/dovecot /usr/lib/dovecot/pop3 /usr/lib/dovecot/lmtp /usr/sbin/named /usr/bin/dig /usr/bin/nsupdate /usr/bin/redis-server /usr/sbin/postfix /usr/bin/chromium /usr/bin/chromedriver
 
-.PHONY: all venv system-deps lab-up lab-down lab-status airflow demo test test-unit lint bench clean
+.PHONY: all venv system-deps lab-up lab-down lab-status airflow demo test test-unit test-distributed lint bench clean
 
 all: venv
 
@@ -63,6 +63,9 @@ lint: venv
 
 test: lab-up lint
 	$(PY) -m lab.airflow_home > $(LAB_DIR)/airflow.env && source $(LAB_DIR)/airflow.env && MAILSHIFT_REQUIRE_LAB=1 $(VENV)/bin/pytest -q tests
+
+test-distributed: lab-up
+	MAILSHIFT_RUN_DISTRIBUTED=1 MAILSHIFT_REQUIRE_LAB=1 $(VENV)/bin/pytest -q -s tests/e2e/test_distributed.py
 
 test-unit: venv
 	$(VENV)/bin/pytest -q tests/unit

@@ -11,7 +11,7 @@ buildings against the lab.
   the orphaned task after the heartbeat timeout, the retry runs on w2, the wave succeeds and every
   message is still there exactly once.
 
-Slow (~9-18 min here, starts a whole Airflow): skipped unless MAILSHIFT_RUN_DISTRIBUTED=1, which
+Slow (~7-18 min here, starts a whole Airflow): skipped unless MAILSHIFT_RUN_DISTRIBUTED=1, which
 `make test-distributed` sets. Its own metadata DB (`airflow_celery`), API port (base+95), Redis
 port (base+79), mailshift database and snapshot: it can run next to the demo's Airflow.
 Measured timings go to `.lab/celery-<db>/distributed-latest.json` (bench/projection_bench.py reads it).

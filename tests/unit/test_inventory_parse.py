@@ -21,7 +21,8 @@ def test_valid_fixture_parses():
     b = p.buildings["B10001"]
     assert b["name"] == "メゾン①号館"  # cp932-only character survived (alpha is UTF-8)
     assert b["spec"]["folder_map"] == {"Junk": "Spam", "仕事/請求書": "Invoices"}
-    assert b["spec"]["notice_policy"] == {"email_rounds": 3, "letter": True, "call": False, "lead_days": 14}
+    # override {email_rounds: 3, letter: true} over the default policy (6 rounds, letter, call)
+    assert b["spec"]["notice_policy"] == {"email_rounds": 3, "letter": True, "call": True, "lead_days": 14}
     assert b["spec"]["source_system"] == "src-a" and b["pinned_wave"] is None
     b2 = p.buildings["B10008"]
     assert b2["spec"]["uidl_strategy"] == "x-uidl-header" and b2["pinned_wave"] == 1
@@ -77,11 +78,11 @@ def test_one_invalid_fixture_per_error_kind():
 
 
 def test_spec_defaults_and_merge():
-    eff = spec.resolve({"notice_policy": {"call": True}}, {"uidl_strategy": "x-uidl-header"})
-    assert eff["notice_policy"] == {"email_rounds": 2, "letter": False, "call": True, "lead_days": 14}
+    eff = spec.resolve({"notice_policy": {"call": False}}, {"uidl_strategy": "x-uidl-header"})
+    assert eff["notice_policy"] == {"email_rounds": 6, "letter": True, "call": False, "lead_days": 14}
     assert eff["uidl_strategy"] == "x-uidl-header"
     assert eff["size_limit_bytes"] == 25 * 1024 * 1024
-    assert spec.DEFAULT_SPEC["notice_policy"]["call"] is False  # not mutated
+    assert spec.DEFAULT_SPEC["notice_policy"]["call"] is True  # not mutated
     assert spec.validate_partial({"size_limit_bytes": 0}, "f.yaml", None)
 
 
