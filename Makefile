@@ -70,8 +70,12 @@ test-distributed: lab-up
 test-unit: venv
 	$(VENV)/bin/pytest -q tests/unit
 
+# The quick set; each bench/*.py documents its full run, and bench/README.md the figures.
 bench: lab-up
-	$(PY) bench/run_all.py
+	$(PY) bench/copy_bench.py --quick --repeat 1
+	$(PY) bench/verify_bench.py
+	$(PY) bench/plan_bench.py --runs 3
+	$(PY) bench/kill_soak.py --kills 50
 
 clean: lab-down
 	rm -rf $(VENV) $(LAB_DIR)
