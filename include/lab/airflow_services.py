@@ -126,26 +126,31 @@ class AirflowServices:
         run = self.api("POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
         return run["dag_run_id"]
 
-    def respond(self, dag_id: str, run_id: str, task_id: str, option: str, timeout: float = 600) -> dict:
-        """Answer a human-in-the-loop task (e.g. "Approve") once it is waiting, as an operator would."""
+    def respond(self, dag_id: str, run_id: str, task_id: str, option: str, timeout: float = 900) -> dict:
+        """Answer a human-in-the-loop task (e.g. "Approve") as an operator would, and make sure the
+        answer took: Airflow 3.3 resumes only a task that is parked, so we answer once the task
+        has been parked a few seconds, and answer again if a retry asks anew."""
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"
         deadline = time.monotonic() + timeout
+        answered, parked_since, response = set(), {}, {}
         while time.monotonic() < deadline:
-            # Answer only once the task is parked: a response recorded while it is still running
-            # is stored but does not resume it (Airflow 3.3 resumes on the PATCH of a parked task).
-            if self.task_states(dag_id, run_id).get((task_id, -1)) != "awaiting_input":
-                time.sleep(2)
-                continue
-            try:
-                return self.api("PATCH", path, {"chosen_options": [option], "params_input": {}})
-            except urllib.error.HTTPError as exc:
-                if exc.code not in (404, 409):
-                    raise
-                state = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
-                if state in ("success", "failed"):
-                    raise RuntimeError(f"{dag_id} run {run_id} ended ({state}) before {task_id} asked") from exc
-            time.sleep(3)
-        raise TimeoutError(f"{task_id} of {dag_id} never asked for a response")
+            ti = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+            state, attempt = ti["state"], ti["try_number"]
+            if state in ("success", "skipped"):
+                return response
+            if state in ("failed", "upstream_failed"):
+                raise RuntimeError(f"{dag_id}.{task_id} ended {state} before the answer took")
+            if state == "awaiting_input" and attempt not in answered:
+                parked_since.setdefault(attempt, time.monotonic())
+                if time.monotonic() - parked_since[attempt] >= 5:
+                    try:
+                        response = self.api("PATCH", path, {"chosen_options": [option], "params_input": {}})
+                    except urllib.error.HTTPError as exc:
+                        if exc.code != 409:  # 409: this attempt was answered already
+                            raise
+                    answered.add(attempt)
+            time.sleep(2)
+        raise TimeoutError(f"{task_id} of {dag_id}: the answer did not take within {timeout}s")
 
     def task_states(self, dag_id: str, run_id: str) -> dict:
         tis = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000")["task_instances"]
