@@ -156,7 +156,7 @@ def final_summary(cfg, dsn: str) -> bool:
         print(f"dns_change {kind}: {status}; {old} -> {new}; approved by {who or '-'}; applied {at or '-'}")
     print(f"{DOMAIN} MX now served: {mx} (TTL {ttl})")
     print("=================================================")
-    return ok and any("mx.newprovider" in r for r in mx)
+    return ok and any("mx-new" in r for r in mx)
 
 
 def main() -> int:

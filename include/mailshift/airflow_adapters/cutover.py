@@ -160,7 +160,7 @@ def build_cutover_dag(domain: str, building_ids: list[str]) -> DAG:
         tags=["mailshift", "cutover", domain],
         render_template_as_native_obj=True,
         params={"domain": Param(domain, const=domain),
-                "new_mx": Param([f"10 mx.newprovider.{domain}."], type="array",
+                "new_mx": Param([f"10 mx-new.{domain}."], type="array",
                                 description="the new MX records (preference and host)"),
                 "drain_quiet_seconds": Param(None, type=["null", "number"],
                                              description="quiet time before the drain ends (default 2 x old TTL)"),
