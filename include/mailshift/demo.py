@@ -210,7 +210,8 @@ def main() -> int:
                                                                 f"mailshift_lower_ttl_{safe}"]:
             af.wait_for_dag(dag_id)
         af.api("PATCH", f"/dags/mailshift_cutover_{safe}", {"is_paused": False})
-        for b in (b for b in _buildings(dsn)):
+        for b in _buildings(dsn):
+            af.wait_for_dag(f"mailshift_building_{b}")
             af.api("PATCH", f"/dags/mailshift_building_{b}", {"is_paused": False})
         run = af.trigger(f"mailshift_lower_ttl_{safe}", {"ttl": 10})
         say(f"lower the MX TTL of {DOMAIN} to 10 s: {af.wait_for_run(f'mailshift_lower_ttl_{safe}', run)}")
