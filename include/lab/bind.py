@@ -79,11 +79,4 @@ class Bind:
         return f"started (pid {pid})"
 
     def stop(self) -> str:
-        pid = self.running_pid()
-        if not pid:
-            self.pidfile.unlink(missing_ok=True)
-            return "not running"
-        if not proc.terminate(pid, timeout=15):
-            proc.kill9([pid])
-        self.pidfile.unlink(missing_ok=True)
-        return f"stopped (pid {pid})"
+        return proc.stop_service(self.running_pid(), self.pidfile)

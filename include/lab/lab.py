@@ -182,14 +182,7 @@ class SlackStandin:
         return f"started (pid {pid})"
 
     def stop(self) -> str:
-        pid = self.running_pid()
-        if not pid:
-            self.pidfile.unlink(missing_ok=True)
-            return "not running"
-        if not proc.terminate(pid, timeout=10):
-            proc.kill9([pid])
-        self.pidfile.unlink(missing_ok=True)
-        return f"stopped (pid {pid})"
+        return proc.stop_service(self.running_pid(), self.pidfile, timeout=10)
 
 
 def services(root: Path, state: dict):

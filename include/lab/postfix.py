@@ -192,16 +192,7 @@ class Postfix:
         return f"started (pid {pid})"
 
     def stop(self) -> str:
-        pid = self.running_pid()
-        if not pid:
-            self.pidfile.unlink(missing_ok=True)
-            return "not running"
-        kids = proc.descendants(pid)
-        if not proc.terminate(pid, timeout=15):
-            proc.kill9([pid])
-        proc.kill9([k for k in kids if proc.alive(k)])
-        self.pidfile.unlink(missing_ok=True)
-        return f"stopped (pid {pid})"
+        return proc.stop_service(self.running_pid(), self.pidfile)
 
     def reload(self) -> None:
         """`postfix reload` = SIGHUP to the master (re-reads main.cf/master.cf, restarts the

@@ -204,3 +204,17 @@ def render_template(name: str, values: dict) -> str:
     if left:
         raise RuntimeError(f"unrendered placeholders in {name}: {sorted(set(left))}")
     return text
+
+
+def stop_service(pid: int | None, pidfile: Path, timeout: float = 15.0) -> str:
+    """Stop a lab daemon and everything it forked: SIGTERM, SIGKILL after `timeout`, then any
+    child still alive; the pidfile goes in every case. Returns the status line `down` prints."""
+    if not pid:
+        pidfile.unlink(missing_ok=True)
+        return "not running"
+    kids = descendants(pid)
+    if not terminate(pid, timeout=timeout):
+        kill9([pid])
+    kill9([k for k in kids if alive(k)])
+    pidfile.unlink(missing_ok=True)
+    return f"stopped (pid {pid})"
