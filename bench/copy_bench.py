@@ -43,7 +43,6 @@ import hashlib
 import json
 import os
 import platform
-import poplib
 import resource
 import shutil
 import statistics
@@ -67,6 +66,7 @@ from imapclient import IMAPClient  # noqa: E402
 
 from lab import corpus, users  # noqa: E402
 from lab.config import LabConfig, lab_dir  # noqa: E402
+from support.mail import logical, pop3_uidls  # noqa: E402  (read the servers the way the tests do)
 
 PROFILE = "bench"
 DOMAIN_FALLBACK = "lab.mailshift.test"
@@ -125,14 +125,6 @@ def connect(cfg, server: str, login: str, timeout: float = 120) -> IMAPClient:
     return c
 
 
-def logical(name: str, prefix: str, sep: str) -> str:
-    if name.upper() == "INBOX":
-        return "INBOX"
-    if prefix and name.startswith(prefix):
-        name = name[len(prefix):]
-    return "/".join(name.split(sep)) if sep else name
-
-
 def folder_counts(cfg, server: str, login: str) -> dict[str, int]:
     """{logical folder: MESSAGES} of every selectable folder (0 for a missing account)."""
     s = cfg.servers[server]
@@ -147,17 +139,6 @@ def folder_counts(cfg, server: str, login: str) -> dict[str, int]:
         with contextlib.suppress(Exception):
             c.logout()
     return out
-
-
-def pop3_uidls(cfg, server: str, login: str) -> list[str]:
-    s = cfg.servers[server]
-    p = poplib.POP3(s.host, s.pop3_port, timeout=60)
-    try:
-        p.user(s.master_login(login))
-        p.pass_(s.admin_password)
-        return [line.split()[1].decode() for line in p.uidl()[1]]
-    finally:
-        p.close()  # no QUIT: nothing committed
 
 
 def ensure_seeded(cfg, inv, boxes: list[Box], force: bool, log) -> dict:
