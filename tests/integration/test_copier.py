@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 
-import psycopg2
 import pytest
 
 from lab import corpus
@@ -21,7 +20,6 @@ from mailshift.ledger import states
 from mailshift.ledger.copy_store import CopyStore
 from support.mail import (
     add_mailbox,
-    fresh_database,
     imap,
     ledger_states,
     pop3_uidls,
@@ -35,14 +33,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def inv():
     return corpus.generate_inventory(42, "test")
-
-
-@pytest.fixture
-def db(lab_config):
-    with fresh_database(lab_config) as dsn:
-        conn = psycopg2.connect(dsn)
-        yield conn
-        conn.close()
 
 
 def put(cfg, server, login, messages):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import psycopg2
 import pytest
 
 from mailshift.cutover import cutover as steps
@@ -18,19 +17,11 @@ from mailshift.cutover.swap import GateBlocked
 from mailshift.cutover.ttl import TtlNotReady, check_ttl, lower_ttl
 from mailshift.ledger.exceptions import raise_exception, resolve_if_open
 from support.cutover import ORIGINAL_MX, force_mx, lab_provider, record_pass, record_proof, restored_zone
-from support.mail import add_mailbox, fresh_database, snapshot, unique_login
+from support.mail import add_mailbox, snapshot, unique_login
 
 pytestmark = pytest.mark.integration
 
 NEW_MX = "10 mx-new.lab.mailshift.test."
-
-
-@pytest.fixture
-def db(lab_config):
-    with fresh_database(lab_config) as dsn:
-        conn = psycopg2.connect(dsn)
-        yield conn
-        conn.close()
 
 
 @pytest.fixture

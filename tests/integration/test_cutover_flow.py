@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 
-import psycopg2
 import pytest
 
 from lab.connections import airflow_conn_env
@@ -15,19 +14,11 @@ from mailshift.cutover import cutover as steps
 from mailshift.cutover.ttl import lower_ttl
 from mailshift.jobs import copy_one
 from support.cutover import ORIGINAL_MX, lab_provider, put_plain, restored_zone
-from support.mail import add_mailbox, fresh_database, ledger_states, snapshot, unique_login
+from support.mail import add_mailbox, ledger_states, snapshot, unique_login
 
 pytestmark = pytest.mark.integration
 
 NEW_MX = "10 mx-new.lab.mailshift.test."
-
-
-@pytest.fixture
-def db(lab_config):
-    with fresh_database(lab_config) as dsn:
-        conn = psycopg2.connect(dsn)
-        yield conn
-        conn.close()
 
 
 def _digests(snap: dict) -> Counter:
