@@ -554,6 +554,16 @@ def cmd_audit_rules(args) -> int:
     return 0
 
 
+def _write_csv(target: str, write, rows: list, what: str) -> None:
+    """CSV to stdout ("-") or to a file, saying on stderr how many rows went where."""
+    if target == "-":
+        write(rows, sys.stdout)
+        return
+    with open(target, "w", newline="", encoding="utf-8") as f:
+        write(rows, f)
+    print(f"wrote {len(rows)} {what} to {target}", file=sys.stderr)
+
+
 def cmd_audit_report(args) -> int:
     from .audit import reports
 
@@ -563,12 +573,7 @@ def cmd_audit_report(args) -> int:
     with _closing(db.connect(args.db)) as conn:
         rows = reports.finding_counts(conn, building=args.building, wave=args.wave)
     if args.csv:
-        if args.csv == "-":
-            reports.write_csv(rows, sys.stdout)
-        else:
-            with open(args.csv, "w", newline="", encoding="utf-8") as f:
-                reports.write_csv(rows, f)
-            print(f"wrote {len(rows)} rows to {args.csv}", file=sys.stderr)
+        _write_csv(args.csv, reports.write_csv, rows, "rows")
     else:
         _print_json(rows)
     return 0
@@ -599,12 +604,7 @@ def cmd_notices_export(args) -> int:
     with _closing(db.connect(args.db)) as conn:
         rows = notices.export_list(conn, args.channel, building=args.building,
                                    domain=args.domain, campaign=args.campaign)
-    if args.csv and args.csv != "-":
-        with open(args.csv, "w", newline="", encoding="utf-8") as f:
-            notices.write_csv(rows, f)
-        print(f"wrote {len(rows)} households to {args.csv}", file=sys.stderr)
-    else:
-        notices.write_csv(rows, sys.stdout)
+    _write_csv(args.csv or "-", notices.write_csv, rows, "households")
     return 0
 
 
