@@ -1,9 +1,7 @@
 """Loading exports into a fresh, migrated database (CREATE DATABASE per test, dropped after)."""
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from pathlib import Path
 
 import psycopg2
@@ -12,30 +10,17 @@ import pytest
 
 from lab import corpus
 from mailshift.inventory import InventoryError, load_inventory
-from mailshift.ledger import migrate
+from support.mail import fresh_database
 
-ENV = "MAILSHIFT_DB_URL"
-BASE_DSN = os.environ.get(ENV)
-pytestmark = pytest.mark.skipif(not BASE_DSN, reason=f"{ENV} not set (source .lab/env)")
+pytestmark = pytest.mark.integration
 FIX = Path(__file__).parents[1] / "unit" / "fixtures" / "inventory"
 TABLES = ("source_system", "domain", "building", "household", "mailbox")
 
 
 @pytest.fixture
-def dsn():
-    name = f"mailshift_inv_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(BASE_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    dsn = psycopg2.extensions.make_dsn(BASE_DSN, dbname=name)
-    try:
-        migrate.upgrade(dsn)
-        yield dsn
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+def dsn(lab_config):
+    with fresh_database(lab_config) as url:
+        yield url
 
 
 @pytest.fixture
