@@ -554,7 +554,7 @@ def cmd_audit_rules(args) -> int:
     return 0
 
 
-def _write_csv(target: str, write, rows: list, what: str) -> None:
+def _csv_to(target: str, write, rows: list, what: str) -> None:
     """CSV to stdout ("-") or to a file, saying on stderr how many rows went where."""
     if target == "-":
         write(rows, sys.stdout)
@@ -573,7 +573,7 @@ def cmd_audit_report(args) -> int:
     with _closing(db.connect(args.db)) as conn:
         rows = reports.finding_counts(conn, building=args.building, wave=args.wave)
     if args.csv:
-        _write_csv(args.csv, reports.write_csv, rows, "rows")
+        _csv_to(args.csv, reports.write_csv, rows, "rows")
     else:
         _print_json(rows)
     return 0
@@ -604,7 +604,7 @@ def cmd_notices_export(args) -> int:
     with _closing(db.connect(args.db)) as conn:
         rows = notices.export_list(conn, args.channel, building=args.building,
                                    domain=args.domain, campaign=args.campaign)
-    _write_csv(args.csv or "-", notices.write_csv, rows, "households")
+    _csv_to(args.csv or "-", notices.write_csv, rows, "households")
     return 0
 
 
