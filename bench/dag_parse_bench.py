@@ -128,11 +128,11 @@ def write(directory: Path, buildings, shards: int) -> dict:
 def dags_folder(work: Path, shards: int) -> Path:
     """The repository's dags/ for 16 shards, else a copy with `shards` shard files."""
     committed = sorted((REPO / "dags").glob("mailshift_buildings_shard_*.py"))
-    if shards == len(committed):
+    if shards == len(committed):  # the committed dags/ (32 shard files)
         return REPO / "dags"
     d = work / f"dags_{shards}"
     d.mkdir(parents=True, exist_ok=True)
-    for name in ("mailshift_waves.py", "mailshift_cutover.py"):
+    for name in ["mailshift_waves.py"] + [p.name for p in (REPO / "dags").glob("mailshift_cutover_*.py")]:
         shutil.copy(REPO / "dags" / name, d / name)
     template = (REPO / "dags" / "mailshift_buildings_shard_00.py").read_text()
     assert "shard=0," in template and "shard 0 " in template

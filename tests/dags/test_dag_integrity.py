@@ -76,3 +76,45 @@ def test_no_snapshot_means_no_building_dags(tmp_path, monkeypatch):
     from mailshift.airflow_adapters.factory import building_dags
 
     assert building_dags(shard=0) == {}
+
+
+def test_building_dags_take_the_pass_from_the_run_conf(dagbag):
+    """No Param on building DAGs (serialisation cost); the pass comes from conf and is checked."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from mailshift.airflow_adapters.building import PASS_KINDS, requested_pass
+    from mailshift.imap.copier import PASS_KINDS as COPIER_PASS_KINDS
+
+    assert PASS_KINDS == COPIER_PASS_KINDS
+    assert not dagbag.dags["mailshift_building_B0001"].params
+    assert requested_pass(None) == "prestage"
+    assert requested_pass({"pass_kind": "delta"}) == "delta"
+    with pytest.raises(AirflowFailException, match="pass_kind='deltaa'"):
+        requested_pass({"pass_kind": "deltaa"})
+
+
+def test_a_shard_over_its_budget_fails_loudly(tmp_path, monkeypatch):
+    """The check projects build time to the whole parse: a tiny budget refuses the shard."""
+    from mailshift.airflow_adapters import factory
+
+    snapshot.write_snapshot(tmp_path, _buildings(), plan_id=1, plan_hash="0" * 64, waves=[], shards=1)
+    monkeypatch.setattr(factory, "SHARD_BUDGET_SECONDS", 1e-6)
+    with pytest.raises(factory.ShardOverBudget, match=r"with serialisation \(budget"):
+        factory.building_dags(shard=0, directory=tmp_path)
+    monkeypatch.setattr(factory, "SHARD_BUDGET_SECONDS", 1000.0)
+    assert len(factory.building_dags(shard=0, directory=tmp_path)) == 40
+    assert factory.projected_parse_seconds(1.0, build_share=0.25) == 4.0
+
+
+def test_cutover_files_deal_every_domain_exactly_once(tmp_path):
+    from mailshift.airflow_adapters.cutover import CUTOVER_FILES, cutover_dags
+
+    buildings = _buildings()
+    for i, b in enumerate(buildings):
+        b.domain = f"d{i % 7}.example.jp"
+    snapshot.write_snapshot(tmp_path, buildings, plan_id=1, plan_hash="0" * 64, waves=[], shards=2)
+    seen = [dag_id for part in range(CUTOVER_FILES)
+            for dag_id in cutover_dags(tmp_path, part=part, parts=CUTOVER_FILES)]
+    expected = {f"mailshift_{kind}_d{i}_example_jp" for i in range(7) for kind in ("cutover", "lower_ttl")}
+    assert sorted(seen) == sorted(expected)
+    assert len(list((REPO / "dags").glob("mailshift_cutover_*.py"))) == CUTOVER_FILES
