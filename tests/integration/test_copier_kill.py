@@ -127,7 +127,9 @@ def test_kill_between_append_and_ledger_commit(lab_config, point):
     with fresh_database(cfg) as dsn:
         db = psycopg2.connect(dsn)
         mb = add_mailbox(db, cfg, "src-b", unique_login("p"), "pop3")
-        _put(cfg, "src-b", mb.source_login, [("INBOX", m) for _, m in _messages(rng, 0, 60)])
+        # 150 messages in batches of 5: enough for six deaths even though up to
+        # max_batches_in_flight batches are appended ahead of each settled one
+        _put(cfg, "src-b", mb.source_login, [("INBOX", m) for _, m in _messages(rng, 0, 150)])
         deaths = 0
         for countdown in (1, 2, 3, 5, 1, 2):
             deaths += _run_child(ctx, dsn, cfg, mb, opts, failpoint=(point, countdown)) == "died"

@@ -121,3 +121,32 @@ def append_one(client: IMAPClient, folder: str, message: OutgoingMessage,
     imap.send(message.data + b"\r\n")
     typ, data = imap._command_complete("APPEND", tag)
     return _outcome(typ, data)
+
+
+def multiappend_in_order(client: IMAPClient, folder: str, messages: list[OutgoingMessage],
+                         wait_turn=None) -> AppendOutcome:
+    """MULTIAPPEND whose commit waits its turn: every literal is sent at once (LITERAL+), but
+    the CRLF that ends the command, and so commits it, only after `wait_turn()` returns.
+
+    Why: a destination stores each message as its literal arrives and assigns UIDs when the
+    command ends. Two connections can therefore store two batches of one folder at the same
+    time while UIDs still follow the order of the batches: batch k+1 cannot get UIDs before
+    its command ends, which is after batch k was answered. `wait_turn()` raises to abandon the
+    batch; the caller must then drop the connection without ending the command, so the
+    destination discards it (nothing of it is committed).
+    """
+    if wait_turn is None or not client.has_capability("LITERAL+") or len(messages) == 1:
+        if wait_turn is not None:
+            wait_turn()
+        return multiappend(client, folder, messages)
+    imap = client._imap
+    tag = imap._new_tag()
+    parts = [to_bytes(tag), b" APPEND ", client._normalise_folder(folder)]
+    for m in messages:
+        parts += [b" ", to_bytes(seq_to_parenstr(_clean_flags(m.flags))), b" ", _quoted_date(m.internal_date),
+                  b" {", str(len(m.data)).encode("ascii"), b"+}\r\n", m.data]
+    imap.send(b"".join(parts))
+    wait_turn()
+    imap.send(b"\r\n")
+    typ, data = imap._command_complete("APPEND", tag)
+    return _outcome(typ, data)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -26,10 +26,11 @@ from imapclient import IMAPClient
 from .. import failpoints
 from ..ledger import states
 from ..ledger.copy_store import CopyStore, FolderRow, Intent, LedgerRow
-from .append import OutgoingMessage, append_one, appendlimit, multiappend
+from .append import OutgoingMessage, appendlimit
 from .endpoint import Endpoint
 from .errors import ProtocolError, TransientError
 from .folders import SPECIAL_USES, FolderPlan, Namespace, namespace_of, plan_folder
+from .lanes import AppendJob, AppendLanes
 from .pop3 import map_uidls_to_uids, read_uidls
 from .session import close_session, fetch_range, open_session, translated_errors
 
@@ -60,10 +61,16 @@ class CopyOptions:
     intent_grace_seconds: float = 2.0
     max_attempts: int = 5
     backoff_seconds: float = 1.0
+    #: destination connections that append (folders spread over them, order kept per folder)
+    append_lanes: int = 2
+    #: batches appended or waiting at once (bounds memory: each is at most batch_bytes)
+    max_batches_in_flight: int = 4
 
     def __post_init__(self):
         if self.pass_kind not in PASS_KINDS:
             raise ValueError(f"pass kind {self.pass_kind!r}: expected one of {', '.join(PASS_KINDS)}")
+        if self.append_lanes < 1 or self.max_batches_in_flight < 1:
+            raise ValueError("append_lanes and max_batches_in_flight must be at least 1")
         if self.uidl_strategy not in UIDL_STRATEGIES:
             raise ValueError(f"uidl_strategy {self.uidl_strategy!r}: expected one of {', '.join(UIDL_STRATEGIES)}")
 
@@ -125,6 +132,9 @@ class MailboxCopier:
         self.summary = PassSummary(mailbox.address, self.opt.pass_kind)
         self.src: IMAPClient | None = None
         self.dst: IMAPClient | None = None
+        self.lanes: AppendLanes | None = None
+        self._in_flight: deque = deque()   # (future, job) in submission order
+        self._floors: dict[int, int] = {}  # folder id -> lowest destination UID a new APPEND can get
 
     # The retry loop: any TransientError restarts the pass from the ledger.
     def run(self) -> PassSummary:
@@ -146,6 +156,7 @@ class MailboxCopier:
                                 attempt, self.opt.max_attempts, delay)
                     time.sleep(delay)
                 finally:
+                    self._abandon_lanes()
                     close_session(self.src)
                     close_session(self.dst)
                     self.src = self.dst = None
@@ -179,6 +190,9 @@ class MailboxCopier:
                     if _flag_text(f) in SPECIAL_USES:
                         dest_special.setdefault(_flag_text(f), name)
             self.limit = appendlimit(self.dst)
+            self.lanes = AppendLanes(self.dest, mb.dest_login, self.opt.append_lanes, f"mailbox {mb.address}")
+            self._in_flight.clear()
+            self._floors.clear()
             uidl_map = self._legacy_uidls() if self._wants_x_uidl() else {}
             present = []
             self.summary.folders = 0
@@ -193,6 +207,7 @@ class MailboxCopier:
                     self.summary.folders += 1
                     self._copy_folder(plan, name in subscribed,
                                       uidl_map if name.upper() == "INBOX" else {})
+            self._settle_all()
             self.summary.folders_gone = self.store.mark_folders_gone(mb.id, present)
 
     # -- POP3 UIDLs ---------------------------------------------------------------------
@@ -291,16 +306,17 @@ class MailboxCopier:
         batches = list(self._batches(todo, meta))
         if not batches:
             return
-        # Pipeline: the next batch is read from the source while this one is appended, so the
-        # two servers work at the same time (still one connection to each).
+        self._floors[folder.id] = dest_uidnext
+        # Pipeline: the next batch is read from the source (prefetch thread) while this one is
+        # recorded as intents and handed to an append lane, which stores earlier batches at
+        # the destination meanwhile. The ledger is written by this thread only (`_settle`).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as reader:
             pending = reader.submit(self._fetch_bodies, batches[0])
             for i, batch in enumerate(batches):
                 fetched = pending.result()
                 if i + 1 < len(batches):
                     pending = reader.submit(self._fetch_bodies, batches[i + 1])
-                dest_uidnext = self._copy_batch(folder, batch, fetched, meta, uidl_map, dest_uidnext)
-                self.progress(self.summary)
+                self._send_batch(folder, batch, fetched, meta, uidl_map)
 
     def _batches(self, uids: list[int], meta: dict):
         batch, size = [], 0
@@ -319,8 +335,8 @@ class MailboxCopier:
         """Raw bytes of a batch, read-only (BODY.PEEK); runs on the prefetch thread."""
         return self.src.fetch(uids, ["BODY.PEEK[]"])
 
-    def _copy_batch(self, folder: FolderRow, uids: list[int], fetched: dict, meta: dict, uidl_map: dict,
-                    dest_uidnext: int) -> int:
+    def _send_batch(self, folder: FolderRow, uids: list[int], fetched: dict, meta: dict, uidl_map: dict) -> None:
+        """Record a batch as intents (committed), then hand it to the folder's append lane."""
         mb = self.mailbox
         intents: list[Intent] = []
         outgoing: list[OutgoingMessage] = []
@@ -341,24 +357,63 @@ class MailboxCopier:
                                   transform, uidl, len(data)))
             outgoing.append(OutgoingMessage(join_flags(sflags, kw), m[b"INTERNALDATE"], data))
         if not intents:
-            return dest_uidnext
-        self.store.write_intents(mb.id, folder.id, self.summary.pass_id, dest_uidnext, intents)
+            return
+        # The floor is the lowest UID these messages can get: any UID the destination assigns
+        # from now on is at least the highest one it has already confirmed, plus one.
+        floor = self._floors[folder.id]
+        self.store.write_intents(mb.id, folder.id, self.summary.pass_id, floor, intents)
         failpoints.hit("after_intents")
-        big = [i for i, o in enumerate(outgoing) if self.limit is not None and len(o.data) > self.limit]
-        small = [i for i in range(len(outgoing)) if i not in set(big)]
+        job = AppendJob(folder.id, folder.dest_name, outgoing, self.limit,
+                        {"folder": folder, "intents": intents, "floor": floor})
+        while len(self._in_flight) >= self.opt.max_batches_in_flight:
+            self._settle_oldest()
+        self._in_flight.append((self.lanes.submit(job), job))
+        while self._in_flight and self._in_flight[0][0].done():
+            self._settle_oldest()
+
+    def _settle_oldest(self) -> None:
+        future, job = self._in_flight.popleft()
+        try:
+            groups = future.result()
+        except BaseException:
+            self._settle_all(after_error=True)  # record what the other lanes did, then fail
+            raise
+        self._settle(job, groups)
+
+    def _settle_all(self, after_error: bool = False) -> None:
+        """Wait for every batch in flight and record it. After an error, batches that failed
+        too are left as intents: the retry resolves them by looking at the destination."""
+        while self._in_flight:
+            if not after_error:
+                self._settle_oldest()
+                continue
+            future, job = self._in_flight.popleft()
+            try:
+                groups = future.result()
+            except BaseException:  # noqa: BLE001 - the first error is the one raised
+                continue
+            self._settle(job, groups)
+
+    def _abandon_lanes(self) -> None:
+        """End of an attempt: let the lanes finish what they were sending, then close them.
+        Anything not settled stays an intent in the ledger, resolved by the next attempt."""
+        lanes, self.lanes = self.lanes, None
+        unsettled = bool(self._in_flight)
+        self._in_flight.clear()
+        if lanes is not None:
+            lanes.close(abandon=unsettled)
+
+    def _settle(self, job: AppendJob, groups) -> None:
+        """Write what the destination answered for one batch into the ledger."""
+        mb = self.mailbox
+        folder, intents, floor = job.context["folder"], job.context["intents"], job.context["floor"]
         copied: list[tuple[int, int]] = []
         refused: list[tuple[int, str]] = []
-        if small:
-            outcome = multiappend(self.dst, folder.dest_name, [outgoing[i] for i in small])
+        for indices, outcome in groups:
             if outcome.ok:
-                copied += self._landed(folder, [intents[i] for i in small], outcome, dest_uidnext)
-            else:  # all or nothing (RFC 3502): find the one(s) the destination refuses
-                for i in small:
-                    one = append_one(self.dst, folder.dest_name, outgoing[i], synchronizing=False)
-                    self._one_result(folder, intents[i], one, dest_uidnext, copied, refused)
-        for i in big:
-            one = append_one(self.dst, folder.dest_name, outgoing[i], synchronizing=True)
-            self._one_result(folder, intents[i], one, dest_uidnext, copied, refused)
+                copied += self._landed(folder, [intents[i] for i in indices], outcome, floor)
+            else:
+                refused += [(intents[i].src_uid, outcome.text) for i in indices]
         failpoints.hit("after_append")
         self.store.mark_copied(mb.id, folder.id, copied)
         failpoints.hit("after_mark_copied")
@@ -369,13 +424,8 @@ class MailboxCopier:
         self.summary.bytes += sum(by_uid[u].size for u, _ in copied)
         for uid, reason in refused:
             self.summary.refusals.append({"folder": folder.src_name, "uid": uid, "reason": reason})
-        return max([dest_uidnext] + [d + 1 for _, d in copied])
-
-    def _one_result(self, folder, intent, outcome, floor, copied, refused):
-        if outcome.ok:
-            copied += self._landed(folder, [intent], outcome, floor)
-        else:
-            refused.append((intent.src_uid, outcome.text))
+        self._floors[folder.id] = max([self._floors[folder.id]] + [d + 1 for _, d in copied])
+        self.progress(self.summary)
 
     def _landed(self, folder: FolderRow, intents: list[Intent], outcome, floor: int) -> list[tuple[int, int]]:
         """Destination UIDs for appended intents: APPENDUID, or a digest search without UIDPLUS."""

@@ -55,6 +55,7 @@ def open_session(endpoint: Endpoint, login: str, user_password: str | None = Non
             ssl_context=ctx,
             timeout=endpoint.timeout,
         )
+        quiet_imaplib(client)
         try:
             if endpoint.tls == "starttls":
                 client.starttls(ctx)
@@ -64,6 +65,20 @@ def open_session(endpoint: Endpoint, login: str, user_password: str | None = Non
                 client.shutdown()
             raise
         return client
+
+
+def quiet_imaplib(client: IMAPClient) -> None:
+    """Stop imaplib from formatting every command and response for a debug log nobody reads.
+
+    imapclient sets imaplib's `debug = 5` and routes its messages to the `imapclient.imaplib`
+    logger, so imaplib builds the repr of every response and every sent literal — the full
+    bytes of each message — and the logger then throws it away. That was about a third of a
+    FETCH's CPU. The protocol trace comes back when that logger is set to DEBUG.
+    """
+    import logging
+
+    if not logging.getLogger("imapclient.imaplib").isEnabledFor(logging.DEBUG):
+        client._imap.debug = 0
 
 
 def _login(client: IMAPClient, endpoint: Endpoint, login: str, user_password: str | None) -> None:
