@@ -203,3 +203,48 @@ def test_uidl_strategy_none_leaves_bytes_untouched(lab_config, db, inv):
     put(cfg, "src-a", mb.source_login, messages)
     run(db, cfg, mb, uidl_strategy="none")
     assert snapshot(cfg, "dest", mb.dest_login)["INBOX"] == snapshot(cfg, "src-a", mb.source_login)["INBOX"]
+
+
+def _uid_ordered_digests(cfg, server, login, folder, strip_x_uidl=False) -> list[str]:
+    import hashlib
+
+    with imap(cfg, server, login) as c:
+        c.select_folder(folder, readonly=True)
+        uids = sorted(c.search())
+        bodies = c.fetch(uids, ["BODY.PEEK[]"]) if uids else {}
+    out = []
+    for uid in uids:
+        raw = bodies[uid][b"BODY[]"]
+        if strip_x_uidl and raw.startswith(b"X-UIDL: "):
+            raw = raw.split(b"\r\n", 1)[1]
+        out.append(hashlib.sha256(raw).hexdigest())
+    return out
+
+
+def test_parallel_append_lanes_keep_every_folders_order(lab_config, db):
+    """Batches of one folder are stored over several connections at once, yet destination UIDs
+    follow source UIDs in every folder (arrival order, and POP3 message order, unchanged)."""
+    import random
+
+    cfg = lab_config
+    rng = random.Random(7)
+    mb = add_mailbox(db, cfg, "src-a", unique_login("order"), "imap")
+    s = cfg.servers["src-a"]
+    with imap(cfg, "src-a", mb.source_login) as c:
+        c.create_folder(server_folder_name("Archive", s.separator, s.prefix))
+        for i in range(180):
+            folder = "INBOX" if i % 3 else "Archive"
+            raw = f"From: o{i}@example.jp\r\nSubject: order {i}\r\n\r\n".encode() + rng.randbytes(
+                rng.choice((100, 2000, 30000))).hex().encode() + b"\r\n"
+            when = dt.datetime(2023, 1, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=i)
+            assert multiappend(c, server_folder_name(folder, s.separator, s.prefix),
+                               [OutgoingMessage((), when, raw)]).ok
+
+    summary = run(db, cfg, mb, batch_messages=4, append_lanes=3, max_batches_in_flight=6)
+
+    assert summary.copied == 180
+    for folder in ("INBOX", "Archive"):
+        src = _uid_ordered_digests(cfg, "src-a", mb.source_login, server_folder_name(folder, s.separator, s.prefix))
+        dst = _uid_ordered_digests(cfg, "dest", mb.dest_login, folder)
+        assert len(src) == (120 if folder == "INBOX" else 60)
+        assert dst == src, f"{folder}: destination order differs from the source"
