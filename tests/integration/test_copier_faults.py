@@ -68,9 +68,12 @@ def _exactly_once(cfg, mb):
 def test_connections_cut_mid_append(lab_config, mailbox):
     db, mb = mailbox
     with FaultProxy(lab_config.dest.imap_port) as proxy:
-        proxy.cut_after(upstream_bytes=150_000, times=3)
+        # the next 6 destination connections are cut after 100 kB up. Per attempt the copier
+        # opens its own session (small commands, never cut) and two append lanes (~1.5 MB
+        # between them: cut mid-APPEND)
+        proxy.cut_after(upstream_bytes=100_000, times=6)
         summary = _copy(db, lab_config, mb, dest_uri=_via(imap_uri(lab_config, "dest"), proxy.port))
-    assert proxy.cuts == 3 and summary.attempts == 4
+    assert proxy.cuts >= 3 and summary.attempts >= 2
     _exactly_once(lab_config, mb)
 
 

@@ -397,6 +397,11 @@ class MailboxCopier:
     def _abandon_lanes(self) -> None:
         """End of an attempt: let the lanes finish what they were sending, then close them.
         Anything not settled stays an intent in the ledger, resolved by the next attempt."""
+        if self._in_flight:  # the source or this thread failed: record what the lanes stored
+            try:
+                self._settle_all(after_error=True)
+            except Exception:  # the error that ended the attempt is the one to report
+                log.exception("%s: could not record the batches in flight", self.mailbox.address)
         lanes, self.lanes = self.lanes, None
         unsettled = bool(self._in_flight)
         self._in_flight.clear()
