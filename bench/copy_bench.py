@@ -277,7 +277,10 @@ def _ms_copy(job: dict) -> dict:
     from mailshift.imap.copier import CopyOptions, MailboxRef, copy_mailbox
 
     ref = MailboxRef(job["id"], job["address"], job["source_login"], job["dest_login"], job["protocol"])
-    opts = CopyOptions(uidl_strategy="x-uidl-header" if job["protocol"] == "pop3" else "none")
+    tuning = {k: int(v) for k, v in (("append_lanes", os.environ.get("BENCH_APPEND_LANES")),
+                                     ("max_batches_in_flight", os.environ.get("BENCH_IN_FLIGHT")),
+                                     ("batch_messages", os.environ.get("BENCH_BATCH_MESSAGES"))) if v}
+    opts = CopyOptions(uidl_strategy="x-uidl-header" if job["protocol"] == "pop3" else "none", **tuning)
     t0 = time.monotonic()
     prof = None
     if _W.get("profile_dir"):
@@ -636,6 +639,9 @@ def main(argv=None) -> int:
     ap.add_argument("--mailboxes", help="comma separated addresses (instead of all / --quick)")
     ap.add_argument("--tool-repeat", action="append", default=[], metavar="TOOL=N",
                     help="fewer repeats for one tool, e.g. imapsync=1 (it is slow)")
+    ap.add_argument("--append-lanes", type=int, help="mailshift: CopyOptions.append_lanes (default: the copier's)")
+    ap.add_argument("--in-flight", type=int, help="mailshift: CopyOptions.max_batches_in_flight")
+    ap.add_argument("--batch-messages", type=int, help="mailshift: CopyOptions.batch_messages")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--force-seed", action="store_true")
     ap.add_argument("--seed-only", action="store_true")
@@ -648,6 +654,10 @@ def main(argv=None) -> int:
     ap.add_argument("--summarize", metavar="RUNS_JSON",
                     help="only print the table of an earlier (maybe interrupted) run's runs.json")
     args = ap.parse_args(argv)
+    for env, value in (("BENCH_APPEND_LANES", args.append_lanes), ("BENCH_IN_FLIGHT", args.in_flight),
+                       ("BENCH_BATCH_MESSAGES", args.batch_messages)):
+        if value:
+            os.environ[env] = str(value)  # read by the spawned mailshift workers
     if args.summarize:
         print(markdown(summarize(json.loads(Path(args.summarize).read_text()))))
         return 0

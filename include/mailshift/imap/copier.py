@@ -62,9 +62,9 @@ class CopyOptions:
     max_attempts: int = 5
     backoff_seconds: float = 1.0
     #: destination connections that append (folders spread over them, order kept per folder)
-    append_lanes: int = 2
+    append_lanes: int = 3
     #: batches appended or waiting at once (bounds memory: each is at most batch_bytes)
-    max_batches_in_flight: int = 4
+    max_batches_in_flight: int = 6
 
     def __post_init__(self):
         if self.pass_kind not in PASS_KINDS:
