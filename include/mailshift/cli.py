@@ -249,7 +249,8 @@ def cmd_copy(args) -> int:
     try:
         summary = copy_one(conn, args.mailbox, args.pass_kind, resolve=endpoint_from_env,
                            dest_conn_id=args.dest_conn, progress=progress,
-                           batch_messages=args.batch_messages)
+                           batch_messages=args.batch_messages, append_lanes=args.append_lanes,
+                           max_batches_in_flight=args.in_flight)
     except (UnknownMailbox, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -683,6 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--dest-conn", default="mailshift_dest",
                     help="connection id of the destination (env AIRFLOW_CONN_<ID>)")
     cp.add_argument("--batch-messages", type=int, default=250)
+    cp.add_argument("--append-lanes", type=int, default=3,
+                    help="destination connections appending in parallel (order kept per folder)")
+    cp.add_argument("--in-flight", type=int, default=6, help="batches appended or queued at once (memory bound)")
     cp.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     cp.set_defaults(func=cmd_copy)
 

@@ -22,6 +22,7 @@ from support.mail import (
     add_mailbox,
     imap,
     ledger_states,
+    ordered_digests,
     pop3_uidls,
     snapshot,
     unique_login,
@@ -205,22 +206,6 @@ def test_uidl_strategy_none_leaves_bytes_untouched(lab_config, db, inv):
     assert snapshot(cfg, "dest", mb.dest_login)["INBOX"] == snapshot(cfg, "src-a", mb.source_login)["INBOX"]
 
 
-def _uid_ordered_digests(cfg, server, login, folder, strip_x_uidl=False) -> list[str]:
-    import hashlib
-
-    with imap(cfg, server, login) as c:
-        c.select_folder(folder, readonly=True)
-        uids = sorted(c.search())
-        bodies = c.fetch(uids, ["BODY.PEEK[]"]) if uids else {}
-    out = []
-    for uid in uids:
-        raw = bodies[uid][b"BODY[]"]
-        if strip_x_uidl and raw.startswith(b"X-UIDL: "):
-            raw = raw.split(b"\r\n", 1)[1]
-        out.append(hashlib.sha256(raw).hexdigest())
-    return out
-
-
 def test_parallel_append_lanes_keep_every_folders_order(lab_config, db):
     """Batches of one folder are stored over several connections at once, yet destination UIDs
     follow source UIDs in every folder (arrival order, and POP3 message order, unchanged)."""
@@ -244,7 +229,7 @@ def test_parallel_append_lanes_keep_every_folders_order(lab_config, db):
 
     assert summary.copied == 180
     for folder in ("INBOX", "Archive"):
-        src = _uid_ordered_digests(cfg, "src-a", mb.source_login, server_folder_name(folder, s.separator, s.prefix))
-        dst = _uid_ordered_digests(cfg, "dest", mb.dest_login, folder)
+        src = ordered_digests(cfg, "src-a", mb.source_login, server_folder_name(folder, s.separator, s.prefix))
+        dst = ordered_digests(cfg, "dest", mb.dest_login, folder)
         assert len(src) == (120 if folder == "INBOX" else 60)
         assert dst == src, f"{folder}: destination order differs from the source"

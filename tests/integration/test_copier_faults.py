@@ -21,7 +21,7 @@ from mailshift.imap.copier import CopyOptions, MailboxRef, copy_mailbox
 from mailshift.imap.endpoint import parse_endpoint
 from mailshift.ledger.copy_store import CopyStore
 from support.faultproxy import FaultProxy
-from support.mail import add_mailbox, fresh_database, imap, snapshot, unique_login
+from support.mail import add_mailbox, fresh_database, imap, ordered_digests, snapshot, unique_login
 
 pytestmark = pytest.mark.integration
 
@@ -75,6 +75,9 @@ def test_connections_cut_mid_append(lab_config, mailbox):
         summary = _copy(db, lab_config, mb, dest_uri=_via(imap_uri(lab_config, "dest"), proxy.port))
     assert proxy.cuts >= 3 and summary.attempts >= 2
     _exactly_once(lab_config, mb)
+    # a cut batch stops the later batches of its folder from committing: order survives too
+    assert ordered_digests(lab_config, "dest", mb.dest_login, "INBOX") == \
+        ordered_digests(lab_config, "src-a", mb.source_login, "INBOX")
 
 
 def test_connections_cut_mid_fetch(lab_config, mailbox):

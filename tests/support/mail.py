@@ -140,6 +140,20 @@ def snapshot(cfg: LabConfig, server: str, login: str, strip_x_uidl: bool = False
     return out
 
 
+def ordered_digests(cfg: LabConfig, server: str, login: str, folder: str, strip_x_uidl: bool = False) -> list[str]:
+    """SHA-256 of a folder's messages in UID order (the order a client sees by arrival)."""
+    with imap(cfg, server, login) as c:
+        info = c.select_folder(folder, readonly=True)
+        data = fetch_range(c, "1:*", ["BODY.PEEK[]"]) if info.get(b"EXISTS") else {}
+    out = []
+    for uid in sorted(data):
+        body = data[uid][b"BODY[]"]
+        if strip_x_uidl and body.startswith(b"X-UIDL: "):
+            body = body[body.index(b"\r\n") + 2:]
+        out.append(hashlib.sha256(body).hexdigest())
+    return out
+
+
 def pop3_uidls(cfg: LabConfig, server: str, login: str) -> list[str]:
     s = cfg.servers[server]
     p = poplib.POP3(s.host, s.pop3_port, timeout=30)

@@ -32,7 +32,7 @@ from .errors import ProtocolError, TransientError
 from .folders import SPECIAL_USES, FolderPlan, Namespace, namespace_of, plan_folder
 from .lanes import AppendJob, AppendLanes
 from .pop3 import map_uidls_to_uids, read_uidls
-from .session import close_session, fetch_range, open_session, translated_errors
+from .session import close_session, fetch_range, fetch_uids, open_session, translated_errors
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +333,7 @@ class MailboxCopier:
     # -- copying ------------------------------------------------------------------------
     def _fetch_bodies(self, uids: list[int]) -> dict:
         """Raw bytes of a batch, read-only (BODY.PEEK); runs on the prefetch thread."""
-        return self.src.fetch(uids, ["BODY.PEEK[]"])
+        return fetch_uids(self.src, uids, ["BODY.PEEK[]"])
 
     def _send_batch(self, folder: FolderRow, uids: list[int], fetched: dict, meta: dict, uidl_map: dict) -> None:
         """Record a batch as intents (committed), then hand it to the folder's append lane."""
@@ -481,7 +481,7 @@ class MailboxCopier:
         by_digest: dict[bytes, list[int]] = defaultdict(list)
         for chunk_start in range(0, len(candidates), 100):
             chunk = sorted(candidates[chunk_start:chunk_start + 100])
-            for uid, d in sorted(self.dst.fetch(chunk, ["BODY.PEEK[]"]).items()):
+            for uid, d in sorted(fetch_uids(self.dst, chunk, ["BODY.PEEK[]"]).items()):
                 by_digest[hashlib.sha256(d[b"BODY[]"]).digest()].append(uid)
         found = {}
         for src_uid, _, digest in sorted(wanted):
@@ -503,7 +503,7 @@ class MailboxCopier:
         uids = sorted(meta)
         for start in range(0, len(uids), 100):
             chunk = uids[start:start + 100]
-            for uid, d in self.src.fetch(chunk, ["BODY.PEEK[]"]).items():
+            for uid, d in fetch_uids(self.src, chunk, ["BODY.PEEK[]"]).items():
                 body = d[b"BODY[]"]
                 digest = hashlib.sha256(body).digest()
                 if pool.get(digest):

@@ -160,24 +160,30 @@ class CopyStore:
     def write_intents(self, mailbox_id: int, folder_id: int, pass_id: int, floor_uid: int,
                       intents: list[Intent]) -> None:
         """Record that these messages are about to be appended at UID >= floor_uid."""
-        rows = [
-            (mailbox_id, folder_id, i.src_uid, floor_uid, i.size, i.internal_date, states.INTENT,
-             i.sys_flags, list(i.keywords) or None, i.src_sha256, i.dest_sha256, i.transform,
-             i.pop3_uidl, pass_id)
-            for i in intents
-        ]
+        # One array per column and one INSERT ... SELECT FROM unnest: psycopg2 quotes arrays in C,
+        # where execute_values built every row's SQL text in Python (a tenth of the copier's CPU).
+        # Keywords travel space-joined (an IMAP keyword is an atom: it cannot hold a space).
+        columns = (
+            [i.src_uid for i in intents], [i.size for i in intents], [i.internal_date for i in intents],
+            [i.sys_flags for i in intents], [" ".join(i.keywords) for i in intents],
+            [i.src_sha256 for i in intents], [i.dest_sha256 for i in intents],
+            [int(i.transform) for i in intents], [i.pop3_uidl for i in intents],
+        )
         with self.conn, self.conn.cursor() as cur:
-            psycopg2.extras.execute_values(
-                cur,
+            cur.execute(
                 "INSERT INTO message (mailbox_id, folder_id, src_uid, dest_uid, size, internal_date, state,"
-                " sys_flags, keywords, src_sha256, dest_sha256, transform, pop3_uidl, pass_id) VALUES %s"
+                " sys_flags, keywords, src_sha256, dest_sha256, transform, pop3_uidl, pass_id)"
+                " SELECT %s, %s, v.uid, %s, v.size, v.idate, %s, v.sflags,"
+                " NULLIF(string_to_array(v.kw, ' '), '{}'), v.ssha, v.dsha, v.tr, v.uidl, %s"
+                " FROM unnest(%s::bigint[], %s::int[], %s::timestamptz[], %s::smallint[], %s::text[],"
+                " %s::bytea[], %s::bytea[], %s::smallint[], %s::text[])"
+                " AS v(uid, size, idate, sflags, kw, ssha, dsha, tr, uidl)"
                 " ON CONFLICT (mailbox_id, folder_id, src_uid) DO UPDATE SET dest_uid = EXCLUDED.dest_uid,"
                 " state = EXCLUDED.state, sys_flags = EXCLUDED.sys_flags, keywords = EXCLUDED.keywords,"
                 " src_sha256 = EXCLUDED.src_sha256, dest_sha256 = EXCLUDED.dest_sha256,"
                 " transform = EXCLUDED.transform, pop3_uidl = EXCLUDED.pop3_uidl, pass_id = EXCLUDED.pass_id,"
                 " detail = NULL, updated_at = now()",
-                rows,
-                page_size=1000,
+                (mailbox_id, folder_id, floor_uid, states.INTENT, pass_id, *columns),
             )
 
     def _set_state(self, mailbox_id: int, folder_id: int, state: int, values: list[tuple],

@@ -25,7 +25,7 @@ from imapclient import IMAPClient
 
 from ..imap.endpoint import Endpoint
 from ..imap.folders import SPECIAL_USES, Namespace, namespace_of
-from ..imap.session import close_session, fetch_range, open_session, translated_errors
+from ..imap.session import close_session, fetch_range, fetch_uids, open_session, translated_errors
 from ..ledger import states
 
 BATCH_MESSAGES = 200
@@ -128,7 +128,7 @@ def read_folder(client: IMAPClient, name: str, special_use: str | None, mode: st
     answer = b"BODY[]" if mode == "full" else b"BODY[HEADER]"
     read = 0
     for batch in _batches(meta, batch_messages, batch_bytes):
-        fetched = client.fetch(batch, [section])
+        fetched = fetch_uids(client, batch, [section])
         for uid in batch:
             d = fetched.get(uid)
             if d is None or answer not in d:      # expunged between the two reads
@@ -195,7 +195,7 @@ def fetch_digests(endpoint: Endpoint, login: str, wanted: dict[str, list[int]]) 
                 client.select_folder(name, readonly=True)
                 for start in range(0, len(uids), 50):
                     chunk = sorted(uids[start:start + 50])
-                    for uid, d in client.fetch(chunk, ["BODY.PEEK[]"]).items():
+                    for uid, d in fetch_uids(client, chunk, ["BODY.PEEK[]"]).items():
                         body = d.get(b"BODY[]")
                         if body is None:
                             continue
