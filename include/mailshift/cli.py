@@ -684,9 +684,11 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--dest-conn", default="mailshift_dest",
                     help="connection id of the destination (env AIRFLOW_CONN_<ID>)")
     cp.add_argument("--batch-messages", type=int, default=250)
-    cp.add_argument("--append-lanes", type=int, default=3,
-                    help="destination connections appending in parallel (order kept per folder)")
-    cp.add_argument("--in-flight", type=int, default=6, help="batches appended or queued at once (memory bound)")
+    cp.add_argument("--append-lanes", type=int, default=None,
+                    help="destination connections appending in parallel, order kept per folder "
+                         "(default: the building spec's dest_append_lanes, 3)")
+    cp.add_argument("--in-flight", type=int, default=None,
+                    help="batches appended or queued at once, bounds memory (default 6)")
     cp.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     cp.set_defaults(func=cmd_copy)
 

@@ -51,13 +51,17 @@ def mailbox_context(conn, address_or_id: str | int) -> MailboxContext:
 
 
 def options_for(ctx: MailboxContext, pass_kind: str, **overrides) -> CopyOptions:
-    """Copy options from the building spec (UIDL strategy, folder map) plus explicit overrides."""
-    return CopyOptions(
-        pass_kind=pass_kind,
-        uidl_strategy=ctx.spec.get("uidl_strategy", "none"),
-        folder_map=ctx.spec.get("folder_map") or None,
-        **overrides,
-    )
+    """Copy options from the building spec (UIDL strategy, folder map, destination lanes) plus
+    explicit overrides (None values are ignored: the spec's value stands)."""
+    options = {
+        "pass_kind": pass_kind,
+        "uidl_strategy": ctx.spec.get("uidl_strategy", "none"),
+        "folder_map": ctx.spec.get("folder_map") or None,
+    }
+    if ctx.spec.get("dest_append_lanes"):
+        options["append_lanes"] = int(ctx.spec["dest_append_lanes"])
+    options.update({k: v for k, v in overrides.items() if v is not None})
+    return CopyOptions(**options)
 
 
 def copy_one(conn, address_or_id: str | int, pass_kind: str,

@@ -13,6 +13,9 @@ Keys:
 - source_system: id of the source system (filled from the export; an override must agree).
 - max_connections: int >= 1 or null (null: the source system's limit).
 - pinned_wave: int >= 1 or null (planner must put the building into this wave).
+- dest_append_lanes: int 1..16 (default 3). Destination connections that append in parallel
+  per mailbox being copied (besides its own session): lower it where the provider limits
+  concurrent connections per user or per client address.
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ DEFAULT_SPEC: dict = {
     "source_system": None,
     "max_connections": None,
     "pinned_wave": None,
+    "dest_append_lanes": 3,
 }
 
 
