@@ -61,7 +61,7 @@ class CopyOptions:
     intent_grace_seconds: float = 2.0
     max_attempts: int = 5
     backoff_seconds: float = 1.0
-    #: destination connections that append (folders spread over them, order kept per folder)
+    #: destination connections that append in parallel (commits kept in each folder's order)
     append_lanes: int = 3
     #: batches appended or waiting at once (bounds memory: each is at most batch_bytes)
     max_batches_in_flight: int = 6
@@ -336,7 +336,7 @@ class MailboxCopier:
         return fetch_uids(self.src, uids, ["BODY.PEEK[]"])
 
     def _send_batch(self, folder: FolderRow, uids: list[int], fetched: dict, meta: dict, uidl_map: dict) -> None:
-        """Record a batch as intents (committed), then hand it to the folder's append lane."""
+        """Record a batch as intents (committed), then hand it to the append lanes."""
         mb = self.mailbox
         intents: list[Intent] = []
         outgoing: list[OutgoingMessage] = []
@@ -371,28 +371,23 @@ class MailboxCopier:
         while self._in_flight and self._in_flight[0][0].done():
             self._settle_oldest()
 
-    def _settle_oldest(self) -> None:
+    def _settle_oldest(self, after_error: bool = False) -> None:
+        """Wait for the oldest batch in flight and record it. If its append failed, record what
+        the other lanes did and raise; after an error (`after_error`) a failed batch is just
+        left as intents: the retry resolves them by looking at the destination."""
         future, job = self._in_flight.popleft()
         try:
             groups = future.result()
         except BaseException:
-            self._settle_all(after_error=True)  # record what the other lanes did, then fail
+            if after_error:
+                return  # the first error is the one raised
+            self._settle_all(after_error=True)
             raise
         self._settle(job, groups)
 
     def _settle_all(self, after_error: bool = False) -> None:
-        """Wait for every batch in flight and record it. After an error, batches that failed
-        too are left as intents: the retry resolves them by looking at the destination."""
         while self._in_flight:
-            if not after_error:
-                self._settle_oldest()
-                continue
-            future, job = self._in_flight.popleft()
-            try:
-                groups = future.result()
-            except BaseException:  # noqa: BLE001 - the first error is the one raised
-                continue
-            self._settle(job, groups)
+            self._settle_oldest(after_error)
 
     def _abandon_lanes(self) -> None:
         """End of an attempt: let the lanes finish what they were sending, then close them.
