@@ -19,7 +19,6 @@ from .connections import database_url, endpoint
 OWNER = "mailshift-ops"
 DEST_CONN_ID = "mailshift_dest"
 BATCH_SIZE = 5
-PASS_KINDS = ("prestage", "delta", "final", "drain")  # = mailshift.imap.copier.PASS_KINDS (no import at parse)
 
 #: how to choose the pass: building DAGs carry no Param, because the dag-processor validates a
 #: DAG's params again for every task it serialises (about 40 % of a shard's serialisation at
@@ -186,6 +185,8 @@ def mark_proven(building_id: str, verdict: dict) -> dict:
 def requested_pass(conf: dict | None) -> str:
     """The pass named in the run's conf (default prestage); a wrong name fails without retry."""
     kind = (conf or {}).get("pass_kind") or "prestage"
+    from mailshift.ledger.states import PASS_KINDS
+
     if kind not in PASS_KINDS:
         raise AirflowFailException(f"run conf pass_kind={kind!r}: expected one of {', '.join(PASS_KINDS)}")
     return kind

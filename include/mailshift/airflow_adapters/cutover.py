@@ -234,7 +234,7 @@ def cutover_dags(directory=None, part: int = 0, parts: int = 1) -> dict[str, DAG
 
     from airflow.sdk import get_parsing_context
 
-    from .factory import SHARD_BUDGET_SECONDS, ShardOverBudget, projected_parse_seconds
+    from .factory import check_budget
 
     wanted = get_parsing_context().dag_id
     started = time.monotonic()
@@ -246,9 +246,6 @@ def cutover_dags(directory=None, part: int = 0, parts: int = 1) -> dict[str, DAG
             continue
         for dag in (build_cutover_dag(domain, buildings), build_ttl_dag(domain)):
             out[dag.dag_id] = dag
-        took = time.monotonic() - started
-        if not wanted and projected_parse_seconds(took) > SHARD_BUDGET_SECONDS:  # loud, not a silent kill
-            raise ShardOverBudget(f"cutover DAGs (part {part}/{parts}): {n} of {len(domains)} domains took {took:.1f}s to build, "
-                                  f"{projected_parse_seconds(took):.1f}s with serialisation "
-                                  f"(budget {SHARD_BUDGET_SECONDS:g}s)")
+        if not wanted:
+            check_budget(f"cutover DAGs (part {part}/{parts})", n, len(domains), "domains", started)
     return out

@@ -35,6 +35,18 @@ def projected_parse_seconds(build_seconds: float, build_share: float = BUILD_SHA
     return build_seconds / build_share
 
 
+def check_budget(what: str, done: int, total: int, noun: str, started: float, hint: str = "") -> None:
+    """Raise ShardOverBudget once the projected parse of a DAG file passes its budget. Called
+    while building, not only at the end: a file far over budget would otherwise run into the
+    dag-processor's dag_file_processor_timeout, be killed and lose all its DAGs without any
+    import error (the silent failure this check exists to prevent)."""
+    took = time.monotonic() - started
+    projected = projected_parse_seconds(took)
+    if projected > SHARD_BUDGET_SECONDS:
+        raise ShardOverBudget(f"{what}: {done} of {total} {noun} took {took:.1f}s to build, {projected:.1f}s with "
+                              f"serialisation (budget {SHARD_BUDGET_SECONDS:g}s){hint}")
+
+
 class ShardOverBudget(RuntimeError):
     """A shard took longer than its budget: re-plan with more shards (`mailshift plan --shards`)."""
 
@@ -70,13 +82,7 @@ def building_dags(shard: int, directory=None, dag_file: str | None = None) -> di
         if wanted and wanted != dag_id:
             continue
         dags[dag_id] = build_building_dag(building)
-        # checked while building, not only at the end: a shard far over budget would otherwise run
-        # into the dag-processor's dag_file_processor_timeout, be killed and lose all its DAGs
-        # without any import error (the silent failure this check exists to prevent)
-        took = time.monotonic() - started
-        projected = projected_parse_seconds(took)
-        if projected > SHARD_BUDGET_SECONDS and not wanted:
-            raise ShardOverBudget(f"snapshot shard {shard}: {len(dags)} of {len(buildings)} building DAGs took "
-                                  f"{took:.1f}s to build, {projected:.1f}s with serialisation (budget "
-                                  f"{SHARD_BUDGET_SECONDS:g}s); re-plan with more shards")
+        if not wanted:
+            check_budget(f"snapshot shard {shard}", len(dags), len(buildings), "building DAGs", started,
+                         "; re-plan with more shards")
     return dags

@@ -78,6 +78,11 @@ def _clean_flags(flags: tuple) -> tuple:
     return tuple(f for f in flags if (f.decode() if isinstance(f, bytes) else f).lower() != "\\recent")
 
 
+def _flags_and_date(message: OutgoingMessage) -> bytes:
+    """`(flags) "date"` of one message in an APPEND command."""
+    return to_bytes(seq_to_parenstr(_clean_flags(message.flags))) + b" " + _quoted_date(message.internal_date)
+
+
 def multiappend(client: IMAPClient, folder: str, messages: list[OutgoingMessage]) -> AppendOutcome:
     """All messages in one APPEND command (RFC 3502: all land or none does)."""
     if len(messages) == 1 or not client.has_capability("MULTIAPPEND"):
@@ -106,12 +111,8 @@ def append_one(client: IMAPClient, folder: str, message: OutgoingMessage,
         )
         return _outcome(typ, data)
     tag = imap._new_tag()
-    head = b" ".join([
-        to_bytes(tag), b"APPEND", client._normalise_folder(folder),
-        to_bytes(seq_to_parenstr(_clean_flags(message.flags))),
-        _quoted_date(message.internal_date),
-        b"{" + str(len(message.data)).encode() + b"}",
-    ])
+    head = b" ".join([to_bytes(tag), b"APPEND", client._normalise_folder(folder), _flags_and_date(message),
+                      b"{" + str(len(message.data)).encode() + b"}"])
     imap.send(head + b"\r\n")
     # Wait for "+ go ahead" or an early tagged refusal.
     while imap._get_response():
@@ -143,8 +144,7 @@ def multiappend_in_order(client: IMAPClient, folder: str, messages: list[Outgoin
     tag = imap._new_tag()
     parts = [to_bytes(tag), b" APPEND ", client._normalise_folder(folder)]
     for m in messages:
-        parts += [b" ", to_bytes(seq_to_parenstr(_clean_flags(m.flags))), b" ", _quoted_date(m.internal_date),
-                  b" {", str(len(m.data)).encode("ascii"), b"+}\r\n", m.data]
+        parts += [b" ", _flags_and_date(m), b" {", str(len(m.data)).encode("ascii"), b"+}\r\n", m.data]
     imap.send(b"".join(parts))
     wait_turn()
     imap.send(b"\r\n")

@@ -36,7 +36,7 @@ from .session import close_session, fetch_range, fetch_uids, open_session, trans
 
 log = logging.getLogger(__name__)
 
-PASS_KINDS = ("prestage", "delta", "final", "drain")
+PASS_KINDS = states.PASS_KINDS
 UIDL_STRATEGIES = ("x-uidl-header", "none")
 
 

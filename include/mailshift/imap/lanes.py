@@ -32,7 +32,7 @@ from .session import close_session, open_session, translated_errors
 
 @dataclass
 class AppendJob:
-    """One batch for one folder; `outcomes` is filled by the lane: (message indices, outcome)."""
+    """One batch for one folder, and its place in the folder's order (`previous`, `done`)."""
 
     folder_key: int
     dest_folder: str
@@ -45,7 +45,8 @@ class AppendJob:
 
     def wait_turn(self) -> None:
         """Block until the previous batch of the folder is answered; refuse to commit after it
-        failed (its messages would be re-appended later, after this batch: out of order)."""
+        failed (its messages would be re-appended later, after this batch: out of order).
+        Calling it again returns at once (or raises again)."""
         if self.previous is None:
             return
         self.previous.done.wait()
@@ -67,7 +68,7 @@ def append_batch(client: IMAPClient, folder: str, messages: list[OutgoingMessage
     it refuses and why. Messages over the limit go alone with a synchronizing literal, so the
     server can refuse before the bytes are sent. Nothing commits before `wait_turn()` returned.
     """
-    turn = _once(wait_turn)
+    turn = wait_turn or (lambda: None)
     big = [i for i, m in enumerate(messages) if limit is not None and len(m.data) > limit]
     big_set = set(big)
     small = [i for i in range(len(messages)) if i not in big_set]
@@ -84,16 +85,6 @@ def append_batch(client: IMAPClient, folder: str, messages: list[OutgoingMessage
     for i in big:
         groups.append(([i], append_one(client, folder, messages[i], synchronizing=True)))
     return groups
-
-
-def _once(fn):
-    called = []
-
-    def call():
-        if fn is not None and not called:
-            called.append(True)
-            fn()
-    return call
 
 
 class AppendLanes:

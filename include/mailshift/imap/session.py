@@ -16,6 +16,7 @@ import ssl
 
 from imapclient import IMAPClient
 from imapclient import exceptions as imapexc
+from imapclient.fixed_offset import FixedOffset
 
 from .endpoint import Endpoint
 from .errors import AuthError, ConfigError, ProtocolError, TransientError
@@ -176,8 +177,6 @@ def _items(text: bytes, pos: int, end: int, out: dict) -> int | None:
 
 
 def _internaldate(text: bytes):
-    from imapclient.fixed_offset import FixedOffset
-
     m = _DATE.match(text)
     month = _MONTHS.get(m.group(2).capitalize()) if m else None
     if month is None:

@@ -7,6 +7,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 
+#: the copy passes (the pass table's `kind`); here so parse-time code can import it cheaply
+PASS_KINDS = ("prestage", "delta", "final", "drain")
+
 
 class MessageState(enum.IntEnum):
     INTENT = 0            # APPEND about to be sent; resume must look at the destination
