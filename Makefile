@@ -56,7 +56,7 @@ airflow: lab-up
 	$(PY) -m lab.airflow_services
 
 demo: lab-up
-	$(PY) -m lab.airflow_home > $(LAB_DIR)/airflow.env && source $(LAB_DIR)/airflow.env && $(PY) -m mailshift.demo
+	$(PY) -m lab.airflow_home > $(LAB_DIR)/airflow.env && source $(LAB_DIR)/airflow.env && $(PY) -m lab.demo
 
 lint: venv
 	$(VENV)/bin/ruff check include dags plugins tests bench

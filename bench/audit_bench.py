@@ -1,6 +1,6 @@
 """POP3 log audit throughput: generate a large legacy POP3 log (Dovecot syslog + Courier lines,
 ~1 % noise from other services, 1 malformed line in 10,000) and stream it through
-`mailshift.audit.pop3logs`; print lines/s, MB/s and the peak RSS as JSON.
+`mailshift.customers.pop3logs`; print lines/s, MB/s and the peak RSS as JSON.
 
     .venv/bin/python bench/audit_bench.py --size-gb 2 [--path /var/tmp/pop3-bench.log]
         [--users 200000] [--keep]
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include")]
 
-from mailshift.audit import pop3logs  # noqa: E402
+from mailshift.customers import pop3logs  # noqa: E402
 
 
 def block(rng: random.Random, users: int, lines: int) -> bytes:

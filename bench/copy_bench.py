@@ -265,8 +265,8 @@ def _ms_worker_init(dsn: str, src_uris: dict, dst_uri: str, profile_dir: str | N
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    from mailshift.imap.endpoint import parse_endpoint
-    from mailshift.ledger.copy_store import CopyStore
+    from mailshift.protocols.endpoint import parse_endpoint
+    from mailshift.store.ledger import CopyStore
 
     conn = psycopg2.connect(dsn)
     _W.update(conn=conn, store=CopyStore(conn), src={k: parse_endpoint(v) for k, v in src_uris.items()},
@@ -274,7 +274,7 @@ def _ms_worker_init(dsn: str, src_uris: dict, dst_uri: str, profile_dir: str | N
 
 
 def _ms_copy(job: dict) -> dict:
-    from mailshift.imap.copier import CopyOptions, MailboxRef, copy_mailbox
+    from mailshift.copy.copier import CopyOptions, MailboxRef, copy_mailbox
 
     ref = MailboxRef(job["id"], job["address"], job["source_login"], job["dest_login"], job["protocol"])
     tuning = {k: int(v) for k, v in (("append_lanes", os.environ.get("BENCH_APPEND_LANES")),

@@ -24,7 +24,7 @@ import psycopg2  # noqa: E402
 from test_copier_kill import _assert_exactly_once, _messages, _put, _run_child  # noqa: E402
 
 from lab.config import LabConfig  # noqa: E402
-from mailshift.imap.copier import CopyOptions  # noqa: E402
+from mailshift.copy.copier import CopyOptions  # noqa: E402
 from support.mail import add_mailbox, fresh_database, unique_login  # noqa: E402
 
 

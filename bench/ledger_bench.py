@@ -15,7 +15,7 @@ batch, like the copier):
           and the dead-tuple bloat before/after VACUUM.
 
 A fresh database `ledger_bench_<pid>` is created in the cluster of --dsn (default
-$MAILSHIFT_DB_URL), migrated with mailshift.ledger.migrate, and dropped at the
+$MAILSHIFT_DB_URL), migrated with mailshift.store.migrate, and dropped at the
 end unless --keep. Timings: `load_s` is time spent in database calls (execute,
 COPY, commit, including psycopg2's client-side quoting); `gen_s` is synthetic
 data generation, excluded from rows_per_s.
@@ -41,7 +41,7 @@ import psycopg2.extras
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "include"))
 from mailshift import db  # noqa: E402
-from mailshift.ledger import migrate  # noqa: E402
+from mailshift.store import migrate  # noqa: E402
 
 COLS = ("mailbox_id", "folder_id", "src_uid", "dest_uid", "size", "internal_date", "state",
         "sys_flags", "keywords", "src_sha256", "dest_sha256", "transform", "pop3_uidl",

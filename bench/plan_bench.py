@@ -34,7 +34,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "include"))
 from mailshift.inventory import snapshot  # noqa: E402
-from mailshift.inventory.planner import (  # noqa: E402
+from mailshift.planning.planner import (  # noqa: E402
     BuildingLoad,
     PlanLimits,
     derive_system_limits,
@@ -119,7 +119,7 @@ def timed(fn, runs):
 FRESH = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from mailshift.inventory import snapshot
+from mailshift.planning import snapshot
 t1 = time.perf_counter()
 bs = snapshot.load_shard(sys.argv[1], int(sys.argv[2]))
 t2 = time.perf_counter()
@@ -150,9 +150,8 @@ def bench_db(loads, snaps, mailboxes, plan_limits, runs):
     import psycopg2
     import psycopg2.extensions
 
-    from mailshift import db
-    from mailshift.inventory import plan_store
-    from mailshift.ledger import migrate
+    from mailshift.store import db, migrate
+    from mailshift.store import plans as plan_store
 
     base = db.resolve_dsn(None)
     name = f"plan_bench_{os.getpid()}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Inputs and checks of the duration projection (mailshift.inventory.projection).
+"""Inputs and checks of the duration projection (mailshift.planning.projection).
 
     .venv/bin/python bench/projection_bench.py rates [--parallel 1,2,4]  # measure copy rates on the lab
     .venv/bin/python bench/projection_bench.py probe                     # per-message vs per-byte cost
@@ -60,7 +60,7 @@ def _copy_worker(args):
     dsn, ids = args
     import psycopg2
 
-    from mailshift.jobs import copy_one
+    from mailshift.copy.copy_one import copy_one
 
     conn = psycopg2.connect(dsn)
     out = []
@@ -179,7 +179,7 @@ def cmd_probe(args) -> int:
 
     from lab.config import LabConfig
     from lab.seed import connect_master
-    from mailshift.imap.append import OutgoingMessage, multiappend
+    from mailshift.protocols.imap.append import OutgoingMessage, multiappend
     from support.mail import add_mailbox, fresh_database, unique_login
 
     cfg = LabConfig.load()
@@ -229,7 +229,7 @@ def cmd_validate(args) -> int:
     from lab import corpus
     from lab.celery_lab import state_dir
     from lab.config import LabConfig
-    from mailshift.inventory import projection as pr
+    from mailshift.planning import projection as pr
 
     cfg = LabConfig.load()
     doc = json.loads((state_dir(cfg) / "distributed-latest.json").read_text())
@@ -279,8 +279,8 @@ def cmd_seed(args) -> int:
     from plan_bench import SYSTEMS, limits, synthetic
 
     from lab.config import LabConfig
-    from mailshift.inventory import projection as pr
-    from mailshift.inventory.planner import estimate_mailbox, plan_waves
+    from mailshift.planning import projection as pr
+    from mailshift.planning.planner import estimate_mailbox, plan_waves
 
     try:
         rates_doc = json.loads((_bench_dir(LabConfig.load()) / RATES_FILE).read_text())

@@ -17,7 +17,7 @@ PK / partial index / FKs / trigger are dropped during the load and re-created af
 satisfy them by construction). Every step is timed and printed as JSON.
 
 `summarise` applies pending migrations (0006_progress) and builds the summary tables
-from the whole ledger in one go (`mailshift.progress.store.rebuild_all`), timed.
+from the whole ledger in one go (`mailshift.store.progress.rebuild_all`), timed.
 
 `time` measures the overview: the query (`mailshift.progress.queries.overview`) N times
 on a fresh connection, and, with --url and a token, the HTTP page; prints the median.
@@ -64,7 +64,7 @@ def _run(conn, label, sql, params=None, out=None):
 
 
 def generate(args) -> int:
-    from mailshift.ledger import migrate
+    from mailshift.store import migrate
 
     base = args.dsn or os.environ["MAILSHIFT_DB_URL"]
     admin = psycopg2.connect(base)
@@ -267,8 +267,8 @@ def _finish(dsn: str) -> dict:
 
 
 def summarise(args) -> int:
-    from mailshift.ledger import migrate
-    from mailshift.progress import store
+    from mailshift.store import migrate
+    from mailshift.store import progress as store
 
     dsn = _dsn_for(args.dsn or os.environ["MAILSHIFT_DB_URL"], args.db_name)
     applied = migrate.upgrade(dsn)

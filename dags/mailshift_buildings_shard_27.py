@@ -1,5 +1,5 @@
-"""Building DAGs of snapshot shard 27 (one DAG per building; see mailshift.airflow_adapters.factory)."""
+"""Building DAGs of snapshot shard 27 (one DAG per building; see mailshift.airflow.factory)."""
 
-from mailshift.airflow_adapters.factory import building_dags
+from mailshift.airflow.factory import building_dags
 
 globals().update(building_dags(shard=27, dag_file=__file__))

@@ -1,5 +1,5 @@
-"""Wave DAGs (one per planned wave; see mailshift.airflow_adapters.wave)."""
+"""Wave DAGs (one per planned wave; see mailshift.airflow.wave)."""
 
-from mailshift.airflow_adapters.wave import wave_dags
+from mailshift.airflow.wave import wave_dags
 
 globals().update(wave_dags())

@@ -14,7 +14,7 @@ Thin: the data comes from `mailshift.progress` (plain Python), the HTML from
   read. Anonymous or invalid: 401 JSON for API paths, a redirect to the Airflow login page
   (with `next`) for HTML pages.
 * The mailshift database URL: Airflow connection `mailshift_db` (BaseHook) or MAILSHIFT_DB_URL.
-* A background refresher thread (`mailshift.progress.store.refresh_changed`, every
+* A background refresher thread (`mailshift.store.progress.refresh_changed`, every
   MAILSHIFT_PROGRESS_REFRESH_SECONDS, default 30; advisory-locked, so several api-server
   workers do not duplicate work).
 """
@@ -104,7 +104,7 @@ _refresher_lock = threading.Lock()
 def _refresher() -> None:
     import psycopg2
 
-    from mailshift.progress import store
+    from mailshift.store import progress as store
 
     every = float(os.environ.get("MAILSHIFT_PROGRESS_REFRESH_SECONDS", "30"))
     conn = None

@@ -18,7 +18,7 @@ def conn_id(server: str) -> str:
 
 
 def imap_uri(cfg: LabConfig, server: str, tls: str = "none") -> str:
-    """URI for `mailshift.imap.endpoint.parse_endpoint`; plaintext on loopback unless asked."""
+    """URI for `mailshift.protocols.endpoint.parse_endpoint`; plaintext on loopback unless asked."""
     s = cfg.servers[server]
     port = s.imaps_port if tls == "imaps" else s.imap_port
     return (f"imap://{quote(s.admin_user, safe='')}:{quote(s.admin_password, safe='')}@{s.host}:{port}"

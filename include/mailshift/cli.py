@@ -9,7 +9,7 @@ import logging
 import sys
 import time
 
-from . import db
+from mailshift.store import db
 
 
 def _print_json(obj) -> None:
@@ -19,7 +19,7 @@ def _print_json(obj) -> None:
 
 # -- db ---------------------------------------------------------------------------------------
 def cmd_db_upgrade(args) -> int:
-    from .ledger import migrate
+    from mailshift.store import migrate
 
     applied = migrate.upgrade(args.db)
     print("applied: " + (", ".join(applied) if applied else "nothing (already current)"))
@@ -28,7 +28,7 @@ def cmd_db_upgrade(args) -> int:
 
 
 def cmd_db_status(args) -> int:
-    from .ledger import migrate
+    from mailshift.store import migrate
 
     _print_json(migrate.status(args.db))
     return 0
@@ -36,7 +36,7 @@ def cmd_db_status(args) -> int:
 
 # -- inventory --------------------------------------------------------------------------------
 def cmd_inventory_load(args) -> int:
-    from .inventory.load import InventoryError, load_inventory
+    from mailshift.inventory.load import InventoryError, load_inventory
 
     conn = db.connect(args.db)
     try:
@@ -115,7 +115,8 @@ PROGRESS_COLUMNS = ["wave", "name", "status", "buildings", "mailboxes", "mailbox
 
 
 def cmd_status_progress(args) -> int:
-    from .progress import queries, store
+    from mailshift.progress import queries
+    from mailshift.store import progress as store
 
     conn = db.connect(args.db)
     try:
@@ -155,7 +156,7 @@ LOOKUP_COLUMNS = ["household_id", "contact_name", "building_id", "domain", "wave
 
 def cmd_lookup(args) -> int:
     """Support desk: a household by mailbox address (or its beginning) or household ID."""
-    from .progress import queries
+    from mailshift.progress import queries
 
     conn = db.connect(args.db)
     try:
@@ -193,7 +194,8 @@ def cmd_lookup(args) -> int:
 
 def cmd_report(args) -> int:
     """Operator report of one building: one row per mailbox (pass, proof, waivers, exceptions)."""
-    from .progress import queries, store
+    from mailshift.progress import queries
+    from mailshift.store import progress as store
 
     conn = db.connect(args.db)
     try:
@@ -240,9 +242,9 @@ class _Progress:
 
 
 def cmd_copy(args) -> int:
-    from .imap.endpoint import endpoint_from_env
-    from .imap.errors import AuthError, ConfigError
-    from .jobs import UnknownMailbox, copy_one
+    from mailshift.copy.copy_one import UnknownMailbox, copy_one
+    from mailshift.errors import AuthError, ConfigError
+    from mailshift.protocols.endpoint import endpoint_from_env
 
     conn = db.connect(args.db)
     progress = _Progress(args.progress or sys.stderr.isatty())
@@ -267,7 +269,7 @@ def cmd_copy(args) -> int:
 
 # -- plan -------------------------------------------------------------------------------------
 def _kv_sizes(items: list[str] | None, opt: str, size: bool) -> dict[str, int]:
-    from .inventory.planner import parse_size
+    from mailshift.planning.planner import parse_size
 
     out = {}
     for item in items or []:
@@ -283,7 +285,7 @@ def _plan_limits(args, previous: dict | None, closed_waves):
     import dataclasses
     import datetime as dt
 
-    from .inventory.planner import PlanLimits, SystemLimit, parse_size
+    from mailshift.planning.planner import PlanLimits, SystemLimit, parse_size
 
     if previous:
         base = PlanLimits.from_dict(previous)
@@ -314,8 +316,9 @@ def _plan_limits(args, previous: dict | None, closed_waves):
 def cmd_plan(args) -> int:
     import getpass
 
-    from .inventory import plan_store, snapshot
-    from .inventory.planner import PlanError, parse_size, plan_waves, read_mailbox_sizes, render_table
+    from mailshift.planning import snapshot
+    from mailshift.planning.planner import PlanError, parse_size, plan_waves, read_mailbox_sizes, render_table
+    from mailshift.store import plans as plan_store
 
     try:
         if args.shards < 1:
@@ -385,7 +388,7 @@ def _projection(args, plan, inp, sizes, default_bytes) -> dict:
     import datetime as dt
     import json as _json
 
-    from .inventory import projection as pr
+    from mailshift.planning import projection as pr
 
     rates = pr.Rates()
     if args.rates:
@@ -414,10 +417,10 @@ def _projection(args, plan, inp, sizes, default_bytes) -> dict:
 
 # -- verify / waive ---------------------------------------------------------------------------
 def cmd_verify(args) -> int:
-    from .imap.endpoint import endpoint_from_env
-    from .imap.errors import AuthError, ConfigError
-    from .jobs import UnknownMailbox
-    from .verify import verify_building, verify_mailbox
+    from mailshift.copy.copy_one import UnknownMailbox
+    from mailshift.errors import AuthError, ConfigError
+    from mailshift.protocols.endpoint import endpoint_from_env
+    from mailshift.verify import verify_building, verify_mailbox
 
     if (args.mailbox is None) == (args.building is None):
         print("error: name exactly one of MAILBOX (address or id) or --building ID", file=sys.stderr)
@@ -456,8 +459,9 @@ def cmd_verify(args) -> int:
 
 
 def cmd_waive(args) -> int:
-    from .jobs import UnknownMailbox, mailbox_context
-    from .verify import WaiverError, create_waiver, list_waivers, revoke_waiver
+    from mailshift.copy.copy_one import UnknownMailbox, mailbox_context
+    from mailshift.errors import WaiverError
+    from mailshift.store.waivers import create_waiver, list_waivers, revoke_waiver
 
     conn = db.connect(args.db)
     try:
@@ -516,7 +520,7 @@ def _smtp_target(arg):
 
 
 def cmd_audit_addresses(args) -> int:
-    from .audit import store
+    from mailshift.store import audit as store
 
     with _closing(db.connect(args.db)) as conn:
         stats = store.run_address_audit(conn, building=args.building, domain=args.domain,
@@ -527,7 +531,8 @@ def cmd_audit_addresses(args) -> int:
 
 
 def cmd_audit_pop3_logs(args) -> int:
-    from .audit import pop3logs, store
+    from mailshift.customers import pop3logs
+    from mailshift.store import audit as store
 
     t0 = time.monotonic()
     result = pop3logs.parse_files(args.files, year=args.year)
@@ -547,7 +552,7 @@ def cmd_audit_pop3_logs(args) -> int:
 
 
 def cmd_audit_rules(args) -> int:
-    from .audit import store
+    from mailshift.store import audit as store
 
     with _closing(db.connect(args.db)) as conn:
         stats = store.store_rules(conn, args.export_dir, args.dest)
@@ -566,7 +571,7 @@ def _csv_to(target: str, write, rows: list, what: str) -> None:
 
 
 def cmd_audit_report(args) -> int:
-    from .audit import reports
+    from mailshift.customers import reports
 
     if (args.building is None) == (args.wave is None):
         print("error: give a BUILDING or --wave N", file=sys.stderr)
@@ -581,7 +586,7 @@ def cmd_audit_report(args) -> int:
 
 
 def cmd_notices_send(args) -> int:
-    from .audit import notices
+    from mailshift.customers import notices
 
     if (args.building is None) == (args.domain is None):
         print("error: give --building or --domain", file=sys.stderr)
@@ -597,7 +602,7 @@ def cmd_notices_send(args) -> int:
 
 
 def cmd_notices_export(args) -> int:
-    from .audit import notices
+    from mailshift.customers import notices
 
     if (args.building is None) == (args.domain is None):
         print("error: give --building or --domain", file=sys.stderr)
@@ -612,7 +617,7 @@ def cmd_notices_export(args) -> int:
 def cmd_notices_record(args) -> int:
     import getpass
 
-    from .audit import notices
+    from mailshift.customers import notices
 
     with open(args.csv_file, encoding="utf-8-sig") as f:
         text = f.read()
@@ -630,7 +635,7 @@ def cmd_notices_record(args) -> int:
 
 
 def cmd_notices_gate(args) -> int:
-    from .audit import notices
+    from mailshift.customers import notices
 
     with _closing(db.connect(args.db)) as conn:
         reasons = notices.notice_gate_check(conn, args.domain, campaign=args.campaign)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mailshift.inventory import snapshot
+from mailshift.planning import snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,7 +73,7 @@ def test_copy_tasks_run_in_their_source_systems_pool(dagbag):
 
 def test_no_snapshot_means_no_building_dags(tmp_path, monkeypatch):
     monkeypatch.setenv("MAILSHIFT_SNAPSHOT_DIR", str(tmp_path / "none"))
-    from mailshift.airflow_adapters.factory import building_dags
+    from mailshift.airflow.factory import building_dags
 
     assert building_dags(shard=0) == {}
 
@@ -82,7 +82,7 @@ def test_building_dags_take_the_pass_from_the_run_conf(dagbag):
     """No Param on building DAGs (serialisation cost); the pass comes from conf and is checked."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from mailshift.airflow_adapters.building import requested_pass
+    from mailshift.airflow.building import requested_pass
     assert not dagbag.dags["mailshift_building_B0001"].params
     assert requested_pass(None) == "prestage"
     assert requested_pass({"pass_kind": "delta"}) == "delta"
@@ -92,7 +92,7 @@ def test_building_dags_take_the_pass_from_the_run_conf(dagbag):
 
 def test_a_shard_over_its_budget_fails_loudly(tmp_path, monkeypatch):
     """The check projects build time to the whole parse: a tiny budget refuses the shard."""
-    from mailshift.airflow_adapters import factory
+    from mailshift.airflow import factory
 
     snapshot.write_snapshot(tmp_path, _buildings(), plan_id=1, plan_hash="0" * 64, waves=[], shards=1)
     monkeypatch.setattr(factory, "SHARD_BUDGET_SECONDS", 1e-6)
@@ -104,7 +104,7 @@ def test_a_shard_over_its_budget_fails_loudly(tmp_path, monkeypatch):
 
 
 def test_cutover_files_deal_every_domain_exactly_once(tmp_path):
-    from mailshift.airflow_adapters.cutover import CUTOVER_FILES, cutover_dags
+    from mailshift.airflow.cutover import CUTOVER_FILES, cutover_dags
 
     buildings = _buildings()
     for i, b in enumerate(buildings):

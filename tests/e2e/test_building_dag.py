@@ -8,7 +8,7 @@ import psycopg2
 import pytest
 
 from lab import slack_standin, users
-from mailshift.inventory import snapshot as snap
+from mailshift.planning import snapshot as snap
 from support.mail import snapshot
 
 pytestmark = pytest.mark.integration

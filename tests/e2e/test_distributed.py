@@ -97,8 +97,8 @@ def cluster(lab_config, tmp_path_factory):
     from lab.airflow_services import AirflowServices
     from lab.celery_lab import CeleryWorkers, RedisServer, celery_airflow_env, ensure_metadata_db, state_dir
     from mailshift.cli import main as cli
-    from mailshift.inventory import snapshot
     from mailshift.inventory.load import load_inventory
+    from mailshift.planning import snapshot
     from support.mail import fresh_database
 
     cfg = lab_config
@@ -321,7 +321,7 @@ def test_waves_on_two_celery_workers(cluster):
 
 def test_worker_killed_mid_copy(cluster):
     """SIGKILL w1 while it is half-way through a mailbox; the retry runs on w2; exactly once."""
-    from mailshift.airflow_adapters.building import mailbox_batches
+    from mailshift.airflow.building import mailbox_batches
 
     c, af, conn = cluster, cluster["af"], cluster["conn"]
     buildings = {b.id: b for b in _wave(c, 3)}

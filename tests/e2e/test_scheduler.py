@@ -10,7 +10,7 @@ import pytest
 from lab import slack_standin
 from lab.airflow_home import ensure_metadata_db
 from lab.airflow_services import AirflowServices
-from mailshift.inventory import snapshot as snap
+from mailshift.planning import snapshot as snap
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import psycopg2
 import pytest
 
 from lab.connections import airflow_conn_env
-from mailshift.imap.append import OutgoingMessage, multiappend
+from mailshift.protocols.imap.append import OutgoingMessage, multiappend
 from support.mail import add_mailbox, fresh_database, imap, unique_login
 
 pytestmark = pytest.mark.integration

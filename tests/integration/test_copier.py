@@ -13,11 +13,11 @@ import pytest
 from lab import corpus
 from lab.connections import imap_uri
 from lab.seed import server_folder_name
-from mailshift.imap.append import OutgoingMessage, multiappend
-from mailshift.imap.copier import CopyOptions, MailboxRef, copy_mailbox
-from mailshift.imap.endpoint import parse_endpoint
-from mailshift.ledger import states
-from mailshift.ledger.copy_store import CopyStore
+from mailshift.copy.copier import CopyOptions, MailboxRef, copy_mailbox
+from mailshift.protocols.endpoint import parse_endpoint
+from mailshift.protocols.imap.append import OutgoingMessage, multiappend
+from mailshift.rules import states
+from mailshift.store.ledger import CopyStore
 from support.mail import (
     add_mailbox,
     imap,

@@ -16,10 +16,10 @@ import pytest
 from lab.config import LabConfig
 from lab.connections import imap_uri
 from lab.lab import services
-from mailshift.imap.append import OutgoingMessage, multiappend
-from mailshift.imap.copier import CopyOptions, MailboxRef, copy_mailbox
-from mailshift.imap.endpoint import parse_endpoint
-from mailshift.ledger.copy_store import CopyStore
+from mailshift.copy.copier import CopyOptions, MailboxRef, copy_mailbox
+from mailshift.protocols.endpoint import parse_endpoint
+from mailshift.protocols.imap.append import OutgoingMessage, multiappend
+from mailshift.store.ledger import CopyStore
 from support.faultproxy import FaultProxy
 from support.mail import add_mailbox, fresh_database, imap, ordered_digests, snapshot, unique_login
 

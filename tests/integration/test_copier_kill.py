@@ -15,12 +15,12 @@ import pytest
 
 from lab.connections import imap_uri
 from lab.seed import server_folder_name
-from mailshift import failpoints
-from mailshift.imap.append import OutgoingMessage, multiappend
-from mailshift.imap.copier import CopyOptions, MailboxRef, copy_mailbox
-from mailshift.imap.endpoint import parse_endpoint
-from mailshift.ledger import states
-from mailshift.ledger.copy_store import CopyStore
+from mailshift.copy import failpoints
+from mailshift.copy.copier import CopyOptions, MailboxRef, copy_mailbox
+from mailshift.protocols.endpoint import parse_endpoint
+from mailshift.protocols.imap.append import OutgoingMessage, multiappend
+from mailshift.rules import states
+from mailshift.store.ledger import CopyStore
 from support.mail import add_mailbox, fresh_database, imap, pop3_uidls, snapshot, unique_login
 
 pytestmark = pytest.mark.integration

@@ -9,13 +9,13 @@ import datetime as dt
 
 import pytest
 
-from mailshift.cutover import cutover as steps
-from mailshift.cutover import records
-from mailshift.cutover.dns import PrerequisiteMismatch
+from mailshift.cutover import steps
 from mailshift.cutover.gate import evaluate_gate
 from mailshift.cutover.swap import GateBlocked
 from mailshift.cutover.ttl import TtlNotReady, check_ttl, lower_ttl
-from mailshift.ledger.exceptions import raise_exception, resolve_if_open
+from mailshift.protocols.dns import PrerequisiteMismatch
+from mailshift.store import dns_changes as records
+from mailshift.store.exception_records import raise_exception, resolve_if_open
 from support.cutover import ORIGINAL_MX, force_mx, lab_provider, record_pass, record_proof, restored_zone
 from support.mail import add_mailbox, snapshot, unique_login
 

@@ -10,9 +10,9 @@ from collections import Counter
 import pytest
 
 from lab.connections import airflow_conn_env
-from mailshift.cutover import cutover as steps
+from mailshift.copy.copy_one import copy_one
+from mailshift.cutover import steps
 from mailshift.cutover.ttl import lower_ttl
-from mailshift.jobs import copy_one
 from support.cutover import ORIGINAL_MX, lab_provider, put_plain, restored_zone
 from support.mail import add_mailbox, ledger_states, snapshot, unique_login
 

@@ -13,9 +13,8 @@ import psycopg2.errors
 import psycopg2.extensions
 import pytest
 
-from mailshift import db
-from mailshift.ledger import migrate
-from mailshift.ledger.states import COPIED, FAILED, INTENT, REFUSED, Transform, flags_to_db
+from mailshift.rules.states import COPIED, FAILED, INTENT, REFUSED, Transform, flags_to_db
+from mailshift.store import db, migrate
 
 BASE_DSN = os.environ.get(db.ENV_VAR)
 pytestmark = pytest.mark.skipif(not BASE_DSN, reason=f"{db.ENV_VAR} not set (source .lab/env)")

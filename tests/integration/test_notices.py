@@ -15,7 +15,8 @@ import pytest
 
 from lab import postfix, users
 from mailshift import cli
-from mailshift.audit import notices, pop3logs, store
+from mailshift.customers import notices, pop3logs
+from mailshift.store import audit as store
 from support.mail import fresh_database, imap, unique_login
 
 

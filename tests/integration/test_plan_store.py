@@ -10,8 +10,10 @@ import pytest
 
 from lab import corpus
 from mailshift import cli
-from mailshift.inventory import load_inventory, plan_store, snapshot
-from mailshift.inventory.planner import PlanError, PlanLimits, plan_waves
+from mailshift.inventory import load_inventory
+from mailshift.planning import snapshot
+from mailshift.planning.planner import PlanError, PlanLimits, plan_waves
+from mailshift.store import plans as plan_store
 from support.mail import fresh_database
 
 START = dt.date(2025, 8, 6)   # wave 2 = 2025-08-13: on B10022's blackout dates (demo inventory)
@@ -64,7 +66,7 @@ def test_read_inventory_matches_the_database(conn):
     assert by["B10001"].pinned_wave == 1
     assert dt.date(2025, 8, 13) in by["B10022"].blackout_dates
     assert inp.sizes_missing == n_m and all(b.bytes > 0 for b in inp.loads)
-    from mailshift.inventory.planner import estimate_mailbox
+    from mailshift.planning.planner import estimate_mailbox
     quotas = rows(conn, "SELECT quota_bytes FROM mailbox")
     assert sum(b.bytes for b in inp.loads) == sum(estimate_mailbox(q).bytes for (q,) in quotas)
     assert sum(b.messages for b in inp.loads) == sum(estimate_mailbox(q).messages for (q,) in quotas)
@@ -100,7 +102,7 @@ def test_store_is_one_transaction_and_idempotent(conn):
     assert rows(conn, "SELECT count(*) FROM wave_plan") == [(1,)]
 
     # a failing store leaves nothing behind
-    from mailshift.inventory.planner import Reason
+    from mailshift.planning.planner import Reason
     last = plan.waves[-1]
     broken = dataclasses.replace(last, name="renamed", reasons={b: Reason("bogus", "x") for b in last.buildings})
     bad = dataclasses.replace(plan, plan_hash="0" * 64, waves=plan.waves[:-1] + (broken,))

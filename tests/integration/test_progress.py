@@ -15,10 +15,12 @@ import pytest
 from lab import corpus
 from lab.connections import imap_uri
 from lab.seed import seed_lab
-from mailshift import cli, jobs
-from mailshift.imap.endpoint import parse_endpoint
+from mailshift import cli
+from mailshift.copy import copy_one as jobs
 from mailshift.inventory.load import load_inventory
-from mailshift.progress import html, queries, store
+from mailshift.progress import html, queries
+from mailshift.protocols.endpoint import parse_endpoint
+from mailshift.store import progress as store
 from mailshift.verify import verify_building
 from support.mail import fresh_database
 

@@ -16,9 +16,9 @@ from integration.test_copier import put, run
 from lab import corpus, users
 from lab.connections import imap_uri
 from mailshift import cli
-from mailshift.imap.append import OutgoingMessage, multiappend
-from mailshift.imap.endpoint import parse_endpoint
-from mailshift.ledger import states
+from mailshift.protocols.endpoint import parse_endpoint
+from mailshift.protocols.imap.append import OutgoingMessage, multiappend
+from mailshift.rules import states
 from mailshift.verify import (
     WaiverError,
     create_waiver,

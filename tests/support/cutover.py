@@ -6,7 +6,7 @@ import contextlib
 
 from lab.config import LabConfig
 from lab.zone import set_mx
-from mailshift.cutover.dns import Rfc2136Provider
+from mailshift.protocols.dns import Rfc2136Provider
 
 ORIGINAL_MX = "10 mx-old.lab.mailshift.test."
 ORIGINAL_TTL = 3600
@@ -69,7 +69,7 @@ def put_plain(cfg: LabConfig, server: str, login: str, n: int, tag: str = "m") -
     import datetime as dt
     import uuid
 
-    from mailshift.imap.append import OutgoingMessage, multiappend
+    from mailshift.protocols.imap.append import OutgoingMessage, multiappend
     from support.mail import imap
 
     out = []

@@ -18,8 +18,8 @@ from imapclient import IMAPClient
 
 from lab import users
 from lab.config import LabConfig
-from mailshift.imap.session import fetch_range
-from mailshift.ledger import migrate
+from mailshift.protocols.imap.session import fetch_range
+from mailshift.store import migrate
 
 DOMAIN = "lab.mailshift.test"
 

@@ -1,7 +1,7 @@
 """Address audit over an inventory with each kind of bad address."""
 import datetime as dt
 
-from mailshift.audit.addresses import MailboxAddress, audit_addresses, check_local, compliant_local
+from mailshift.customers.addresses import MailboxAddress, audit_addresses, check_local, compliant_local
 
 D = "bldg.example.jp"
 INV = [

@@ -3,7 +3,7 @@ import datetime as dt
 import gzip
 from pathlib import Path
 
-from mailshift.audit import pop3logs
+from mailshift.customers import pop3logs
 
 FIX = Path(__file__).parent / "fixtures" / "pop3logs"
 

@@ -1,5 +1,5 @@
 """Sieve / .forward / .qmail rule inventory and the post-migration comparison."""
-from mailshift.audit import rules
+from mailshift.customers import mail_rules as rules
 
 SIEVE = r'''require ["copy", "vacation", "fileinto"];
 # notifications from the building's management system go to the caretaker

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mailshift.imap.copier import CopyOptions, MailboxRef
-from mailshift.jobs import MailboxContext, options_for
+from mailshift.copy.copier import CopyOptions, MailboxRef
+from mailshift.copy.copy_one import MailboxContext, options_for
 
 
 def _ctx(spec: dict) -> MailboxContext:

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from mailshift.cutover import dns as cdns
 from mailshift.cutover.drain import drain_domain
 from mailshift.cutover.gate import Reason
+from mailshift.protocols import dns as cdns
 
 
 def test_canonical_is_case_and_order_insensitive():

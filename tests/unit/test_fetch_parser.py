@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from imapclient.response_parser import parse_fetch_response
 
-from mailshift.imap.session import _parse_fetch_fast, parse_fetch
+from mailshift.protocols.imap.session import _parse_fetch_fast, parse_fetch
 
 META = [
     b'1 (UID 4 RFC822.SIZE 1550 FLAGS (\\Seen $Label1 Junk) INTERNALDATE "05-Feb-2016 04:48:26 +0900")',

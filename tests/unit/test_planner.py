@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from mailshift.inventory import snapshot
-from mailshift.inventory.planner import (
+from mailshift.planning import snapshot
+from mailshift.planning.planner import (
     BuildingLoad,
     MailboxSize,
     PlanError,

@@ -7,8 +7,8 @@ import datetime as dt
 
 import pytest
 
-from mailshift.inventory import projection as pr
-from mailshift.inventory.planner import BuildingLoad, PlanLimits, plan_waves
+from mailshift.planning import projection as pr
+from mailshift.planning.planner import BuildingLoad, PlanLimits, plan_waves
 
 RATES = pr.Rates(mailbox_s=1.0, message_s=0.0, bytes_per_s=1e6, task_overhead_s=1.0, preflight_mailbox_s=0.1,
                  verify_fixed_s=6.0, verify_ratio=0.4, trigger_poll_s=5.0)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from mailshift.ledger import states
-from mailshift.ledger.states import (
+from mailshift.rules import states
+from mailshift.rules.states import (
     MessageState,
     SysFlag,
     Transform,
@@ -15,7 +15,7 @@ from mailshift.ledger.states import (
     x_uidl_header,
 )
 
-MIGRATION = Path(states.__file__).parent / "migrations" / "0001_init.sql"
+MIGRATION = Path(states.__file__).parents[1] / "store" / "migrations" / "0001_init.sql"
 
 
 def test_system_flags_to_bits():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
-from mailshift.ledger import states
+from mailshift.rules import states
+from mailshift.rules.waivers import Waiver, apply_waivers
 from mailshift.verify.matching import LedgerInfo, SourceItem, match_group
 from mailshift.verify.recount import SideFolder, SideMessage, _digest_into, norm_flags
-from mailshift.verify.waivers import Waiver, apply_waivers
 
 D = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 

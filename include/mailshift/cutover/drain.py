@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import records
+from mailshift.store import dns_changes as records
 
 CopyFn = Callable[[object, int, str], object]   # (conn, mailbox_id, pass_kind) -> PassSummary
 

@@ -8,7 +8,7 @@ whose `building.domain` is the domain):
    has not changed since the proof's `ledger_as_of` (a pass after the verification means
    "verify again"). An active whole-mailbox waiver (`mailshift waive ADDRESS --whole-mailbox`)
    stands in for the proof, by the named person who approved it. Waiver coverage follows
-   `mailshift.verify.waivers.covers` (mailbox / folder / source message / destination message),
+   `mailshift.rules.waivers.covers` (mailbox / folder / source message / destination message),
    re-applied live: a revoked waiver counts as none.
 2. **copy passes**: its latest `pass` is `finished` (not `running`, not `failed`, and there is
    one); an interrupted copy (`message.state = 0`, intent) blocks too. A failed or missing pass
@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from ..ledger.exceptions import open_exceptions
+from mailshift.store.exception_records import open_exceptions
 
 MAX_FINDINGS_SHOWN = 5
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..notify.slack import Message, _mb, _section, gate_blocked  # noqa: F401  (gate_blocked re-exported)
+from mailshift.notify.slack import Message, _mb, _section, gate_blocked  # noqa: F401  (gate_blocked re-exported)
 
 
 def ttl_not_ready(domain: str, reasons: list[str]) -> Message:

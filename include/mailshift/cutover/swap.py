@@ -17,9 +17,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from . import records
-from .dns import DnsError, DnsProvider, NotServed, PrerequisiteMismatch, canonical, wait_until_served
-from .gate import GateVerdict, NoticeCheck, evaluate_gate
+from mailshift.cutover.gate import GateVerdict, NoticeCheck, evaluate_gate
+from mailshift.protocols.dns import (
+    DnsError,
+    DnsProvider,
+    NotServed,
+    PrerequisiteMismatch,
+    canonical,
+    wait_until_served,
+)
+from mailshift.store import dns_changes as records
 
 
 class GateBlocked(RuntimeError):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from . import records
-from .dns import DnsError, DnsProvider, PrerequisiteMismatch, canonical, wait_until_served
+from mailshift.protocols.dns import DnsError, DnsProvider, PrerequisiteMismatch, canonical, wait_until_served
+from mailshift.store import dns_changes as records
 
 
 class TtlNotReady(RuntimeError):

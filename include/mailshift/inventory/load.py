@@ -25,8 +25,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from . import exports, spec
-from .exports import Issue
+from mailshift.inventory import exports, spec
+from mailshift.inventory.exports import Issue
 
 SYSTEMS_SCHEMA = {
     "type": "object",

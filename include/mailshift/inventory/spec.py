@@ -28,7 +28,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .exports import Issue
+from mailshift.inventory.exports import Issue
 
 SCHEMA_PATH = Path(__file__).with_name("spec_schema.json")
 SPEC_SCHEMA: dict = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from .. import db
-from . import store
+from mailshift.store import db
+from mailshift.store import progress as store
 
 
 def main(argv=None) -> int:

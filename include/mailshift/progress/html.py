@@ -6,7 +6,7 @@ import datetime as dt
 from html import escape
 from urllib.parse import quote
 
-from .charts import bar, line_chart
+from mailshift.progress.charts import bar, line_chart
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:16px;color:#222;font-size:14px}

@@ -292,7 +292,7 @@ def building_page(conn, building_id: str) -> dict | None:
 
 def _proof_state(conn, mailbox_id: int) -> dict:
     """The verifier's own live verdict (stale ledger, revoked waivers...)."""
-    from ..verify.proof import proof_state
+    from mailshift.rules.proof import proof_state
 
     ps = proof_state(conn, mailbox_id)
     return {"state": ps.state, "reasons": list(ps.reasons), "waivers": list(ps.waivers),

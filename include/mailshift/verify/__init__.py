@@ -8,9 +8,16 @@ Entry points (plain Python; the DAGs and the CLI call these):
     create_waiver(conn, mailbox, approved_by, reason, ...), revoke_waiver(conn, id, revoked_by)
 """
 
-from .core import BuildingVerdict, MailboxVerdict, reports_dir, verify_building, verify_mailbox
-from .proof import ProofState, proof_state
-from .waivers import WaiverError, create_waiver, list_waivers, revoke_waiver
+from mailshift.errors import WaiverError
+from mailshift.rules.proof import ProofState, proof_state
+from mailshift.store.waivers import create_waiver, list_waivers, revoke_waiver
+from mailshift.verify.core import (
+           BuildingVerdict,
+           MailboxVerdict,
+           reports_dir,
+           verify_building,
+           verify_mailbox,
+)
 
 __all__ = ["BuildingVerdict", "MailboxVerdict", "ProofState", "WaiverError", "create_waiver", "list_waivers",
            "proof_state", "reports_dir", "revoke_waiver", "verify_building", "verify_mailbox"]

@@ -21,13 +21,14 @@ from pathlib import Path
 
 import psycopg2.extras
 
-from ..imap.endpoint import Endpoint, endpoint_from_env
-from ..imap.errors import ProtocolError
-from ..imap.folders import plan_folder
-from ..imap.pop3 import map_uidls_to_uids, read_uidls
-from ..ledger import states
-from . import waivers as wv
-from .matching import (
+from mailshift.errors import ProtocolError
+from mailshift.protocols.endpoint import Endpoint, endpoint_from_env
+from mailshift.protocols.imap.folders import plan_folder
+from mailshift.protocols.pop3 import map_uidls_to_uids, read_uidls
+from mailshift.rules import states
+from mailshift.rules import waivers as wv
+from mailshift.store import waivers as waiver_store
+from mailshift.verify.matching import (
     DEST_SIDE,
     SOURCE_SIDE,
     Finding,
@@ -37,7 +38,7 @@ from .matching import (
     check_sample,
     match_group,
 )
-from .recount import MODES, SideRead, fetch_digests, read_side
+from mailshift.verify.recount import MODES, SideRead, fetch_digests, read_side
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ def verify_mailbox(conn, address_or_id, resolve: Callable[[str], Endpoint] = end
     Runs in its own verify run (scope 'mailbox') unless `verify_run_id` is given (a building run).
     Raises on connection/auth errors (the run is then marked failed if it is ours).
     """
-    from ..jobs import mailbox_context
+    from mailshift.copy.copy_one import mailbox_context
 
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
@@ -280,7 +281,7 @@ def _verify(conn, ctx, source: Endpoint, dest: Endpoint, mode: str, run_id: int,
         uidl_findings, uidl_info = _uidl_findings(source, dest, ctx, src, dst, inbox, inbox_fid)
 
     all_findings = [f for r in results for f in r.findings] + uidl_findings
-    active = wv.list_waivers(conn, [mb.id], include_revoked=False)
+    active = waiver_store.list_waivers(conn, [mb.id], include_revoked=False)
     waived = wv.apply_waivers(all_findings, active)
     seconds = time.monotonic() - started
     return _record(conn, ctx, run_id, kind, mode, results, uidl_findings, uidl_info, waived, ledger_as_of,
@@ -427,7 +428,7 @@ def building_mailboxes(conn, building_id: str) -> list[tuple[int, str]]:
     with conn, conn.cursor() as cur:
         cur.execute("SELECT 1 FROM building WHERE id = %s", (building_id,))
         if cur.fetchone() is None:
-            from ..jobs import UnknownMailbox
+            from mailshift.copy.copy_one import UnknownMailbox
 
             raise UnknownMailbox(f"no building {building_id!r} in the inventory")
         cur.execute("SELECT m.id, m.address FROM mailbox m JOIN household h ON h.id = m.household_id"
@@ -440,7 +441,7 @@ def verify_building(conn, building_id: str, resolve: Callable[[str], Endpoint] =
                     dest_conn_id: str = DEFAULT_DEST_CONN, kind: str = "pre_cutover", dsn: str | None = None,
                     sample_rate: float = 0.02, workers: int = 1) -> BuildingVerdict:
     """Verify every mailbox of a building in one run, then the GX suite and the HTML report."""
-    from . import gx_suites, report
+    from mailshift.verify import gx_suites, report
 
     started = time.monotonic()
     mailboxes = building_mailboxes(conn, building_id)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from ..ledger import states
-from .recount import SideFolder, SideMessage
+from mailshift.rules import states
+from mailshift.verify.recount import SideFolder, SideMessage
 
 #: finding kinds that block the proof until fixed or waived
 BLOCKING_KINDS = frozenset({"missing_at_dest", "duplicate_at_dest", "unexpected_at_dest", "digest_mismatch",

@@ -23,10 +23,16 @@ from datetime import datetime
 
 from imapclient import IMAPClient
 
-from ..imap.endpoint import Endpoint
-from ..imap.folders import SPECIAL_USES, Namespace, namespace_of
-from ..imap.session import close_session, fetch_range, fetch_uids, open_session, translated_errors
-from ..ledger import states
+from mailshift.protocols.endpoint import Endpoint
+from mailshift.protocols.imap.folders import SPECIAL_USES, Namespace, namespace_of
+from mailshift.protocols.imap.session import (
+    close_session,
+    fetch_range,
+    fetch_uids,
+    open_session,
+    translated_errors,
+)
+from mailshift.rules import states
 
 BATCH_MESSAGES = 200
 BATCH_BYTES = 8 * 1024 * 1024

@@ -14,8 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
-from . import waivers as wv
-from .proof import proof_state
+from mailshift.rules.proof import proof_state
+from mailshift.store import waivers as wv
 
 _CSS = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:3px 7px;font-size:13px;text-align:left;vertical-align:top}

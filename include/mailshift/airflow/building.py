@@ -1,0 +1,224 @@
+"""One DAG per building: preflight → copy (mapped over mailbox batches, in the source system's
+pool) → verify + expectations → mark proven → Asset event for the domain's cutover.
+
+Built from a snapshot entry (never a database query at parse time). Tasks are thin: they
+resolve connections and call `mailshift` functions; the ledger makes every retry safe.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from airflow.sdk import DAG, Asset, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from mailshift.airflow.callbacks import task_failure_alert
+from mailshift.airflow.connections import database_url, endpoint
+
+OWNER = "mailshift-ops"
+DEST_CONN_ID = "mailshift_dest"
+BATCH_SIZE = 5
+
+#: how to choose the pass: building DAGs carry no Param, because the dag-processor validates a
+#: DAG's params again for every task it serialises (about 40 % of a shard's serialisation at
+#: 5,000 buildings); the wave DAGs, which operators trigger, keep the dropdown and pass it as conf
+TRIGGER_DOC = """
+**Trigger** with run configuration `{"pass_kind": "prestage"}` (or `delta`, `final`, `drain`);
+without one the pass is `prestage`. Operators normally trigger the wave DAG, which passes it.
+"""
+
+DEFAULT_ARGS = {
+    "owner": OWNER,
+    "retries": 3,
+    "retry_delay": timedelta(seconds=20),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+    "on_failure_callback": task_failure_alert,
+}
+
+
+class BuildingProven(Asset):
+    """An Airflow Asset with a cheap hash.
+
+    Airflow's `Asset.__hash__` JSON-dumps every field, and `DAG.__hash__` hashes the schedule on
+    every `>>` inside the DAG; a domain's cutover DAG is scheduled on ~100 building assets, so
+    building the cutover DAGs of 5,000 buildings took 16 s, all of it in those hashes. Equal
+    assets have equal name and URI, so hashing those two keeps hash and equality consistent.
+    """
+
+    def __hash__(self):
+        return hash((self.name, self.uri))
+
+
+def building_asset(building_id: str) -> Asset:
+    """The event 'this building is proven', which its domain's cutover DAG waits for."""
+    return BuildingProven(f"mailshift://building/{building_id}/proven", group="mailshift-building")
+
+
+def domain_asset_name(domain: str) -> str:
+    return f"mailshift://domain/{domain}"
+
+
+def _connect():
+    from mailshift.store import db
+
+    return db.connect(database_url())
+
+
+def _label(addresses: list[str]) -> str:
+    return addresses[0] if len(addresses) == 1 else f"{addresses[0]} (+{len(addresses) - 1})"
+
+
+def mailbox_batches(mailboxes, size: int = BATCH_SIZE) -> list[dict]:
+    """Split a building's mailboxes into batches, each with a label for the Airflow UI."""
+    out = []
+    for start in range(0, len(mailboxes), size):
+        chunk = mailboxes[start:start + size]
+        out.append({"label": _label([m.address for m in chunk]), "mailbox_ids": [m.id for m in chunk]})
+    return out
+
+
+@task(task_id="preflight")
+def preflight(building_id: str) -> dict:
+    """Log in at both sides for every mailbox; record each problem as an exception."""
+    from mailshift.copy.copy_one import mailbox_context
+    from mailshift.copy.preflight import check_mailbox
+    from mailshift.store.exception_records import raise_exception, resolve_if_open
+
+    conn = _connect()
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT m.id FROM mailbox m JOIN household h ON h.id = m.household_id"
+                        " WHERE h.building_id = %s ORDER BY m.id", (building_id,))
+            ids = [r[0] for r in cur.fetchall()]
+        dest = endpoint(DEST_CONN_ID)
+        bad = []
+        for mid in ids:
+            ctx = mailbox_context(conn, mid)
+            mb = ctx.mailbox
+            result = check_mailbox(mb.id, mb.address, mb.source_login, mb.dest_login,
+                                   endpoint(ctx.source_conn_id), dest)
+            key = f"preflight:{mb.id}"
+            if result.ok:
+                resolve_if_open(conn, key, "preflight", "logins and quota fine on a later preflight")
+                continue
+            bad.append(mb.address)
+            kinds = ", ".join(k for k, _ in result.problems)
+            raise_exception(conn, f"preflight_{result.problems[0][0]}", f"{mb.address}: {kinds}", key,
+                            building_id=building_id, mailbox_id=mb.id,
+                            detail={"problems": [p for _, p in result.problems]})
+        print(f"preflight: {len(ids) - len(bad)}/{len(ids)} mailboxes ready; problems: {bad or 'none'}")
+        return {"mailboxes": len(ids), "problems": len(bad)}
+    finally:
+        conn.close()
+
+
+@task(task_id="copy", map_index_template="{{ batch_label }}")
+def copy_batch(batch: dict) -> dict:
+    """One pass over a batch of mailboxes. Login refusals fail fast (no retry) after the rest
+    of the batch is done; connection trouble raises and Airflow retries with backoff."""
+    from mailshift.copy.copy_one import copy_one
+    from mailshift.errors import AuthError
+
+    context = get_current_context()
+    context["batch_label"] = batch["label"]
+    pass_kind = requested_pass(context["dag_run"].conf)
+    conn = _connect()
+    refused_logins, totals = [], {"copied": 0, "refused": 0, "bytes": 0, "mailboxes": 0}
+    try:
+        for mid in batch["mailbox_ids"]:
+            try:
+                s = copy_one(conn, mid, pass_kind, resolve=endpoint, dest_conn_id=DEST_CONN_ID)
+            except AuthError as exc:
+                refused_logins.append(str(exc))
+                continue
+            totals["copied"] += s.copied
+            totals["refused"] += s.refused
+            totals["bytes"] += s.bytes
+            totals["mailboxes"] += 1
+            print(f"{s.mailbox}: {pass_kind} copied {s.copied}, already {s.already}, refused {s.refused}, "
+                  f"flags {s.flags_synced}, expunged at source {s.expunged_at_source}")
+    finally:
+        conn.close()
+    if refused_logins:
+        raise AirflowFailException("login refused (not retried): " + "; ".join(refused_logins))
+    return totals
+
+
+@task(task_id="verify", trigger_rule="all_done")
+def verify(building_id: str) -> dict:
+    """Independent recount of both servers, expectations, proof states and the HTML report."""
+    from mailshift.verify import verify_building
+
+    conn = _connect()
+    try:
+        v = verify_building(conn, building_id, resolve=endpoint, dest_conn_id=DEST_CONN_ID, dsn=database_url())
+    finally:
+        conn.close()
+    failed = [r.get("expectation_config", {}).get("type", "?") for r in v.gx_result.get("results", [])
+              if not r.get("success")]
+    not_proven = [m.address for m in v.mailboxes if m.state not in ("proven", "waived")] + list(v.errors)
+    print(f"building {building_id}: {len(v.mailboxes) - len(not_proven)}/{len(v.mailboxes)} mailboxes proven; "
+          f"expectations {'passed' if v.gx_success else 'FAILED: ' + ', '.join(failed)}; report {v.report_path}")
+    # Addresses stay out of XCom (customer data); the report and the ledger name them.
+    return {"proven": v.proven, "mailboxes": len(v.mailboxes), "not_proven": len(not_proven),
+            "failed_expectations": failed, "report": v.report_path, "verify_run_id": v.verify_run_id}
+
+
+@task(task_id="mark_proven")
+def mark_proven(building_id: str, verdict: dict) -> dict:
+    """Only a building whose every mailbox is proven (or waived) emits its Asset event."""
+    if not verdict.get("proven"):
+        from mailshift.airflow.callbacks import post
+        from mailshift.notify import slack
+
+        post(slack.gx_failed(building_id, verdict.get("failed_expectations") or ["mailboxes not proven"],
+                             verdict.get("report")))
+        raise AirflowFailException(
+            f"building {building_id} is NOT proven: {verdict.get('not_proven')} mailbox(es) not proven, "
+            f"failed expectations: {verdict.get('failed_expectations')}")
+    return verdict
+
+
+def requested_pass(conf: dict | None) -> str:
+    """The pass named in the run's conf (default prestage); a wrong name fails without retry."""
+    kind = (conf or {}).get("pass_kind") or "prestage"
+    from mailshift.rules.states import PASS_KINDS
+
+    if kind not in PASS_KINDS:
+        raise AirflowFailException(f"run conf pass_kind={kind!r}: expected one of {', '.join(PASS_KINDS)}")
+    return kind
+
+
+def copy_queue(building) -> str:
+    """Celery queue of a building's copy tasks: its source system's pool name (`src_<system>`), so
+    the workers that copy from one legacy server can be placed and scaled per server
+    (CeleryExecutor; other executors ignore queues). MAILSHIFT_COPY_QUEUE=<name> puts every copy
+    task on that one queue instead (e.g. `default` when all workers serve everything)."""
+    return os.environ.get("MAILSHIFT_COPY_QUEUE") or building.pool
+
+
+def building_dag_id(building_id: str) -> str:
+    return f"mailshift_building_{building_id}"
+
+
+def build_building_dag(building) -> DAG:
+    """The DAG of one building from its snapshot entry (`SnapshotBuilding`)."""
+    bid = building.id
+    with DAG(
+        dag_id=building_dag_id(bid),
+        description=f"{building.name} ({building.domain}, {building.source_system})",
+        schedule=None,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["mailshift", "building", f"wave-{building.wave}", building.source_system, building.domain],
+        doc_md=__doc__ + TRIGGER_DOC,
+    ) as dag:
+        pre = preflight(bid)
+        copies = copy_batch.override(pool=building.pool, queue=copy_queue(building)).expand(batch=mailbox_batches(building.mailboxes))
+        verdict = verify(bid)
+        proven = mark_proven.override(outlets=[building_asset(bid)])(bid, verdict)
+        pre >> copies >> verdict >> proven
+    return dag

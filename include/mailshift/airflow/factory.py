@@ -1,0 +1,87 @@
+"""Turn snapshot shards into building DAGs, quickly and only as many as needed.
+
+Each `dags/mailshift_buildings_shard_NN.py` asks for its shard. At parse time for a task run
+(`get_parsing_context().dag_id` set) only that one DAG is built. A shard whose parse would take
+longer than its budget raises, so the dag-processor records an import error instead of silently
+timing out (which loses every DAG of the file with no error at all).
+
+The budget covers the whole parse, but the file only sees its own building time: the
+dag-processor then serialises every DAG, which costs more than building it. So the check
+projects the parse from the build time with the measured build share (bench/README.md, "DAG
+parsing": building is about a quarter of a shard's parse) and refuses the shard when the
+projection passes the budget.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from airflow.sdk import DAG, get_parsing_context
+
+from mailshift.airflow.building import build_building_dag, building_dag_id
+from mailshift.planning import snapshot
+
+#: seconds one shard file may spend building its DAGs (dag-processor timeout is 50 s by default)
+SHARD_BUDGET_SECONDS = float(os.environ.get("MAILSHIFT_SHARD_BUDGET_SECONDS", "10"))
+#: share of a shard's parse spent building its DAGs (the rest: serialisation, fork, hand-over)
+BUILD_SHARE = float(os.environ.get("MAILSHIFT_SHARD_BUILD_SHARE", "0.3"))
+
+
+def projected_parse_seconds(build_seconds: float, build_share: float = BUILD_SHARE) -> float:
+    """The whole parse of a shard (build + serialisation) projected from its build time."""
+    return build_seconds / build_share
+
+
+def check_budget(what: str, done: int, total: int, noun: str, started: float, hint: str = "") -> None:
+    """Raise ShardOverBudget once the projected parse of a DAG file passes its budget. Called
+    while building, not only at the end: a file far over budget would otherwise run into the
+    dag-processor's dag_file_processor_timeout, be killed and lose all its DAGs without any
+    import error (the silent failure this check exists to prevent)."""
+    took = time.monotonic() - started
+    projected = projected_parse_seconds(took)
+    if projected > SHARD_BUDGET_SECONDS:
+        raise ShardOverBudget(f"{what}: {done} of {total} {noun} took {took:.1f}s to build, {projected:.1f}s with "
+                              f"serialisation (budget {SHARD_BUDGET_SECONDS:g}s){hint}")
+
+
+class ShardOverBudget(RuntimeError):
+    """A shard took longer than its budget: re-plan with more shards (`mailshift plan --shards`)."""
+
+
+def _check_shard_files(manifest: dict, dag_file: str | None) -> None:
+    """Every shard of the snapshot needs its DAG file, or its buildings would silently vanish."""
+    if dag_file is None:
+        return
+    files = list(Path(dag_file).parent.glob("mailshift_buildings_shard_*.py"))
+    if len(files) < manifest["shards"]:
+        raise ShardOverBudget(f"the snapshot has {manifest['shards']} shards but dags/ has only {len(files)} "
+                              "shard files: add files or re-plan with --shards "
+                              f"{len(files)}")
+
+
+def building_dags(shard: int, directory=None, dag_file: str | None = None) -> dict[str, DAG]:
+    """{dag_id: DAG} for the buildings of one snapshot shard (empty if there is no snapshot)."""
+    directory = directory or snapshot.default_dir()
+    started = time.monotonic()
+    try:
+        manifest = snapshot.read_manifest(directory)
+    except snapshot.SnapshotError:
+        return {}  # no plan yet: nothing to schedule (`mailshift plan` writes the snapshot)
+    if shard == 0:
+        _check_shard_files(manifest, dag_file)
+    if shard >= manifest["shards"]:
+        return {}
+    wanted = get_parsing_context().dag_id
+    dags = {}
+    buildings = snapshot.load_shard(directory, shard, manifest=manifest)
+    for building in buildings:
+        dag_id = building_dag_id(building.id)
+        if wanted and wanted != dag_id:
+            continue
+        dags[dag_id] = build_building_dag(building)
+        if not wanted:
+            check_budget(f"snapshot shard {shard}", len(dags), len(buildings), "building DAGs", started,
+                         "; re-plan with more shards")
+    return dags

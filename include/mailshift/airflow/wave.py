@@ -1,0 +1,115 @@
+"""One DAG per wave: announce → run the wave's building DAGs (a few at a time) → summary.
+
+The wave's buildings are read from the database when the wave runs (not at parse time);
+`max_parallel_buildings` bounds how many building DAG runs are active at once, the source
+system pools bound the IMAP connections underneath.
+"""
+
+from __future__ import annotations
+
+import time
+
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import DAG, Param, get_current_context, task
+
+from mailshift.airflow.building import DEFAULT_ARGS, building_dag_id
+from mailshift.airflow.callbacks import post
+from mailshift.airflow.connections import database_url
+
+MAX_PARALLEL_BUILDINGS = 4
+
+
+def _connect():
+    from mailshift.store import db
+
+    return db.connect(database_url())
+
+
+@task(task_id="announce")
+def announce(wave: int) -> list[str]:
+    """The wave's building DAG ids; posts the wave's start to Slack."""
+    from mailshift.notify import slack
+    from mailshift.planning.waves import wave_buildings, wave_totals
+
+    conn = _connect()
+    try:
+        buildings = wave_buildings(conn, wave)
+        totals = wave_totals(conn, wave)
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT coalesce(sum(est_bytes), 0) FROM building WHERE wave_id = %s", (wave,))
+            est = int(cur.fetchone()[0])
+    finally:
+        conn.close()
+    post(slack.wave_started(wave, len(buildings), totals["mailboxes"], est))
+    get_current_context()["ti"].xcom_push(key="started", value=time.time())
+    return [building_dag_id(b) for b in buildings]
+
+
+@task(task_id="summary", trigger_rule="all_done")
+def summary(wave: int, started: float | None = None) -> dict:
+    """Counts, bytes, duration and mailboxes not proven, to Slack."""
+    from mailshift.notify import slack
+    from mailshift.planning.waves import wave_totals
+
+    conn = _connect()
+    try:
+        t = wave_totals(conn, wave)
+    finally:
+        conn.close()
+    try:  # the template renders the XCom as a string ("None" when announce did not push it)
+        seconds = time.time() - float(started)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    post(slack.wave_finished(wave, t["buildings"], t["proven_buildings"], t["mailboxes"], t["not_proven"],
+                             t["messages"], t["bytes"], seconds))
+    if t["proven_buildings"] < t["buildings"]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        # The summary is the wave's last task: failing it makes the wave run itself show failed.
+        raise AirflowFailException(f"wave {wave}: {t['buildings'] - t['proven_buildings']} building(s) not proven, "
+                                   f"{t['not_proven']} mailbox(es)")
+    return t
+
+
+def build_wave_dag(wave: dict) -> DAG:
+    number = wave["number"]
+    with DAG(
+        dag_id=f"mailshift_wave_{number}",
+        description=f"{wave.get('name', f'wave {number}')}: {wave.get('buildings', '?')} buildings",
+        schedule=None,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["mailshift", "wave", wave.get("kind", "regular")],
+        params={"pass_kind": Param("prestage", enum=["prestage", "delta", "final", "drain"]),
+                "max_parallel_buildings": Param(MAX_PARALLEL_BUILDINGS, type="integer", minimum=1)},
+        doc_md=__doc__,
+    ) as dag:
+        dag_ids = announce(number)
+        runs = TriggerDagRunOperator.partial(
+            task_id="run_buildings",
+            conf={"pass_kind": "{{ params.pass_kind }}"},
+            # the building run carries the wave run's id; a retry clears and reruns it, which
+            # the ledger makes safe (no message is copied twice)
+            trigger_run_id="{{ run_id }}",
+            reset_dag_run=True,
+            wait_for_completion=True,
+            poke_interval=5,
+            allowed_states=["success"],
+            failed_states=["failed"],
+            max_active_tis_per_dag=MAX_PARALLEL_BUILDINGS,
+            retries=1,
+        ).expand(trigger_dag_id=dag_ids)
+        done = summary(number, "{{ ti.xcom_pull(task_ids='announce', key='started') }}")
+        runs >> done
+    return dag
+
+
+def wave_dags(directory=None) -> dict[str, DAG]:
+    from mailshift.planning import snapshot
+
+    try:
+        manifest = snapshot.read_manifest(directory or snapshot.default_dir())
+    except snapshot.SnapshotError:
+        return {}
+    return {f"mailshift_wave_{w['number']}": build_wave_dag(w) for w in manifest.get("waves", [])}

@@ -1,1 +1,0 @@
-"""IMAP side of mailshift: endpoints, sessions, folder mapping and the copier."""

@@ -1,0 +1,1 @@
+"""IMAP: sessions (TLS, login, identity), MULTIAPPEND in order, folder-name mapping."""

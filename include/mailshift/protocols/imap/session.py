@@ -1,0 +1,226 @@
+"""Open an authenticated IMAP session as one mailbox, and turn library errors into ours.
+
+imapclient does the protocol; this module decides TLS, the login method (master user, SASL
+PLAIN with an authorization identity, or the user's own password) and which failures are
+worth a retry (`TransientError`) and which are not (`AuthError`, `ConfigError`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import imaplib
+import re
+import socket
+import ssl
+
+from imapclient import IMAPClient
+from imapclient import exceptions as imapexc
+from imapclient.fixed_offset import FixedOffset
+
+from mailshift.errors import AuthError, ConfigError, ProtocolError, TransientError
+from mailshift.protocols.endpoint import Endpoint
+
+_NETWORK_ERRORS = (OSError, socket.timeout, imaplib.IMAP4.abort, imapexc.IMAPClientAbortError, EOFError)
+
+
+@contextlib.contextmanager
+def translated_errors(what: str):
+    """Re-raise network and protocol failures as mailshift errors naming `what` (no secrets)."""
+    try:
+        yield
+    except (AuthError, ConfigError, TransientError, ProtocolError):
+        raise
+    except ssl.SSLCertVerificationError as exc:
+        raise ConfigError(f"{what}: TLS certificate rejected: {exc.verify_message}") from exc
+    except imapexc.LoginError as exc:
+        raise AuthError(f"{what}: login refused: {_words(exc)}") from exc
+    except _NETWORK_ERRORS as exc:
+        raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
+    except imaplib.IMAP4.error as exc:
+        raise ProtocolError(f"{what}: {exc}") from exc
+
+
+def _words(exc: Exception) -> str:
+    text = str(exc)
+    return text[:300]
+
+
+def open_session(endpoint: Endpoint, login: str, user_password: str | None = None) -> IMAPClient:
+    """Connect, secure and log in as `login`. The caller closes it with `close_session`."""
+    what = f"IMAP {endpoint.label} as {login}"
+    with translated_errors(what):
+        ctx = endpoint.ssl_context() if endpoint.tls != "none" else None
+        client = IMAPClient(
+            endpoint.host,
+            port=endpoint.port,
+            ssl=endpoint.tls == "imaps",
+            ssl_context=ctx,
+            timeout=endpoint.timeout,
+        )
+        quiet_imaplib(client)
+        try:
+            if endpoint.tls == "starttls":
+                client.starttls(ctx)
+            _login(client, endpoint, login, user_password)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.shutdown()
+            raise
+        return client
+
+
+def quiet_imaplib(client: IMAPClient) -> None:
+    """Stop imaplib from formatting every command and response for a debug log nobody reads.
+
+    imapclient sets imaplib's `debug = 5` and routes its messages to the `imapclient.imaplib`
+    logger, so imaplib builds the repr of every response and every sent literal — the full
+    bytes of each message — and the logger then throws it away. That was about a third of a
+    FETCH's CPU. The protocol trace comes back when that logger is set to DEBUG.
+    """
+    import logging
+
+    if not logging.getLogger("imapclient.imaplib").isEnabledFor(logging.DEBUG):
+        client._imap.debug = 0
+
+
+def _login(client: IMAPClient, endpoint: Endpoint, login: str, user_password: str | None) -> None:
+    if endpoint.auth == "master":
+        client.login(f"{login}{endpoint.master_separator}{endpoint.admin_user}", endpoint.password)
+    elif endpoint.auth == "authzid":
+        try:
+            client.plain_login(endpoint.admin_user, endpoint.password, authorization_identity=login)
+        except imapexc.IMAPClientError as exc:
+            raise AuthError(f"IMAP {endpoint.label} as {login}: SASL PLAIN refused: {_words(exc)}") from exc
+    else:
+        if user_password is None:
+            raise ConfigError(f"IMAP {endpoint.label}: auth=user needs the password of {login}")
+        client.login(login, user_password)
+
+
+def close_session(client: IMAPClient | None) -> None:
+    """Log out politely; a dead connection is just dropped."""
+    if client is None:
+        return
+    try:
+        client.logout()
+    except Exception:
+        with contextlib.suppress(Exception):
+            client.shutdown()
+
+
+def fetch_range(client: IMAPClient, uid_range: str, items: list[str]) -> dict:
+    """UID FETCH over a range like "1:*" (imapclient's fetch only takes explicit UIDs).
+
+    Note the IMAP rule that "n:*" always includes the highest UID, even when it is < n:
+    callers filter.
+    """
+    from imapclient.imapclient import seq_to_parenstr_upper
+
+    imap = client._imap
+    tag = imap._command("UID", "FETCH", uid_range, seq_to_parenstr_upper(items))
+    typ, data = imap._command_complete("FETCH", tag)
+    client._checkok("fetch", typ, data)
+    typ, data = imap._untagged_response(typ, data, "FETCH")
+    return parse_fetch(data, client.normalise_times)
+
+
+def fetch_uids(client: IMAPClient, uids: list[int], items: list[str]) -> dict:
+    """UID FETCH of explicit UIDs, parsed like `fetch_range` (imapclient's `fetch` result)."""
+    if not uids:
+        return {}
+    return fetch_range(client, ",".join(str(u) for u in uids), items)
+
+
+def parse_fetch(data: list, normalise_times: bool = False) -> dict:
+    """Parse FETCH responses; the common shapes fast, anything else by imapclient.
+
+    imapclient's parser tokenises every response in Python; for the two shapes the copier reads
+    by the thousand (UID/RFC822.SIZE/FLAGS/INTERNALDATE lines, and UID + one BODY[] literal)
+    a strict regular-expression parser gives the same result at a fraction of the CPU. Any
+    response it does not recognise completely sends the whole batch to imapclient.
+    """
+    from imapclient.response_parser import parse_fetch_response
+
+    if not normalise_times:
+        fast = _parse_fetch_fast(data)
+        if fast is not None:
+            return fast
+    return parse_fetch_response(data, normalise_times, True)
+
+
+_HEAD = re.compile(rb"(\d+) \(")
+_ITEM = re.compile(rb' ?(?:(UID|RFC822\.SIZE) (\d+)|FLAGS \(([^()"{}]*)\)|INTERNALDATE "([^"\\]*)")')
+_BODY_LITERAL = re.compile(rb" ?BODY\[\] \{(\d+)\}\Z")
+_DATE = re.compile(rb" ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)\Z")
+_MONTHS = {m: i for i, m in enumerate(b"Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+_ZONES: dict = {}
+
+
+def _items(text: bytes, pos: int, end: int, out: dict) -> int | None:
+    """Consume known items of text[pos:end] into out; return where it stopped (None: unknown)."""
+    while pos < end:
+        m = _ITEM.match(text, pos, end)
+        if not m:
+            return pos
+        if m.group(1) is not None:
+            out[m.group(1)] = int(m.group(2))
+        elif m.group(3) is not None:
+            out[b"FLAGS"] = tuple(m.group(3).split())
+        else:
+            when = _internaldate(m.group(4))
+            if when is None:
+                return None
+            out[b"INTERNALDATE"] = when
+        pos = m.end()
+    return pos
+
+
+def _internaldate(text: bytes):
+    m = _DATE.match(text)
+    month = _MONTHS.get(m.group(2).capitalize()) if m else None
+    if month is None:
+        return None
+    minutes = int(m.group(8)) * 60 + int(m.group(9))
+    minutes = -minutes if m.group(7) == b"-" else minutes
+    zone = _ZONES.get(minutes)
+    if zone is None:
+        zone = _ZONES[minutes] = FixedOffset(minutes)
+    return datetime.datetime(int(m.group(3)), month, int(m.group(1)), int(m.group(4)), int(m.group(5)),
+                             int(m.group(6)), tzinfo=zone)
+
+
+def _parse_fetch_fast(data: list) -> dict | None:
+    out: dict = {}
+    i = 0
+    while i < len(data):
+        item = data[i]
+        if item is None:
+            i += 1
+            continue
+        if isinstance(item, tuple):  # (b'7 (UID 9 ... BODY[] {n}', literal) then b')'
+            head, literal = item
+            if i + 1 >= len(data) or data[i + 1] != b")":
+                return None
+            m = _HEAD.match(head)
+            body = _BODY_LITERAL.search(head)
+            if not m or not body or int(body.group(1)) != len(literal):
+                return None
+            msg = {b"SEQ": int(m.group(1))}
+            if _items(head, m.end(), body.start(), msg) != body.start():
+                return None
+            msg[b"BODY[]"] = literal
+            i += 2
+        else:
+            m = _HEAD.match(item)
+            if not m or not item.endswith(b")"):
+                return None
+            msg = {b"SEQ": int(m.group(1))}
+            if _items(item, m.end(), len(item) - 1, msg) != len(item) - 1:
+                return None
+            i += 1
+        uid = msg.pop(b"UID", None)
+        if uid is None:
+            return None
+        out.setdefault(uid, {}).update(msg)  # as imapclient: two responses for a UID merge
+    return out

@@ -1,0 +1,75 @@
+"""Waiver coverage: which findings a named person's waiver lets stand. The one definition:
+the verifier, the proof state, the gate and the reports all call `covers` / `apply_waivers`.
+
+Scopes: one source message (folder + source UID), one source folder, one whole mailbox, or one
+destination message (a stray or duplicate: destination folder, UIDVALIDITY, UID). Only
+unrevoked waivers cover findings, and only blocking findings need one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Waiver:
+    id: int
+    mailbox_id: int
+    scope: str
+    folder_id: int | None
+    src_folder: str | None
+    src_uid: int | None
+    dest_folder: str | None
+    dest_uidvalidity: int | None
+    dest_uid: int | None
+    reason: str
+    requested_by: str | None
+    approved_by: str
+    approved_at: object
+    revoked_at: object = None
+    revoked_by: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def describe(self) -> str:
+        what = {"mailbox": "whole mailbox",
+                "folder": f"folder {self.src_folder!r}",
+                "message": f"folder {self.src_folder!r} source UID {self.src_uid}",
+                "dest_message": f"destination {self.dest_folder!r} UID {self.dest_uid} "
+                                f"(UIDVALIDITY {self.dest_uidvalidity})"}[self.scope]
+        return f"waiver #{self.id} ({what}) by {self.approved_by}: {self.reason}"
+
+
+def covers(w: Waiver, f) -> bool:
+    """Does active waiver `w` cover finding `f` (a matching.Finding or a row with the same fields)?"""
+    if not w.active:
+        return False
+    if w.scope == "mailbox":
+        return True
+    if w.scope == "folder":
+        return f.folder_id is not None and f.folder_id == w.folder_id
+    if w.scope == "message":
+        return f.folder_id == w.folder_id and f.src_uid == w.src_uid and f.src_uid is not None
+    if w.scope == "dest_message":
+        return (f.dest_uid == w.dest_uid and f.dest_folder == w.dest_folder
+                and f.dest_uidvalidity == w.dest_uidvalidity and f.src_uid is None)
+    return False
+
+
+def apply_waivers(findings, waivers: list[Waiver]) -> int:
+    """Set `waiver_id` on each blocking finding an active waiver covers (most specific first)."""
+    rank = {"message": 0, "dest_message": 0, "folder": 1, "mailbox": 2}
+    active = sorted((w for w in waivers if w.active), key=lambda w: (rank[w.scope], w.id))
+    n = 0
+    for f in findings:
+        f.waiver_id = None
+        if not f.blocking:
+            continue
+        for w in active:
+            if covers(w, f):
+                f.waiver_id = w.id
+                n += 1
+                break
+    return n

@@ -1,0 +1,247 @@
+"""The copier's reads and writes of the ledger (tables pass, folder, message).
+
+Every method commits before it returns: the ledger is the only memory the copier has, so a
+kill at any moment leaves it describing exactly what was done. The order that makes APPEND
+exactly-once is: write intents (state 0, dest_uid = the destination's UIDNEXT before the
+APPEND) → commit → APPEND → mark copied with the real destination UID → commit. A crash in
+between leaves intents, which the next run resolves by looking at the destination.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg2.extras
+from psycopg2.extensions import connection as PgConnection
+
+from mailshift.rules import states
+
+
+@dataclass(frozen=True)
+class FolderRow:
+    id: int
+    src_name: str
+    src_uidvalidity: int
+    dest_name: str
+    dest_uidvalidity: int | None
+    created: bool
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    src_uid: int
+    state: int
+    dest_uid: int | None
+    size: int
+    sys_flags: int
+    keywords: tuple[str, ...]
+    src_sha256: bytes
+    dest_sha256: bytes | None
+    transform: int
+    pop3_uidl: str | None
+    detail: str | None
+
+    @property
+    def dest_size(self) -> int:
+        """Size of the appended bytes: the source size plus a declared X-UIDL header line."""
+        if self.transform == states.Transform.X_UIDL and self.pop3_uidl is not None:
+            return self.size + len(states.x_uidl_header(self.pop3_uidl))
+        return self.size
+
+    @property
+    def dest_digest(self) -> bytes:
+        """Digest of the bytes that were appended (differs from the source only if transformed)."""
+        return self.dest_sha256 or self.src_sha256
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A message about to be appended, as it will be recorded."""
+
+    src_uid: int
+    size: int
+    internal_date: datetime
+    sys_flags: int
+    keywords: tuple[str, ...]
+    src_sha256: bytes
+    dest_sha256: bytes | None
+    transform: int
+    pop3_uidl: str | None
+    dest_size: int
+
+
+class CopyStore:
+    """Ledger access for one mailbox pass. Not thread-safe: one per worker."""
+
+    def __init__(self, conn: PgConnection):
+        self.conn = conn
+
+    # -- passes -------------------------------------------------------------------------
+    def open_pass(self, mailbox_id: int, kind: str) -> int:
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO pass (mailbox_id, kind, status, started_at) VALUES (%s, %s, 'running', now())"
+                " RETURNING id",
+                (mailbox_id, kind),
+            )
+            return cur.fetchone()[0]
+
+    def finish_pass(self, pass_id: int, status: str, summary: dict) -> None:
+        with self.conn, self.conn.cursor() as cur:
+            counters = {k: v for k, v in summary.items() if isinstance(v, int)}
+            cur.execute(
+                "UPDATE pass SET status = %s, finished_at = now(), counters = %s, detail = %s WHERE id = %s",
+                (status, psycopg2.extras.Json(counters), psycopg2.extras.Json(summary), pass_id),
+            )
+
+    # -- folders ------------------------------------------------------------------------
+    def folder(self, mailbox_id: int, src_name: str, src_uidvalidity: int, dest_name: str,
+               special_use: str | None, subscribed: bool, note: str | None) -> FolderRow:
+        """Get or create the folder row of this source folder and UIDVALIDITY epoch."""
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO folder (mailbox_id, src_name, src_uidvalidity, dest_name, special_use,"
+                " subscribed, state, detail) VALUES (%s, %s, %s, %s, %s, %s, 'active', %s)"
+                " ON CONFLICT (mailbox_id, src_name, src_uidvalidity) DO UPDATE SET"
+                " subscribed = EXCLUDED.subscribed, state = 'active'"
+                " RETURNING id, dest_name, dest_uidvalidity, (xmax = 0)",
+                (mailbox_id, src_name, src_uidvalidity, dest_name, special_use, subscribed, note),
+            )
+            fid, dname, duv, created = cur.fetchone()
+        return FolderRow(fid, src_name, src_uidvalidity, dname, duv, created)
+
+    def older_epochs(self, mailbox_id: int, src_name: str, uidvalidity: int) -> list[int]:
+        """Folder ids of the same source name under an earlier UIDVALIDITY."""
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT id FROM folder WHERE mailbox_id = %s AND src_name = %s AND src_uidvalidity <> %s",
+                (mailbox_id, src_name, uidvalidity),
+            )
+            return [r[0] for r in cur.fetchall()]
+
+    def set_dest_uidvalidity(self, folder_id: int, dest_uidvalidity: int) -> None:
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute("UPDATE folder SET dest_uidvalidity = %s WHERE id = %s", (dest_uidvalidity, folder_id))
+
+    def mark_folders_gone(self, mailbox_id: int, present: list[str]) -> list[str]:
+        """Folders seen before but no longer at the source: reported, never deleted."""
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(
+                "UPDATE folder SET state = 'gone' WHERE mailbox_id = %s AND state = 'active'"
+                " AND NOT (src_name = ANY(%s)) RETURNING src_name",
+                (mailbox_id, present),
+            )
+            return sorted({r[0] for r in cur.fetchall()})
+
+    def mark_folder_unmappable(self, mailbox_id: int, src_name: str, detail: str) -> None:
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO folder (mailbox_id, src_name, src_uidvalidity, dest_name, subscribed, state, detail)"
+                " VALUES (%s, %s, 0, '', false, 'unmappable', %s)"
+                " ON CONFLICT (mailbox_id, src_name, src_uidvalidity) DO UPDATE SET detail = EXCLUDED.detail",
+                (mailbox_id, src_name, detail),
+            )
+
+    # -- messages -----------------------------------------------------------------------
+    def rows(self, mailbox_id: int, folder_id: int) -> dict[int, LedgerRow]:
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT src_uid, state, dest_uid, size, sys_flags, keywords, src_sha256, dest_sha256,"
+                " transform, pop3_uidl, detail FROM message WHERE mailbox_id = %s AND folder_id = %s",
+                (mailbox_id, folder_id),
+            )
+            out = {}
+            for uid, state, duid, size, sflags, kw, ssha, dsha, tr, uidl, detail in cur:
+                out[uid] = LedgerRow(uid, state, duid, size, sflags, tuple(kw or ()), bytes(ssha),
+                                     bytes(dsha) if dsha is not None else None, tr, uidl, detail)
+            return out
+
+    def write_intents(self, mailbox_id: int, folder_id: int, pass_id: int, floor_uid: int,
+                      intents: list[Intent]) -> None:
+        """Record that these messages are about to be appended at UID >= floor_uid."""
+        # One array per column and one INSERT ... SELECT FROM unnest: psycopg2 quotes arrays in C,
+        # where execute_values built every row's SQL text in Python (a tenth of the copier's CPU).
+        # Keywords travel space-joined (an IMAP keyword is an atom: it cannot hold a space).
+        columns = (
+            [i.src_uid for i in intents], [i.size for i in intents], [i.internal_date for i in intents],
+            [i.sys_flags for i in intents], [" ".join(i.keywords) for i in intents],
+            [i.src_sha256 for i in intents], [i.dest_sha256 for i in intents],
+            [int(i.transform) for i in intents], [i.pop3_uidl for i in intents],
+        )
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO message (mailbox_id, folder_id, src_uid, dest_uid, size, internal_date, state,"
+                " sys_flags, keywords, src_sha256, dest_sha256, transform, pop3_uidl, pass_id)"
+                " SELECT %s, %s, v.uid, %s, v.size, v.idate, %s, v.sflags,"
+                " NULLIF(string_to_array(v.kw, ' '), '{}'), v.ssha, v.dsha, v.tr, v.uidl, %s"
+                " FROM unnest(%s::bigint[], %s::int[], %s::timestamptz[], %s::smallint[], %s::text[],"
+                " %s::bytea[], %s::bytea[], %s::smallint[], %s::text[])"
+                " AS v(uid, size, idate, sflags, kw, ssha, dsha, tr, uidl)"
+                " ON CONFLICT (mailbox_id, folder_id, src_uid) DO UPDATE SET dest_uid = EXCLUDED.dest_uid,"
+                " state = EXCLUDED.state, sys_flags = EXCLUDED.sys_flags, keywords = EXCLUDED.keywords,"
+                " src_sha256 = EXCLUDED.src_sha256, dest_sha256 = EXCLUDED.dest_sha256,"
+                " transform = EXCLUDED.transform, pop3_uidl = EXCLUDED.pop3_uidl, pass_id = EXCLUDED.pass_id,"
+                " detail = NULL, updated_at = now()",
+                (mailbox_id, folder_id, floor_uid, states.INTENT, pass_id, *columns),
+            )
+
+    def _set_state(self, mailbox_id: int, folder_id: int, state: int, values: list[tuple],
+                   column: str) -> None:
+        if not values:
+            return
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(
+                f"UPDATE message AS m SET state = %s, {column} = v.val, updated_at = now()"
+                f" FROM unnest(%s::bigint[], %s::{'bigint' if column == 'dest_uid' else 'text'}[])"
+                " AS v(uid, val) WHERE m.mailbox_id = %s AND m.folder_id = %s AND m.src_uid = v.uid",
+                (state, [v[0] for v in values], [v[1] for v in values], mailbox_id, folder_id),
+            )
+
+    def mark_copied(self, mailbox_id: int, folder_id: int, pairs: list[tuple[int, int]]) -> None:
+        """[(src_uid, dest_uid)] landed at the destination."""
+        self._set_state(mailbox_id, folder_id, states.COPIED, pairs, "dest_uid")
+
+    def mark_refused(self, mailbox_id: int, folder_id: int, reasons: list[tuple[int, str]]) -> None:
+        """[(src_uid, the destination's words)]: the destination said NO."""
+        self._set_state(mailbox_id, folder_id, states.REFUSED, reasons, "detail")
+
+    def mark_failed(self, mailbox_id: int, folder_id: int, reasons: list[tuple[int, str]]) -> None:
+        self._set_state(mailbox_id, folder_id, states.FAILED, reasons, "detail")
+
+    def drop_intents(self, mailbox_id: int, folder_id: int, uids: list[int]) -> None:
+        """Intents proven NOT to have landed: forget them so they are appended again."""
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(
+                "DELETE FROM message WHERE mailbox_id = %s AND folder_id = %s AND state = %s"
+                " AND src_uid = ANY(%s)",
+                (mailbox_id, folder_id, states.INTENT, uids),
+            )
+
+    def update_flags(self, mailbox_id: int, folder_id: int, changes: list[tuple[int, int, tuple]]) -> None:
+        """[(src_uid, sys_flags, keywords)] after the destination's flags were set to match."""
+        with self.conn, self.conn.cursor() as cur:
+            for uid, sflags, kw in changes:
+                cur.execute(
+                    "UPDATE message SET sys_flags = %s, keywords = %s, updated_at = now()"
+                    " WHERE mailbox_id = %s AND folder_id = %s AND src_uid = %s",
+                    (sflags, list(kw) or None, mailbox_id, folder_id, uid),
+                )
+
+    def mark_source_expunged(self, mailbox_id: int, folder_id: int, uids: list[int]) -> None:
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(
+                "UPDATE message SET state = %s, updated_at = now() WHERE mailbox_id = %s AND folder_id = %s"
+                " AND src_uid = ANY(%s) AND state = %s",
+                (states.SOURCE_EXPUNGED, mailbox_id, folder_id, uids, states.COPIED),
+            )
+
+    def claimed_dest_uids(self, mailbox_id: int, dest_name: str) -> set[int]:
+        """Destination UIDs already owned by copied rows of any source folder mapped to dest_name."""
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT m.dest_uid FROM message m JOIN folder f ON f.id = m.folder_id"
+                " WHERE m.mailbox_id = %s AND f.dest_name = %s AND m.state IN (%s, %s)",
+                (mailbox_id, dest_name, states.COPIED, states.SOURCE_EXPUNGED),
+            )
+            return {r[0] for r in cur.fetchall()}
