@@ -144,6 +144,8 @@ def write_state(root: Path, state: dict) -> None:
         "MAILSHIFT_SLACK_BASE_URL": cfg.slack_base_url,
         "MAILSHIFT_SLACK_TOKEN": cfg.slack_token,
         "MAILSHIFT_SMTP": f"{cfg.smtp_host}:{cfg.smtp_port}",
+        "MAILSHIFT_REPORTS_DIR": str(root / "reports"),
+        "MAILSHIFT_SNAPSHOT_DIR": str(root / "snapshot"),
     }
     for name, s in cfg.servers.items():
         key = name.upper().replace("-", "_")

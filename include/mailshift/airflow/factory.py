@@ -21,6 +21,7 @@ from pathlib import Path
 from airflow.sdk import DAG, get_parsing_context
 
 from mailshift.airflow.building import build_building_dag, building_dag_id
+from mailshift.errors import ShardOverBudget  # noqa: F401  (raised here)
 from mailshift.planning import snapshot
 
 #: seconds one shard file may spend building its DAGs (dag-processor timeout is 50 s by default)
@@ -44,10 +45,6 @@ def check_budget(what: str, done: int, total: int, noun: str, started: float, hi
     if projected > SHARD_BUDGET_SECONDS:
         raise ShardOverBudget(f"{what}: {done} of {total} {noun} took {took:.1f}s to build, {projected:.1f}s with "
                               f"serialisation (budget {SHARD_BUDGET_SECONDS:g}s){hint}")
-
-
-class ShardOverBudget(RuntimeError):
-    """A shard took longer than its budget: re-plan with more shards (`mailshift plan --shards`)."""
 
 
 def _check_shard_files(manifest: dict, dag_file: str | None) -> None:

@@ -10,14 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailshift.copy.copier import CopyOptions, MailboxRef, PassSummary, copy_mailbox
+from mailshift.errors import UnknownMailbox  # noqa: F401  (raised here; imported from here by callers)
 from mailshift.protocols.endpoint import Endpoint, endpoint_from_env
 from mailshift.store.ledger import CopyStore
 
 DEFAULT_DEST_CONN = "mailshift_dest"
-
-
-class UnknownMailbox(LookupError):
-    """No mailbox with that address or id in the inventory."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from email.utils import format_datetime, make_msgid
 from psycopg2.extras import Json
 
 from mailshift.customers.addresses import check_address, split_address
+from mailshift.errors import RecordError  # noqa: F401  (raised here)
 
 CAMPAIGN = "migration"
 OK_SENT = ("sent", "delivered", "acknowledged")
@@ -337,13 +338,6 @@ def write_csv(rows: list[dict], out, columns=EXPORT_COLUMNS) -> None:
     w.writeheader()
     for r in rows:
         w.writerow(r)
-
-
-class RecordError(ValueError):
-    def __init__(self, problems: list[str]):
-        super().__init__("; ".join(problems[:10]) + (f" (+{len(problems) - 10} more)"
-                                                      if len(problems) > 10 else ""))
-        self.problems = problems
 
 
 def record_outcomes(conn, csv_text: str, *, recorded_by: str, source: str = "csv",

@@ -16,13 +16,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mailshift.errors import NotSwapped  # noqa: F401  (raised here)
 from mailshift.store import dns_changes as records
 
 CopyFn = Callable[[object, int, str], object]   # (conn, mailbox_id, pass_kind) -> PassSummary
-
-
-class NotSwapped(RuntimeError):
-    """The drain runs only after the MX swap has been applied."""
 
 
 @dataclass

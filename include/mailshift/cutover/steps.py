@@ -19,24 +19,15 @@ from collections.abc import Callable, Iterable
 
 from mailshift.cutover import messages
 from mailshift.cutover.drain import CopyFn, DrainResult, domain_mailboxes, drain_domain
-from mailshift.cutover.gate import GateVerdict, NoticeCheck, evaluate_gate
+from mailshift.cutover.gate import NoticeCheck, evaluate_gate
 from mailshift.cutover.swap import GateBlocked, SwapResult, swap_mx
 from mailshift.cutover.ttl import TtlNotReady, check_ttl
+from mailshift.errors import FinalProofFailed, SwapAlreadyApplied  # noqa: F401  (raised here)
 from mailshift.protocols.dns import DnsProvider, PrerequisiteMismatch
 from mailshift.store import dns_changes as records
 
 Notify = Callable[[messages.Message], object]
 VerifyFn = Callable[..., object]      # (conn, building_id, kind=...) -> BuildingVerdict-like (report_path)
-
-
-class FinalProofFailed(RuntimeError):
-    def __init__(self, verdict: GateVerdict):
-        self.verdict = verdict
-        super().__init__(f"final proof of {verdict.domain} incomplete: " + "; ".join(verdict.reason_texts()[:10]))
-
-
-class SwapAlreadyApplied(RuntimeError):
-    """Abort refused: the MX swap is applied; there is no rollback."""
 
 
 def default_copy(conn, mailbox_id: int, pass_kind: str):

@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from mailshift.cutover.gate import GateVerdict, NoticeCheck, evaluate_gate
+from mailshift.cutover.gate import NoticeCheck, evaluate_gate
+from mailshift.errors import GateBlocked, SwapInconsistent  # noqa: F401  (raised here)
 from mailshift.protocols.dns import (
     DnsError,
     DnsProvider,
@@ -27,18 +28,6 @@ from mailshift.protocols.dns import (
     wait_until_served,
 )
 from mailshift.store import dns_changes as records
-
-
-class GateBlocked(RuntimeError):
-    def __init__(self, verdict: GateVerdict):
-        self.verdict = verdict
-        texts = verdict.reason_texts()
-        super().__init__(f"the gate refuses the MX swap of {verdict.domain} ({len(texts)} reason(s)): "
-                         + "; ".join(texts[:10]) + (" ..." if len(texts) > 10 else ""))
-
-
-class SwapInconsistent(DnsError):
-    """dns_change says the swap was applied but the zone serves something else: a person must look."""
 
 
 @dataclass

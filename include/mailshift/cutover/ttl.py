@@ -11,16 +11,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from mailshift.errors import TtlNotReady  # noqa: F401  (raised here)
 from mailshift.protocols.dns import DnsError, DnsProvider, PrerequisiteMismatch, canonical, wait_until_served
 from mailshift.store import dns_changes as records
-
-
-class TtlNotReady(RuntimeError):
-    """The TTL condition of the cutover does not hold (reasons listed)."""
-
-    def __init__(self, domain: str, reasons: list[str]):
-        self.domain, self.reasons = domain, reasons
-        super().__init__(f"TTL check for {domain} refused: " + "; ".join(reasons))
 
 
 @dataclass

@@ -25,6 +25,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from mailshift.errors import InventoryError  # noqa: F401  (raised here)
 from mailshift.inventory import exports, spec
 from mailshift.inventory.exports import Issue
 
@@ -65,15 +66,6 @@ SYSTEMS_SCHEMA = {
 
 HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$")
 LOGIN_BAD = re.compile(r"[\s\x00-\x1f\x7f]")
-
-
-class InventoryError(Exception):
-    """Every problem found in the exports; nothing was written."""
-
-    def __init__(self, issues: list[Issue]):
-        self.issues = sorted(issues, key=lambda i: (i.file, i.line, i.field, i.problem))
-        super().__init__(f"{len(self.issues)} inventory error(s), nothing loaded:\n"
-                         + "\n".join(str(i) for i in self.issues))
 
 
 @dataclass

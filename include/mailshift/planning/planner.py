@@ -44,19 +44,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mailshift.errors import PlanError  # noqa: F401  (raised here)
+
 DEFAULT_MAILBOX_BYTES = 200 * 1024 * 1024
 DEFAULT_MESSAGE_BYTES = 64 * 1024
 
 REASON_CODES = ("locked", "pinned", "pilot", "fill", "capacity", "blackout", "oversize")
-
-
-class PlanError(ValueError):
-    """The inputs cannot be planned; `problems` lists every reason (each names the building)."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
-        super().__init__(f"{len(self.problems)} planning problem(s), nothing planned:\n"
-                         + "\n".join("  " + p for p in self.problems))
 
 
 # -- inputs -----------------------------------------------------------------------------------

@@ -36,15 +36,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from mailshift import settings
+from mailshift.errors import SnapshotError  # noqa: F401  (raised here)
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DEFAULT_SHARDS = 32  # 5,000 buildings: ~156 per shard (bench/README.md "DAG parsing")
 SHARD_FUNCTION = "blake2b(building_id utf-8, digest_size=8) big-endian mod shards"
 ENV_DIR = "MAILSHIFT_SNAPSHOT_DIR"
-
-
-class SnapshotError(RuntimeError):
-    """Missing, malformed or inconsistent snapshot."""
 
 
 class SnapshotMailbox(NamedTuple):
@@ -134,10 +133,7 @@ _PROTO_NAME = {v: k for k, v in _PROTO_CODE.items()}
 
 
 def default_dir() -> Path:
-    env = os.environ.get(ENV_DIR, "").strip()
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "snapshot"   # <repo>/include/snapshot
+    return settings.snapshot_dir()
 
 
 def pool_name(source_system: str) -> str:

@@ -8,8 +8,9 @@ page and the lookup read per-mailbox rows through primary keys / small indexes.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
+
+from mailshift import settings
 
 PROVEN = ("proven", "proven_with_waivers")
 THROUGHPUT_WINDOW_MIN = 15   # "throughput now": passes finished in the last 15 minutes
@@ -211,11 +212,7 @@ def overview(conn) -> dict:
 
 
 def reports_root() -> Path:
-    env = os.environ.get("MAILSHIFT_REPORTS_DIR")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[3]
-    return repo / ".lab" / "reports" if (repo / ".lab").is_dir() else Path.cwd() / "reports"
+    return settings.reports_dir()
 
 
 def report_path(building_id: str) -> Path | None:

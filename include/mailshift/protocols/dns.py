@@ -15,7 +15,6 @@ so `"10 MX-OLD.example.jp."` equals `"10 mx-old.example.jp."`.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from collections.abc import Iterable
@@ -36,28 +35,8 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 
-
-class DnsError(RuntimeError):
-    """A DNS operation failed (network, refused, bad answer)."""
-
-
-class PrerequisiteMismatch(DnsError):
-    """The zone does not hold the expected old RRset; nothing was written."""
-
-    def __init__(self, name: str, expected: list[str], found: list[str] | None, detail: str = ""):
-        self.name, self.expected, self.found = name, expected, found
-        super().__init__(
-            f"MX of {name} is not the expected old RRset: expected {expected}, the server has "
-            f"{found if found is not None else 'something else'}" + (f" ({detail})" if detail else "")
-            + "; nothing was written")
-
-
-class NotServed(DnsError):
-    """Not every authoritative server serves the change before the timeout."""
-
-    def __init__(self, message: str, answers: dict):
-        self.answers = answers
-        super().__init__(message)
+from mailshift import settings
+from mailshift.errors import DnsError, NotServed, PrerequisiteMismatch  # noqa: F401  (raised here)
 
 
 @dataclass(frozen=True)
@@ -333,8 +312,7 @@ def wait_until_served(provider: DnsProvider, zone: str, owner: str, rdatas: Iter
 
 def provider_from_env(conn_id: str = "mailshift_dns") -> Rfc2136Provider:
     """The provider from AIRFLOW_CONN_<CONN_ID> (JSON form), as for the IMAP endpoints."""
-    var = "AIRFLOW_CONN_" + conn_id.upper()
-    value = os.environ.get(var)
-    if not value:
-        raise DnsError(f"connection {conn_id!r} is not defined (set {var} or an Airflow connection)")
-    return Rfc2136Provider.from_connection(json.loads(value))
+    var, value = settings.connection_value(conn_id)
+    if not isinstance(value, dict):
+        raise DnsError(f"{var} must be the JSON form of the connection (host, port, extra: zone, TSIG key)")
+    return Rfc2136Provider.from_connection(value)

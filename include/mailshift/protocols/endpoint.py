@@ -19,11 +19,11 @@ The password is a secret: `Endpoint.__repr__` never shows it.
 from __future__ import annotations
 
 import json
-import os
 import ssl
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
+from mailshift import settings
 from mailshift.errors import ConfigError
 
 _TLS_MODES = ("starttls", "imaps", "none")
@@ -131,13 +131,5 @@ def endpoint_from_env(conn_id: str) -> Endpoint:
     form. Inside Airflow tasks `mailshift.airflow.connections` reads the real
     Airflow connection instead.
     """
-    var = "AIRFLOW_CONN_" + conn_id.upper()
-    value = os.environ.get(var)
-    if not value:
-        raise ConfigError(f"connection {conn_id!r} is not defined (set {var} or an Airflow connection)")
-    if value.lstrip().startswith("{"):
-        try:
-            return endpoint_from_json(json.loads(value))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{var} is not valid JSON: {exc.msg} at {exc.pos}") from exc
-    return parse_endpoint(value)
+    _var, value = settings.connection_value(conn_id)
+    return endpoint_from_json(value) if isinstance(value, dict) else parse_endpoint(value)

@@ -1,42 +1,43 @@
-"""Database connection for mailshift (the ledger + inventory database).
-
-The DSN comes from the argument or from the environment variable
-``MAILSHIFT_DB_URL`` (a libpq URL, e.g. ``postgresql://mailshift@127.0.0.1:14340/mailshift``).
-"""
+"""Connection to the mailshift database (ledger + inventory); the URL comes from settings."""
 from __future__ import annotations
-
-import os
 
 import psycopg2
 import psycopg2.extensions
 
-ENV_VAR = "MAILSHIFT_DB_URL"
-
-
-class ConfigError(RuntimeError):
-    """No database configured."""
+from mailshift import settings
+from mailshift.errors import ConfigError, TransientError
 
 
 def resolve_dsn(dsn: str | None = None) -> str:
-    """Return ``dsn`` or ``$MAILSHIFT_DB_URL``; raise ConfigError if neither is set."""
-    if dsn:
-        return dsn
-    env = os.environ.get(ENV_VAR, "").strip()
-    if env:
-        return env
-    raise ConfigError(
-        f"no database configured: pass dsn=... or set {ENV_VAR} "
-        "(a libpq URL such as postgresql://mailshift@127.0.0.1:14340/mailshift; "
-        "the lab writes it to .lab/env, `source .lab/env`)"
-    )
+    """`dsn` or $MAILSHIFT_DB_URL; ConfigError if neither is set."""
+    return settings.db_url(dsn)
 
 
 def connect(dsn: str | None = None, *, application_name: str = "mailshift",
             **kwargs) -> psycopg2.extensions.connection:
     """Open a psycopg2 connection to the mailshift database.
 
-    ``dsn`` defaults to ``$MAILSHIFT_DB_URL``. Extra keyword arguments go to
-    ``psycopg2.connect`` (e.g. ``connect_timeout``).
-    """
+    A database that cannot be reached raises TransientError naming the host (never the
+    password), so every caller can say one line instead of a traceback."""
     kwargs.setdefault("application_name", application_name)
-    return psycopg2.connect(resolve_dsn(dsn), **kwargs)
+    kwargs.setdefault("connect_timeout", 10)
+    url = resolve_dsn(dsn)
+    try:
+        return psycopg2.connect(url, **kwargs)
+    except psycopg2.OperationalError as exc:
+        raise TransientError(f"database {describe(url)} unreachable: "
+                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from exc
+
+
+def describe(url: str) -> str:
+    """host:port/dbname of a libpq URL or key=value string, without user or password."""
+    try:
+        from psycopg2.extensions import parse_dsn
+
+        p = parse_dsn(url)
+    except Exception:  # noqa: BLE001 - describing must never fail
+        return "(unparseable URL)"
+    return f"{p.get('host', 'localhost')}:{p.get('port', '5432')}/{p.get('dbname', '?')}"
+
+
+__all__ = ["ConfigError", "connect", "describe", "resolve_dsn"]

@@ -28,6 +28,7 @@ import re
 import sys
 from pathlib import Path
 
+from mailshift.errors import ChecksumMismatch, MigrationError  # noqa: F401  (raised here)
 from mailshift.store import db
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -42,14 +43,6 @@ CREATE TABLE IF NOT EXISTS schema_migration (
     applied_at  timestamptz NOT NULL DEFAULT now(),
     checksum    text NOT NULL
 )"""
-
-
-class MigrationError(RuntimeError):
-    """The database and the migration files disagree; nothing was applied."""
-
-
-class ChecksumMismatch(MigrationError):
-    """An applied migration file was changed afterwards."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,10 +17,10 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import psycopg2.extras
 
+from mailshift import settings
 from mailshift.errors import ProtocolError
 from mailshift.protocols.endpoint import Endpoint, endpoint_from_env
 from mailshift.protocols.imap.folders import plan_folder
@@ -412,16 +412,7 @@ def _record(conn, ctx, run_id, kind, mode, results, uidl_findings, uidl_info, wa
 
 
 # -- one building -------------------------------------------------------------------------
-def reports_dir(explicit: str | os.PathLike | None = None) -> Path:
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get("MAILSHIFT_REPORTS_DIR")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[3]
-    if (repo / ".lab").is_dir():
-        return repo / ".lab" / "reports"
-    return Path.cwd() / "reports"
+reports_dir = settings.reports_dir
 
 
 def building_mailboxes(conn, building_id: str) -> list[tuple[int, str]]:
