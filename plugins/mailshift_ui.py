@@ -13,17 +13,17 @@ Thin: the data comes from `mailshift.progress` (plain Python), the HTML from
   (`is_authorized_view(AccessView.WEBSITE)`); DAG runs are shown only for DAGs the user may
   read. Anonymous or invalid: 401 JSON for API paths, a redirect to the Airflow login page
   (with `next`) for HTML pages.
-* The mailshift database URL: Airflow connection `mailshift_db` (BaseHook) or MAILSHIFT_DB_URL.
+* The mailshift database URL: Airflow connection `mailshift_db` (BaseHook) or MAILSHIFT_DB_URL
+  (`mailshift.settings`).
 * A background refresher thread (`mailshift.store.progress.refresh_changed`, every
-  MAILSHIFT_PROGRESS_REFRESH_SECONDS, default 30; advisory-locked, so several api-server
-  workers do not duplicate work).
+  MAILSHIFT_PROGRESS_REFRESH_SECONDS, default 30, 0 = off; advisory-locked, so several
+  api-server workers do not duplicate work).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -34,10 +34,14 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 
+from mailshift import settings
+from mailshift.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 PREFIX = "/mailshift"
 COOKIE = "_token"
+REFRESH_SECONDS = 30.0     # default of settings.PROGRESS_REFRESH_SECONDS
 
 
 # -- database -----------------------------------------------------------------------------
@@ -64,19 +68,17 @@ def database_url() -> str:
             url = "postgresql://" + url[len("postgres://"):]
         if url and "__extra__" in url:
             url = url.split("?", 1)[0]
-        _dsn = url or os.environ.get("MAILSHIFT_DB_URL")
-        if not _dsn:
-            raise RuntimeError("no mailshift database: set the Airflow connection mailshift_db or MAILSHIFT_DB_URL")
+        _dsn = url or settings.db_url()     # ConfigError naming MAILSHIFT_DB_URL when neither is set
     return _dsn
 
 
 def _conn():
     """One psycopg2 connection per worker thread (FastAPI runs sync work in a thread pool)."""
-    import psycopg2
+    from mailshift.store import db
 
     c = getattr(_local, "conn", None)
     if c is None or c.closed:
-        c = psycopg2.connect(database_url(), application_name="mailshift-ui", connect_timeout=10)
+        c = db.connect(database_url(), application_name="mailshift-ui")
         _local.conn = c
     return c
 
@@ -87,7 +89,7 @@ async def _db(fn, *args):
             return fn(_conn(), *args)
         except Exception:
             c = getattr(_local, "conn", None)
-            if c is not None and not c.closed and c.closed == 0:
+            if c is not None and not c.closed:
                 try:
                     c.rollback()
                 except Exception:  # noqa: BLE001
@@ -101,17 +103,20 @@ _refresher_started = False
 _refresher_lock = threading.Lock()
 
 
-def _refresher() -> None:
-    import psycopg2
+def _refresh_seconds() -> float:
+    return settings.get_float(settings.PROGRESS_REFRESH_SECONDS, REFRESH_SECONDS)
 
+
+def _refresher() -> None:
+    from mailshift.store import db
     from mailshift.store import progress as store
 
-    every = float(os.environ.get("MAILSHIFT_PROGRESS_REFRESH_SECONDS", "30"))
+    every = _refresh_seconds()
     conn = None
     while True:
         try:
             if conn is None or conn.closed:
-                conn = psycopg2.connect(database_url(), application_name="mailshift-ui-refresh")
+                conn = db.connect(database_url(), application_name="mailshift-ui-refresh")
             store.refresh_changed(conn)
         except Exception:  # noqa: BLE001 - keep refreshing; log and retry
             log.exception("mailshift progress refresh failed")
@@ -123,7 +128,13 @@ def _refresher() -> None:
 
 def _start_refresher() -> None:
     global _refresher_started
-    if _refresher_started or os.environ.get("MAILSHIFT_PROGRESS_REFRESH_SECONDS") == "0":
+    if _refresher_started:
+        return
+    try:
+        if _refresh_seconds() <= 0:
+            return
+    except ConfigError:
+        log.exception("mailshift progress refresh not started")
         return
     with _refresher_lock:
         if not _refresher_started:
@@ -222,7 +233,9 @@ def _dag_runs(building_id: str, user) -> list[dict] | None:
         from airflow.utils.session import create_session
         from sqlalchemy import select
 
-        dag_ids = [f"mailshift_building_{building_id}"]
+        from mailshift.airflow.building import building_dag_id
+
+        dag_ids = [building_dag_id(building_id)]
         allowed = [d for d in dag_ids if get_auth_manager().is_authorized_dag(
             method="GET", access_entity=DagAccessEntity.RUN, details=DagDetails(id=d), user=user)]
         if not allowed:
@@ -254,27 +267,11 @@ async def overview_api(request: Request):
     return _json(await _db(queries.overview))
 
 
-def _buildings(conn, state):
-    from mailshift.progress.queries import BUILDING_STATE_SQL, CUT_OVER_SQL
-
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            f"""WITH cut AS ({CUT_OVER_SQL})
-            SELECT * FROM (SELECT b.id, b.name, b.wave_id, {BUILDING_STATE_SQL} AS state,
-                   coalesce(bp.mailboxes, 0) AS mailboxes, coalesce(bp.mailboxes_copied, 0) AS mailboxes_copied,
-                   coalesce(bp.mailboxes_proven, 0) AS mailboxes_proven, coalesce(bp.bytes_copied, 0) AS bytes_copied
-            FROM building b LEFT JOIN building_progress bp ON bp.building_id = b.id
-            LEFT JOIN cut ON cut.domain = b.domain) x
-            WHERE %s::text IS NULL OR state = %s ORDER BY wave_id NULLS LAST, id LIMIT 2000""", (state, state))
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-
-
 @app.get("/buildings", response_class=HTMLResponse)
 async def buildings_page(request: Request, state: str | None = None):
-    from mailshift.progress import html
+    from mailshift.progress import html, queries
 
-    rows = await _db(_buildings, state)
+    rows = await _db(queries.buildings, state)
     return HTMLResponse(html.buildings_html(rows, _base(request), _username(_user(request)), state))
 
 

@@ -164,9 +164,9 @@ def main() -> int:
     from lab.config import LabConfig
     from lab.connections import airflow_conn_env
     from lab.seed import seed_lab
-    from mailshift.cli import status_report
     from mailshift.inventory.load import load_inventory
     from mailshift.store import db
+    from mailshift.store.lookup import status_report
 
     cfg = LabConfig.load()
     os.environ.update(airflow_conn_env(cfg))
@@ -252,14 +252,10 @@ def _buildings(dsn: str) -> list[str]:
 
 
 def _unproven_buildings(dsn: str, domain: str) -> list[str]:
-    from mailshift.verify import proof_state
+    from mailshift.rules.proof import proof_states
 
     conn = psycopg2.connect(dsn)
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT h.building_id, m.id FROM mailbox m JOIN household h ON h.id = m.household_id"
-                    " JOIN building b ON b.id = h.building_id WHERE b.domain = %s", (domain,))
-        rows = cur.fetchall()
-    out = sorted({b for b, mid in rows if proof_state(conn, mid).state not in ("proven", "waived")}
+    out = sorted({s.building_id for s in proof_states(conn, domain=domain) if not s.ok}
                  | _failed_building_runs(conn, domain))
     conn.close()
     return out

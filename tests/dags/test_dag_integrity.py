@@ -90,6 +90,23 @@ def test_building_dags_take_the_pass_from_the_run_conf(dagbag):
         requested_pass({"pass_kind": "deltaa"})
 
 
+def test_wave_dags_offer_every_pass_kind(dagbag):
+    from mailshift.rules.states import PASS_KINDS
+
+    param = dagbag.dags["mailshift_wave_1"].params.get_param("pass_kind")
+    assert param.value == "prestage" and param.schema["enum"] == list(PASS_KINDS)
+
+
+def test_copy_queue_is_the_pool_unless_configured(monkeypatch):
+    from mailshift.airflow.building import copy_queue
+
+    building = _buildings()[1]
+    monkeypatch.delenv("MAILSHIFT_COPY_QUEUE", raising=False)
+    assert copy_queue(building) == "src_src_b"
+    monkeypatch.setenv("MAILSHIFT_COPY_QUEUE", "default")
+    assert copy_queue(building) == "default"
+
+
 def test_a_shard_over_its_budget_fails_loudly(tmp_path, monkeypatch):
     """The check projects build time to the whole parse: a tiny budget refuses the shard."""
     from mailshift.airflow import factory

@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 import psycopg2
 import pytest
 
+from mailshift.rules import states
+
 pytestmark = pytest.mark.integration
 
 CHROMIUM = "/usr/bin/chromium"
@@ -224,7 +226,7 @@ def test_browser_login_overview_building_lookup(ui, browser, artifacts):
     for r in rows:
         cells = [c.text for c in r.find_elements(By.TAG_NAME, "td")]
         assert cells[3].replace(",", "") == str(copied.get(cells[0], 0)), cells
-        assert cells[8] in ("proven", "proven_with_waivers"), cells
+        assert cells[8] in states.PROOF_OK, cells
     if ui["run_id"]:
         _wait(drv, lambda: drv.find_elements(By.ID, "dag-runs"), timeout=5, what="the DAG runs table")
         assert ui["run_id"] in drv.find_element(By.ID, "dag-runs").text

@@ -109,3 +109,25 @@ def test_load_accepts_dsn_and_valid_fixture(conn, dsn):
     rep = load_inventory(dsn, FIX / "valid")
     assert rep.counts["mailbox"]["inserted"] == 6
     assert counts(conn)["household"] == 4
+
+
+def test_mailbox_lookups_after_a_load(conn):
+    """store.inventory's reads: by address (any case) or id, a building's mailboxes (view mailbox_scope)."""
+    from mailshift.copy.copy_one import UnknownMailbox, mailbox_context
+    from mailshift.store import inventory as inventory_store
+
+    load_inventory(conn, FIX / "valid")
+    ctx = mailbox_context(conn, "SAITO.KENTA@lab.mailshift.test")
+    assert ctx.mailbox.address == "Saito.kenta@lab.mailshift.test"
+    assert ctx.mailbox.dest_login == "saito.kenta@lab.mailshift.test"
+    assert ctx.building_id == "B10001" and ctx.source_system == "src-a"
+    assert ctx.spec["folder_map"] == {"Junk": "Spam", "仕事/請求書": "Invoices"}
+    assert mailbox_context(conn, ctx.mailbox.id) == ctx == mailbox_context(conn, str(ctx.mailbox.id))
+    with pytest.raises(UnknownMailbox, match="nobody@lab.mailshift.test"):
+        mailbox_context(conn, "nobody@lab.mailshift.test")
+    ids = inventory_store.building_mailbox_ids(conn, "B10001")
+    assert ctx.mailbox.id in ids and ids == sorted(ids)
+    assert {mailbox_context(conn, i).building_id for i in ids} == {"B10001"}
+    assert len(ids) + len(inventory_store.building_mailbox_ids(conn, "B10008")) == 6
+    assert inventory_store.building_mailbox_ids(conn, "B99999") == []
+    assert inventory_store.building_source_systems(conn) == {"B10001": "src-a", "B10008": "src-b"}

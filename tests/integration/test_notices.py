@@ -15,8 +15,8 @@ import pytest
 
 from lab import postfix, users
 from mailshift import cli
-from mailshift.customers import notices, pop3logs
-from mailshift.store import audit as store
+from mailshift.customers import audit, notices, pop3logs
+from mailshift.cutover.gate import NOTICE
 from support.mail import fresh_database, imap, unique_login
 
 
@@ -101,12 +101,13 @@ def test_campaign_mails_csvs_and_gate(campaign_lab, capsys, tmp_path):
     assert res.usage[login].apop_logins == 1
     # H4 keeps mail on the server: not affected, no letter/call
     res.get(p["H4"][1]).retr_sessions = res.get(p["H4"][1]).keep_sessions = 3
-    store.store_pop3_usage(conn, res, source_system="src-b")
+    audit.run_pop3_audit(conn, res, source_system="src-b")
 
     reasons = notices.notice_gate_check(conn, domain)
-    named = sorted(r.split()[1] for r in reasons)
-    assert named == [p["H1"][3], p["H2"][3]]
-    assert "email round(s) 1,2 of 2 not sent" in reasons[0] and "no letter recorded" in reasons[0]
+    assert {r.kind for r in reasons} == {NOTICE}
+    assert sorted((r.detail.split()[1], r.building) for r in reasons) == [
+        (p["H1"][3], "B-src-a"), (p["H2"][3], "B-src-b")]
+    assert "email round(s) 1,2 of 2 not sent" in reasons[0].detail and "no letter recorded" in reasons[0].detail
 
     for rnd in (1, 2):
         rc, out, err = _cli(capsys, dsn, "notices", "send", str(rnd), "--domain", domain,
@@ -137,7 +138,7 @@ def test_campaign_mails_csvs_and_gate(campaign_lab, capsys, tmp_path):
             assert "Nothing changes for your household" in body
 
     reasons = notices.notice_gate_check(conn, domain)
-    assert len(reasons) == 2 and all("email round" not in r for r in reasons)
+    assert len(reasons) == 2 and all("email round" not in r.detail for r in reasons)
 
     # letter and call lists: exactly the affected households
     for ch in ("letters", "calls"):
@@ -165,10 +166,11 @@ def test_campaign_mails_csvs_and_gate(campaign_lab, capsys, tmp_path):
     rc, out, err = _cli(capsys, dsn, "notices", "record", str(out1), "--by", "ops")
     assert rc == 0, err and json.loads(out) == {"recorded": 4}
     reasons = notices.notice_gate_check(conn, domain)
-    assert reasons == [reasons[0]] and reasons[0].startswith(f"household {p['H2'][3]} ")
-    assert "call: customer not reached (last outcome no_answer)" in reasons[0]
+    assert reasons == [reasons[0]] and reasons[0].detail.startswith(f"household {p['H2'][3]} ")
+    assert "call: customer not reached (last outcome no_answer)" in reasons[0].detail
+    assert reasons[0].text().startswith("[notice_missing] building B-src-b: household ")
     rc, out, _ = _cli(capsys, dsn, "notices", "gate", domain)
-    assert rc == 5 and json.loads(out)["ok"] is False
+    assert rc == 1 and json.loads(out)["ok"] is False      # 1: refused (mailshift.cli.errors.NO)
 
     out2 = tmp_path / "outcomes2.csv"
     out2.write_text(f"household_id,channel,outcome\n{p['H2'][3]},call,reached\n")

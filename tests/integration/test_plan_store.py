@@ -112,6 +112,22 @@ def test_store_is_one_transaction_and_idempotent(conn):
     assert rows(conn, "SELECT name FROM wave WHERE id = %s", (last.number,)) == [(last.name,)]
 
 
+def test_wave_reads_for_the_wave_dag_and_projection(conn):
+    """The wave DAG's announcement estimate and the projection's per-mailbox sizes."""
+    from mailshift.planning.projection import read_mailbox_work
+
+    inp, plan, _ = plan_and_store(conn, LIMITS)
+    for w in plan.waves:
+        assert plan_store.wave_estimated_bytes(conn, w.number) == sum(inp.by_id[b].bytes for b in w.buildings)
+    assert plan_store.wave_estimated_bytes(conn, len(plan.waves) + 1) == 0
+    work, systems, sources = read_mailbox_work(conn)
+    conn.rollback()
+    assert systems == {b.id: b.source_system for b in inp.loads}
+    assert sources == {"ledger": 0, "sizes": 0, "estimate": sum(b.mailboxes for b in inp.loads)}
+    assert {b: sum(n for _, n in sizes) for b, sizes in work.items()} == {b.id: b.bytes for b in inp.loads
+                                                                           if b.mailboxes}
+
+
 def test_replan_removes_surplus_waves_and_keeps_started_waves(conn):
     _, plan, _ = plan_and_store(conn, dataclasses.replace(LIMITS, max_households=6))
     n_before = len(plan.waves)

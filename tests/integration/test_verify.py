@@ -159,7 +159,7 @@ def test_tampering_is_caught_and_named(lab_config, db, dsn, inv, tmp_path):
     ws = [create_waiver(db, mb.id, "tanaka", f"audit case {k}", finding_id=fid[k], requested_by="sato")
           for k in ("missing_at_dest", "duplicate_at_dest", "unexpected_at_dest", "digest_mismatch")]
     st = proof_state(db, mb.id)
-    assert st.state == "not_proven" and len(st.reasons) == 1 and "flags_mismatch" in st.reasons[0]
+    assert st.state == "not_proven" and len(st.reasons) == 1 and "flags_mismatch" in st.reasons[0].detail
     wflag = create_waiver(db, mb.id, "tanaka", "customer re-flagged", folder="INBOX", src_uid=flag_src)
     assert proof_state(db, mb.id).state == "waived"
     v2 = verify_building(db, building_of(db, mb.id), resolver(cfg), reports=tmp_path, dsn=dsn)
@@ -168,7 +168,7 @@ def test_tampering_is_caught_and_named(lab_config, db, dsn, inv, tmp_path):
     assert "PROVEN WITH WAIVERS" in page and "customer re-flagged" in page and "tanaka" in page
     revoke_waiver(db, wflag.id, "suzuki")
     st = proof_state(db, mb.id)
-    assert st.state == "not_proven" and "flags_mismatch" in st.reasons[0]
+    assert st.state == "not_proven" and "flags_mismatch" in st.reasons[0].detail
     assert any("revoked by suzuki" in w for w in st.waivers) and len(ws) == 4
 
 
@@ -330,7 +330,7 @@ def test_cli_verify_and_waive(lab_config, db, dsn, monkeypatch, capsys, tmp_path
         c.select_folder("INBOX")
         c.delete_messages(c.search("ALL"))
         c.expunge()
-    assert cli.main(["--db", dsn, "verify", str(mb.id)]) == 5
+    assert cli.main(["--db", dsn, "verify", str(mb.id)]) == 1     # the check ran and said no: not proven
     assert "missing_at_dest" in capsys.readouterr().out
     assert cli.main(["--db", dsn, "waive", mb.address, "--by", "tanaka", "--reason", "test message",
                      "--folder", "INBOX", "--uid", "1"]) == 0

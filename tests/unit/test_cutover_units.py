@@ -108,3 +108,24 @@ def test_drain_times_out_loudly(monkeypatch):
 def test_reason_text_names_building_and_mailbox():
     r = Reason("never_verified", "B-1", "a@example.jp", "never verified (no proof row)")
     assert r.text() == "[never_verified] building B-1 mailbox a@example.jp: never verified (no proof row)"
+
+
+def test_airflow_cutover_calls_explicit_steps_and_holds_no_sql_or_rules():
+    """The DAG wires tasks to named step functions (no lookup by string), and leaves the gate's
+    conditions, notices included, to the core: the same verdict from the CLI and from Airflow."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import mailshift
+    from mailshift.cutover import steps
+
+    src = (Path(mailshift.__file__).parent / "airflow" / "cutover.py").read_text()
+    tree = ast.parse(src)
+    calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert "getattr" not in calls
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "mailshift.cutover.steps"
+                for a in n.names}
+    assert imported and all(callable(getattr(steps, name)) for name in imported)
+    assert not re.search(r"\b(SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM)\b", src)
+    assert "notice" not in src.replace("notices included", "")

@@ -14,7 +14,7 @@ def _wave(n, copied, total, series):
     return {"wave": n, "name": f"wave {n}", "status": "running", "kind": "regular", "planned_start": None,
             "buildings": 2, "buildings_by_state": {"pending": 1, "copying": 1, "copied": 0, "proven": 0,
                                                    "cut_over": 0, "empty": 0},
-            "mailboxes": 10, "mailboxes_copied": 4, "mailboxes_proven": 3, "mailboxes_failed": 1,
+            "mailboxes": 10, "mailboxes_copied": 4, "mailboxes_proven": 3, "mailboxes_waived": 1, "mailboxes_failed": 1,
             "mailboxes_running": 1, "messages_copied": 400, "messages_total": 1000, "bytes_copied": copied,
             "bytes_total": total, "messages_unsettled": 2, "buildings_without_estimate": 0, "planned_totals": None,
             "bytes_per_s": 1500.0, "unproven_mailboxes": 7, "eta": T0 + dt.timedelta(hours=2),
@@ -25,7 +25,7 @@ def overview_fixture():
     series = [{"at": T0 + dt.timedelta(minutes=10 * i), "messages": 100 * i, "bytes": 10_000 * i} for i in range(5)]
     w = _wave(1, 40_000, 100_000, series)
     return {"as_of": T0, "summary_refreshed_at": T0, "summary_watermark": T0, "refresh_stats": {},
-            "totals": {**{k: w[k] for k in ("buildings", "mailboxes", "mailboxes_copied", "mailboxes_proven",
+            "totals": {**{k: w[k] for k in ("buildings", "mailboxes", "mailboxes_copied", "mailboxes_proven", "mailboxes_waived",
                                              "mailboxes_failed", "mailboxes_running", "messages_copied",
                                              "messages_total", "bytes_copied", "bytes_total",
                                              "messages_unsettled", "unproven_mailboxes")},

@@ -7,18 +7,21 @@ resolve connections and call `mailshift` functions; the ledger makes every retry
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 from airflow.sdk import DAG, Asset, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from mailshift import settings
 from mailshift.airflow.callbacks import task_failure_alert
 from mailshift.airflow.connections import database_url, endpoint
+from mailshift.rules.states import PASS_KINDS, PROOF_OK
 
 OWNER = "mailshift-ops"
 DEST_CONN_ID = "mailshift_dest"
 BATCH_SIZE = 5
+#: a run without conf copies while customers still use the old servers: the safe pass
+DEFAULT_PASS = "prestage"
 
 #: how to choose the pass: building DAGs carry no Param, because the dag-processor validates a
 #: DAG's params again for every task it serialises (about 40 % of a shard's serialisation at
@@ -56,10 +59,6 @@ def building_asset(building_id: str) -> Asset:
     return BuildingProven(f"mailshift://building/{building_id}/proven", group="mailshift-building")
 
 
-def domain_asset_name(domain: str) -> str:
-    return f"mailshift://domain/{domain}"
-
-
 def _connect():
     from mailshift.store import db
 
@@ -81,69 +80,39 @@ def mailbox_batches(mailboxes, size: int = BATCH_SIZE) -> list[dict]:
 
 @task(task_id="preflight")
 def preflight(building_id: str) -> dict:
-    """Log in at both sides for every mailbox; record each problem as an exception."""
-    from mailshift.copy.copy_one import mailbox_context
-    from mailshift.copy.preflight import check_mailbox
-    from mailshift.store.exception_records import raise_exception, resolve_if_open
+    """Log in at both sides for every mailbox; each problem becomes an exception (copy.preflight)."""
+    from mailshift.copy.preflight import preflight_building
 
     conn = _connect()
     try:
-        with conn, conn.cursor() as cur:
-            cur.execute("SELECT m.id FROM mailbox m JOIN household h ON h.id = m.household_id"
-                        " WHERE h.building_id = %s ORDER BY m.id", (building_id,))
-            ids = [r[0] for r in cur.fetchall()]
-        dest = endpoint(DEST_CONN_ID)
-        bad = []
-        for mid in ids:
-            ctx = mailbox_context(conn, mid)
-            mb = ctx.mailbox
-            result = check_mailbox(mb.id, mb.address, mb.source_login, mb.dest_login,
-                                   endpoint(ctx.source_conn_id), dest)
-            key = f"preflight:{mb.id}"
-            if result.ok:
-                resolve_if_open(conn, key, "preflight", "logins and quota fine on a later preflight")
-                continue
-            bad.append(mb.address)
-            kinds = ", ".join(k for k, _ in result.problems)
-            raise_exception(conn, f"preflight_{result.problems[0][0]}", f"{mb.address}: {kinds}", key,
-                            building_id=building_id, mailbox_id=mb.id,
-                            detail={"problems": [p for _, p in result.problems]})
-        print(f"preflight: {len(ids) - len(bad)}/{len(ids)} mailboxes ready; problems: {bad or 'none'}")
-        return {"mailboxes": len(ids), "problems": len(bad)}
+        results = preflight_building(conn, building_id, endpoint, DEST_CONN_ID)
     finally:
         conn.close()
+    bad = [r.address for r in results if not r.ok]
+    print(f"preflight: {len(results) - len(bad)}/{len(results)} mailboxes ready; problems: {bad or 'none'}")
+    return {"mailboxes": len(results), "problems": len(bad)}
 
 
 @task(task_id="copy", map_index_template="{{ batch_label }}")
 def copy_batch(batch: dict) -> dict:
     """One pass over a batch of mailboxes. Login refusals fail fast (no retry) after the rest
     of the batch is done; connection trouble raises and Airflow retries with backoff."""
-    from mailshift.copy.copy_one import copy_one
-    from mailshift.errors import AuthError
+    from mailshift.copy.copy_one import copy_mailboxes
 
     context = get_current_context()
     context["batch_label"] = batch["label"]
     pass_kind = requested_pass(context["dag_run"].conf)
     conn = _connect()
-    refused_logins, totals = [], {"copied": 0, "refused": 0, "bytes": 0, "mailboxes": 0}
     try:
-        for mid in batch["mailbox_ids"]:
-            try:
-                s = copy_one(conn, mid, pass_kind, resolve=endpoint, dest_conn_id=DEST_CONN_ID)
-            except AuthError as exc:
-                refused_logins.append(str(exc))
-                continue
-            totals["copied"] += s.copied
-            totals["refused"] += s.refused
-            totals["bytes"] += s.bytes
-            totals["mailboxes"] += 1
-            print(f"{s.mailbox}: {pass_kind} copied {s.copied}, already {s.already}, refused {s.refused}, "
-                  f"flags {s.flags_synced}, expunged at source {s.expunged_at_source}")
+        result = copy_mailboxes(conn, batch["mailbox_ids"], pass_kind, resolve=endpoint, dest_conn_id=DEST_CONN_ID)
     finally:
         conn.close()
-    if refused_logins:
-        raise AirflowFailException("login refused (not retried): " + "; ".join(refused_logins))
-    return totals
+    for s in result.summaries:
+        print(f"{s.mailbox}: {pass_kind} copied {s.copied}, already {s.already}, refused {s.refused}, "
+              f"flags {s.flags_synced}, expunged at source {s.expunged_at_source}")
+    if result.refused_logins:
+        raise AirflowFailException("login refused (not retried): " + "; ".join(result.refused_logins))
+    return result.totals
 
 
 @task(task_id="verify", trigger_rule="all_done")
@@ -158,7 +127,7 @@ def verify(building_id: str) -> dict:
         conn.close()
     failed = [r.get("expectation_config", {}).get("type", "?") for r in v.gx_result.get("results", [])
               if not r.get("success")]
-    not_proven = [m.address for m in v.mailboxes if m.state not in ("proven", "waived")] + list(v.errors)
+    not_proven = [m.address for m in v.mailboxes if m.state not in PROOF_OK] + list(v.errors)
     print(f"building {building_id}: {len(v.mailboxes) - len(not_proven)}/{len(v.mailboxes)} mailboxes proven; "
           f"expectations {'passed' if v.gx_success else 'FAILED: ' + ', '.join(failed)}; report {v.report_path}")
     # Addresses stay out of XCom (customer data); the report and the ledger name them.
@@ -183,9 +152,7 @@ def mark_proven(building_id: str, verdict: dict) -> dict:
 
 def requested_pass(conf: dict | None) -> str:
     """The pass named in the run's conf (default prestage); a wrong name fails without retry."""
-    kind = (conf or {}).get("pass_kind") or "prestage"
-    from mailshift.rules.states import PASS_KINDS
-
+    kind = (conf or {}).get("pass_kind") or DEFAULT_PASS
     if kind not in PASS_KINDS:
         raise AirflowFailException(f"run conf pass_kind={kind!r}: expected one of {', '.join(PASS_KINDS)}")
     return kind
@@ -196,7 +163,7 @@ def copy_queue(building) -> str:
     the workers that copy from one legacy server can be placed and scaled per server
     (CeleryExecutor; other executors ignore queues). MAILSHIFT_COPY_QUEUE=<name> puts every copy
     task on that one queue instead (e.g. `default` when all workers serve everything)."""
-    return os.environ.get("MAILSHIFT_COPY_QUEUE") or building.pool
+    return settings.get(settings.COPY_QUEUE) or building.pool
 
 
 def building_dag_id(building_id: str) -> str:

@@ -27,6 +27,7 @@ def endpoint(conn_id: str) -> Endpoint:
 
 
 def database_url(conn_id: str = DB_CONN_ID) -> str:
+    """The mailshift database as a libpq URL from its Airflow connection (tasks never read env)."""
     c = BaseHook.get_connection(conn_id)
     auth = quote(c.login or "", safe="") + (":" + quote(c.password, safe="") if c.password else "")
     return f"postgresql://{auth}@{c.host}:{c.port or 5432}/{c.schema or 'mailshift'}"
@@ -40,6 +41,7 @@ def connection_doc(conn_id: str) -> dict:
 
 
 def dns_provider(conn_id: str = "mailshift_dns"):
+    """The RFC 2136 DNS provider of the cutover, its TSIG key kept in the Airflow connection."""
     from mailshift.protocols.dns import Rfc2136Provider
 
     return Rfc2136Provider.from_connection(connection_doc(conn_id))

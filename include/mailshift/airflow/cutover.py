@@ -4,13 +4,16 @@
                                               ↘ (rejected) record_rejection
 
 The cutover is scheduled by the Asset events of every building on the domain (it starts when all
-of them are proven) and can be triggered by hand. Each task is a step of
-`mailshift.cutover.steps`, which reads its state from the database and DNS: a retried or
-re-run task never swaps twice. There is no parameter that skips the gate.
+of them are proven) and can be triggered by hand. Each task calls one step function of
+`mailshift.cutover.steps`, which reads its state from the database and DNS: a retried or re-run
+task never swaps twice. The gate is the core's, with its default conditions (notices included):
+the same verdict as from the CLI. There is no parameter that skips it. This module only wires
+Airflow to the core: no SQL, no rules.
 """
 
 from __future__ import annotations
 
+from contextlib import closing
 from datetime import timedelta
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -31,88 +34,88 @@ def _notify(message) -> None:
     post(message)
 
 
-def _notice_check():
-    """The audit capability's notice condition for the gate (households not yet told)."""
-    from mailshift.cutover.gate import Reason
-
-    try:
-        from mailshift.customers.notices import notice_gate_check
-    except ImportError:  # pragma: no cover - the audit package is part of the project
-        return None
-
-    def check(conn, domain: str) -> list:
-        return [r if isinstance(r, Reason) else Reason("notice", None, None, str(r))
-                for r in notice_gate_check(conn, domain)]
-
-    return check
+def _run(step, *args, **kwargs):
+    """Run one cutover step on its own database connection, closed even when the step raises."""
+    with closing(_connect()) as conn:
+        return step(conn, *args, **kwargs)
 
 
-def _step(name: str, *args, **kwargs):
-    from mailshift.cutover import steps as cutover
-
-    conn = _connect()
-    try:
-        return getattr(cutover, name)(conn, *args, **kwargs)
-    finally:
-        conn.close()
+def _approval() -> dict:
+    """The approval task's recorded response (who chose what, when)."""
+    return get_current_context()["ti"].xcom_pull(task_ids="approve_mx_swap") or {}
 
 
+# step modules are imported inside the tasks: DAG files must parse without loading the cutover core
 @task(task_id="check_ttl")
 def check_ttl(domain: str) -> dict:
-    return _step("check_ttl_step", dns_provider(), domain, notify=_notify)
+    from mailshift.cutover.steps import check_ttl_step
+
+    return _run(check_ttl_step, dns_provider(), domain, notify=_notify)
 
 
 @task(task_id="gate")
 def gate(domain: str) -> dict:
     """Every mailbox proven or waived, no open exception, passes finished, customers told."""
-    return _step("gate_step", domain, notice_check=_notice_check(), notify=_notify)
+    from mailshift.cutover.steps import gate_step
+
+    return _run(gate_step, domain, notify=_notify)
 
 
 @task(task_id="final_pass", execution_timeout=timedelta(hours=12))
 def final_pass(domain: str) -> dict:
-    return _step("final_pass_step", domain, copy_fn=_copy_fn())
+    from mailshift.cutover.steps import final_pass_step
+
+    return _run(final_pass_step, domain, copy_fn=_copy_fn())
 
 
 @task(task_id="reverify")
 def reverify(domain: str) -> dict:
-    return _step("reverify_step", domain, verify_fn=_verify_fn())
+    from mailshift.cutover.steps import reverify_step
+
+    return _run(reverify_step, domain, verify_fn=_verify_fn())
 
 
 @task(task_id="swap_mx", retries=5, retry_delay=timedelta(minutes=1))
 def swap_mx(domain: str, new_mx: list[str]) -> dict:
     """The one-shot MX swap; the approver is read from the approval task's recorded response."""
-    ti = get_current_context()["ti"]
-    response = ti.xcom_pull(task_ids="approve_mx_swap") or {}
-    who = (response.get("responded_by_user") or {}).get("name") or (response.get("responded_by_user") or {}).get("id")
+    from mailshift.cutover.steps import swap_step
+
+    response = _approval()
+    user = response.get("responded_by_user") or {}
+    who = user.get("name") or user.get("id")
     if not who or response.get("chosen_options") != ["Approve"]:
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException("no recorded approval: the MX swap needs a person's Approve")
-    return _step("swap_step", dns_provider(), domain, new_mx, approved_by=str(who),
-                 approved_at=response.get("responded_at"), requested_by=ti.run_id,
-                 notice_check=_notice_check(), notify=_notify)
+    return _run(swap_step, dns_provider(), domain, new_mx, approved_by=str(who),
+                approved_at=response.get("responded_at"), requested_by=get_current_context()["ti"].run_id,
+                notify=_notify)
 
 
 @task(task_id="drain", execution_timeout=timedelta(days=2))
 def drain(domain: str) -> dict:
+    from mailshift.cutover.steps import drain_step
+
     params = get_current_context()["params"]
-    return _step("drain_step", domain, copy_fn=_copy_fn(), quiet_seconds=params.get("drain_quiet_seconds"),
-                 poll_seconds=float(params.get("drain_poll_seconds", 15)))
+    return _run(drain_step, domain, copy_fn=_copy_fn(), quiet_seconds=params.get("drain_quiet_seconds"),
+                poll_seconds=float(params.get("drain_poll_seconds", 15)))
 
 
 @task(task_id="final_proof")
 def final_proof(domain: str, drained: dict) -> dict:
-    return _step("final_proof_step", domain, verify_fn=_verify_fn(), notify=_notify,
-                 drained=int(drained.get("copied", 0)))
+    from mailshift.cutover.steps import final_proof_step
+
+    return _run(final_proof_step, domain, verify_fn=_verify_fn(), notify=_notify,
+                drained=int(drained.get("copied", 0)))
 
 
 @task(task_id="record_rejection", trigger_rule="all_skipped")
 def record_rejection(domain: str) -> dict:
     """The approval was rejected: nothing changes in DNS or any mailbox; the refusal is recorded."""
-    ti = get_current_context()["ti"]
-    response = ti.xcom_pull(task_ids="approve_mx_swap") or {}
-    who = (response.get("responded_by_user") or {}).get("name") or "unknown"
-    return _step("abort_step", domain, by=str(who), reason="MX swap approval rejected", notify=_notify)
+    from mailshift.cutover.steps import abort_step
+
+    who = (_approval().get("responded_by_user") or {}).get("name") or "unknown"
+    return _run(abort_step, domain, by=str(who), reason="MX swap approval rejected", notify=_notify)
 
 
 def _copy_fn():
@@ -189,13 +192,8 @@ def build_cutover_dag(domain: str, building_ids: list[str]) -> DAG:
 def lower_ttl(domain: str) -> dict:
     from mailshift.cutover.ttl import lower_ttl as lower
 
-    params = get_current_context()["params"]
-    conn = _connect()
-    try:
-        change = lower(conn, dns_provider(), domain, int(params["ttl"]),
-                       requested_by=get_current_context()["ti"].run_id)
-    finally:
-        conn.close()
+    ctx = get_current_context()
+    change = _run(lower, dns_provider(), domain, int(ctx["params"]["ttl"]), requested_by=ctx["ti"].run_id)
     return {"change_id": change.id, "status": change.status}
 
 

@@ -14,20 +14,20 @@ projection passes the budget.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 from airflow.sdk import DAG, get_parsing_context
 
+from mailshift import settings
 from mailshift.airflow.building import build_building_dag, building_dag_id
 from mailshift.errors import ShardOverBudget  # noqa: F401  (raised here)
 from mailshift.planning import snapshot
 
 #: seconds one shard file may spend building its DAGs (dag-processor timeout is 50 s by default)
-SHARD_BUDGET_SECONDS = float(os.environ.get("MAILSHIFT_SHARD_BUDGET_SECONDS", "10"))
+SHARD_BUDGET_SECONDS = settings.get_float(settings.SHARD_BUDGET_SECONDS, 10.0)
 #: share of a shard's parse spent building its DAGs (the rest: serialisation, fork, hand-over)
-BUILD_SHARE = float(os.environ.get("MAILSHIFT_SHARD_BUILD_SHARE", "0.3"))
+BUILD_SHARE = settings.get_float(settings.SHARD_BUILD_SHARE, 0.3)
 
 
 def projected_parse_seconds(build_seconds: float, build_share: float = BUILD_SHARE) -> float:

@@ -12,9 +12,10 @@ import time
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Param, get_current_context, task
 
-from mailshift.airflow.building import DEFAULT_ARGS, building_dag_id
+from mailshift.airflow.building import DEFAULT_ARGS, DEFAULT_PASS, building_dag_id
 from mailshift.airflow.callbacks import post
 from mailshift.airflow.connections import database_url
+from mailshift.rules.states import PASS_KINDS
 
 MAX_PARALLEL_BUILDINGS = 4
 
@@ -30,14 +31,13 @@ def announce(wave: int) -> list[str]:
     """The wave's building DAG ids; posts the wave's start to Slack."""
     from mailshift.notify import slack
     from mailshift.planning.waves import wave_buildings, wave_totals
+    from mailshift.store.plans import wave_estimated_bytes
 
     conn = _connect()
     try:
         buildings = wave_buildings(conn, wave)
         totals = wave_totals(conn, wave)
-        with conn, conn.cursor() as cur:
-            cur.execute("SELECT coalesce(sum(est_bytes), 0) FROM building WHERE wave_id = %s", (wave,))
-            est = int(cur.fetchone()[0])
+        est = wave_estimated_bytes(conn, wave)
     finally:
         conn.close()
     post(slack.wave_started(wave, len(buildings), totals["mailboxes"], est))
@@ -72,6 +72,7 @@ def summary(wave: int, started: float | None = None) -> dict:
 
 
 def build_wave_dag(wave: dict) -> DAG:
+    """The DAG of one wave from its manifest entry; operators trigger it with the pass to run."""
     number = wave["number"]
     with DAG(
         dag_id=f"mailshift_wave_{number}",
@@ -81,7 +82,7 @@ def build_wave_dag(wave: dict) -> DAG:
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
         tags=["mailshift", "wave", wave.get("kind", "regular")],
-        params={"pass_kind": Param("prestage", enum=["prestage", "delta", "final", "drain"]),
+        params={"pass_kind": Param(DEFAULT_PASS, enum=list(PASS_KINDS)),
                 "max_parallel_buildings": Param(MAX_PARALLEL_BUILDINGS, type="integer", minimum=1)},
         doc_md=__doc__,
     ) as dag:
@@ -106,6 +107,7 @@ def build_wave_dag(wave: dict) -> DAG:
 
 
 def wave_dags(directory=None) -> dict[str, DAG]:
+    """{dag_id: DAG} for every wave of the snapshot's manifest (none before the first plan)."""
     from mailshift.planning import snapshot
 
     try:

@@ -7,11 +7,12 @@ the only difference is where connection URIs come from (Airflow connections or e
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailshift.copy.copier import CopyOptions, MailboxRef, PassSummary, copy_mailbox
-from mailshift.errors import UnknownMailbox  # noqa: F401  (raised here; imported from here by callers)
+from mailshift.errors import AuthError, UnknownMailbox  # UnknownMailbox: callers import it from here
 from mailshift.protocols.endpoint import Endpoint, endpoint_from_env
+from mailshift.store import inventory as inventory_store
 from mailshift.store.ledger import CopyStore
 
 DEFAULT_DEST_CONN = "mailshift_dest"
@@ -29,22 +30,12 @@ class MailboxContext:
 
 
 def mailbox_context(conn, address_or_id: str | int) -> MailboxContext:
-    """Everything needed to copy one mailbox, from the inventory tables."""
-    by_id = isinstance(address_or_id, int) or str(address_or_id).isdigit()
-    where, key = ("m.id = %s", int(address_or_id)) if by_id else ("lower(m.address) = lower(%s)", address_or_id)
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT m.id, m.address, m.source_login, m.dest_login, m.protocol, b.id, s.id,"
-            " coalesce(s.airflow_conn_id, 'mailshift_' || replace(s.id, '-', '_')), b.spec"
-            " FROM mailbox m JOIN household h ON h.id = m.household_id JOIN building b ON b.id = h.building_id"
-            f" JOIN source_system s ON s.id = b.source_system WHERE {where}",
-            (key,),
-        )
-        row = cur.fetchone()
+    """Everything needed to copy one mailbox, from the inventory tables; UnknownMailbox if none."""
+    row = inventory_store.find_mailbox(conn, address_or_id)
     if row is None:
         raise UnknownMailbox(f"no mailbox {address_or_id!r} in the inventory")
-    mid, address, slogin, dlogin, proto, building, system, conn_id, spec = row
-    return MailboxContext(MailboxRef(mid, address, slogin, dlogin, proto), building, system, conn_id, spec or {})
+    return MailboxContext(MailboxRef(row.id, row.address, row.source_login, row.dest_login, row.protocol),
+                          row.building_id, row.source_system, row.source_conn_id, row.spec)
 
 
 def options_for(ctx: MailboxContext, pass_kind: str, **overrides) -> CopyOptions:
@@ -70,3 +61,33 @@ def copy_one(conn, address_or_id: str | int, pass_kind: str,
     dest = resolve(dest_conn_id)
     return copy_mailbox(CopyStore(conn), ctx.mailbox, source, dest, options_for(ctx, pass_kind, **overrides),
                         progress)
+
+
+@dataclass
+class BatchResult:
+    """One pass over a batch of mailboxes: totals over the mailboxes copied, every pass summary,
+    and the login refusals (which retrying does not fix: the caller fails without retry)."""
+
+    summaries: list[PassSummary] = field(default_factory=list)
+    refused_logins: list[str] = field(default_factory=list)
+
+    @property
+    def totals(self) -> dict:
+        return {"copied": sum(s.copied for s in self.summaries), "refused": sum(s.refused for s in self.summaries),
+                "bytes": sum(s.bytes for s in self.summaries), "mailboxes": len(self.summaries)}
+
+
+def copy_mailboxes(conn, mailbox_ids: list[int], pass_kind: str,
+               resolve: Callable[[str], Endpoint] = endpoint_from_env,
+               dest_conn_id: str = DEFAULT_DEST_CONN, progress=None) -> BatchResult:
+    """One pass over several mailboxes. A refused login is noted and the others are still
+    copied (one broken account must not hold up its batch); any other error propagates, so
+    the caller retries the batch and the ledger skips what is already copied."""
+    result = BatchResult()
+    for mid in mailbox_ids:
+        try:
+            result.summaries.append(copy_one(conn, mid, pass_kind, resolve=resolve, dest_conn_id=dest_conn_id,
+                                             progress=progress))
+        except AuthError as exc:
+            result.refused_logins.append(str(exc))
+    return result

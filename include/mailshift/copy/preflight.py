@@ -1,16 +1,21 @@
 """Before copying a building: can we log in on both sides, and is there room at the destination?
 
-Per mailbox, never fatal for the others: each problem is returned (and recorded as an
-exception by the caller) so one broken account does not hold up a whole building.
+Per mailbox, never fatal for the others: each problem is returned and recorded as an open
+exception (resolved again once a later preflight finds the mailbox fine), so one broken account
+does not hold up a whole building but does block its cutover until someone looks at it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mailshift.copy.copy_one import mailbox_context
 from mailshift.errors import AuthError, ConfigError, ProtocolError, TransientError
 from mailshift.protocols.endpoint import Endpoint
 from mailshift.protocols.imap.session import close_session, open_session, translated_errors
+from mailshift.store import exception_records
+from mailshift.store import inventory as inventory_store
 
 
 @dataclass
@@ -59,3 +64,31 @@ def check_mailbox(mailbox_id: int, address: str, source_login: str, dest_login: 
             result.problems.append(("quota", f"destination has {limit - used} bytes free, "
                                              f"mailbox needs about {expected_bytes}"))
     return result
+
+
+def _record(conn, building_id: str, result: PreflightResult) -> None:
+    """One open exception per mailbox with problems (dedup key: a rerun updates it), resolved
+    once the mailbox passes."""
+    key = f"preflight:{result.mailbox_id}"
+    if result.ok:
+        exception_records.resolve_if_open(conn, key, "preflight", "logins and quota fine on a later preflight")
+        return
+    kinds = ", ".join(k for k, _ in result.problems)
+    exception_records.raise_exception(conn, f"preflight_{result.problems[0][0]}", f"{result.address}: {kinds}",
+                                      key, building_id=building_id, mailbox_id=result.mailbox_id,
+                                      detail={"problems": [p for _, p in result.problems]})
+
+
+def preflight_building(conn, building_id: str, resolve: Callable[[str], Endpoint],
+                       dest_conn_id: str) -> list[PreflightResult]:
+    """Check every mailbox of a building (servers through `resolve(conn_id)`), recording each
+    problem as an exception; the results in mailbox id order."""
+    dest = resolve(dest_conn_id)
+    results = []
+    for mid in inventory_store.building_mailbox_ids(conn, building_id):
+        ctx = mailbox_context(conn, mid)
+        mb = ctx.mailbox
+        result = check_mailbox(mb.id, mb.address, mb.source_login, mb.dest_login, resolve(ctx.source_conn_id), dest)
+        _record(conn, building_id, result)
+        results.append(result)
+    return results

@@ -1,5 +1,6 @@
 """Forwarding, alias and auto-reply rules per mailbox, from exports, and the post-migration
-comparison with the destination's rules.
+comparison with the destination's rules. Pure logic: reads export directories, no database
+(`mailshift.customers.audit.run_rules_audit` stores the rules and findings).
 
 Export layout (the same for the legacy side and the destination side):
     EXPORT_DIR/<address or source login>/

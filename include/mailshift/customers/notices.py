@@ -1,4 +1,9 @@
-"""Customer-notice campaigns and the cutover gate's notice condition.
+"""Customer-notice campaigns, and the cutover gate's notice condition (`notice_gate_check`).
+
+This module owns the campaign logic: who must be told what, by which channel, and when a
+household counts as told. Rows are read and written by `mailshift.store.notices`; the mail goes
+out through `mailshift.protocols.smtp`; the findings that make a household affected come from
+the audit (`mailshift.customers.audit`).
 
 Policy per building (`building.spec.notice_policy`, keys over DEFAULT_POLICY): `email_rounds`
 email rounds to EVERY mailbox of the building; for every AFFECTED household a `letter` and a
@@ -7,7 +12,7 @@ this many days before the swap.
 
 A household is affected when one of its mailboxes has an open audit finding that changes
 something for the customer (`audit_finding.affects_customer`), or when its address breaks the
-dot-atom rules right now (checked live by the gate, so a skipped address audit cannot hide it).
+dot-atom rules right now (checked live, so a skipped address audit cannot hide it).
 
 Records live in the `notice` table (0001), campaign `migration` by default:
 - email round n: `(household, mailbox, campaign, 'email_round_<n>', 'email')`, `sent` with the
@@ -23,16 +28,20 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
-import smtplib
 from dataclasses import asdict, dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-
-from psycopg2.extras import Json
+from typing import TYPE_CHECKING
 
 from mailshift.customers.addresses import check_address, split_address
-from mailshift.errors import RecordError  # noqa: F401  (raised here)
+from mailshift.errors import RecordError  # raised here; the CLI catches notices.RecordError
+from mailshift.protocols.smtp import SmtpRelay
+from mailshift.store import audit as audit_store
+from mailshift.store import notices as store
+
+if TYPE_CHECKING:
+    from mailshift.cutover.gate import Reason
 
 CAMPAIGN = "migration"
 OK_SENT = ("sent", "delivered", "acknowledged")
@@ -46,6 +55,8 @@ OUTCOMES = {"letter": LETTER_OUTCOMES, "call": CALL_OUTCOMES, "email": EMAIL_OUT
 
 @dataclass(frozen=True)
 class NoticePolicy:
+    """A building's notice policy; buildings override the defaults in `spec.notice_policy`."""
+
     email_rounds: int = 6
     letter: bool = True
     call: bool = True
@@ -85,6 +96,8 @@ CHANGE_TEXT = {
 
 
 def change_text(kind: str, data: dict | None, alias_until=None) -> str:
+    """The sentence telling the customer what a finding changes for them (unknown kinds still
+    get one: a finding nobody wrote a sentence for must not go unmentioned)."""
     data = data or {}
     tmpl = CHANGE_TEXT.get(kind) or (CHANGE_TEXT["address_"] if kind.startswith("address_")
                                      else f"Change for your mailbox: {kind}.")
@@ -113,58 +126,33 @@ class Household:
         return bool(self.changes)
 
 
-def _scope(building: str | None, domain: str | None) -> tuple[str, list]:
-    if building:
-        return "b.id = %s", [building]
-    if domain:
-        return "b.domain = %s", [domain]
-    raise ValueError("a building or a domain is required")
-
-
 def households(conn, *, building: str | None = None, domain: str | None = None
                ) -> dict[str, Household]:
     """Every household in scope with its mailboxes, policy and the changes that affect it."""
-    where, params = _scope(building, domain)
     out: dict[str, Household] = {}
-    with conn.cursor() as cur:
-        cur.execute(f"""SELECT h.id, b.id, coalesce(b.name, b.id), b.domain,
-                               coalesce(h.contact_name, ''), coalesce(h.phone, ''),
-                               coalesce(h.postal_address, ''), b.spec, m.id, m.address
-                        FROM household h JOIN building b ON b.id = h.building_id
-                        JOIN mailbox m ON m.household_id = h.id
-                        WHERE {where} ORDER BY h.id, m.id""", params)
-        for hid, bid, bname, dom, cn, ph, pa, spec, mid, address in cur.fetchall():
-            hh = out.get(hid)
-            if hh is None:
-                hh = out[hid] = Household(hid, bid, bname, dom, cn, ph, pa,
-                                          NoticePolicy.from_spec(spec), {}, [])
-            hh.mailboxes[mid] = address
-        cur.execute(f"""SELECT f.household_id, f.mailbox_id, m.address, f.kind, f.data,
-                               r.alias_until
-                        FROM audit_finding f JOIN building b ON b.id = f.building_id
-                        JOIN mailbox m ON m.id = f.mailbox_id
-                        LEFT JOIN address_rename r ON r.mailbox_id = f.mailbox_id
-                             AND r.status <> 'cancelled'
-                        WHERE f.status = 'open' AND f.affects_customer AND {where}
-                        ORDER BY f.household_id, f.mailbox_id, f.kind, f.id""", params)
-        seen = set()
-        for hid, mid, address, kind, data, alias_until in cur.fetchall():
-            hh = out.get(hid)
-            if hh is None:
+    for r in store.recipients(conn, building=building, domain=domain):
+        hh = out.get(r.household_id)
+        if hh is None:
+            hh = out[r.household_id] = Household(
+                r.household_id, r.building_id, r.building_name, r.domain, r.contact_name, r.phone,
+                r.postal_address, NoticePolicy.from_spec(r.building_spec), {}, [])
+        hh.mailboxes[r.mailbox_id] = r.address
+    addressed = set()   # mailboxes with an address change already stated (one sentence each)
+    for hid, mid, address, kind, data, alias_until in audit_store.open_customer_findings(
+            conn, building=building, domain=domain):
+        hh = out.get(hid)
+        if hh is None:
+            continue
+        if kind.startswith("address_"):
+            if mid in addressed:
                 continue
-            text = change_text(kind, data, alias_until)
-            if kind.startswith("address_"):
-                if (mid, "address") in seen:
-                    continue
-                seen.add((mid, "address"))
-            hh.changes.append((mid, address, kind, text))
+            addressed.add(mid)
+        hh.changes.append((mid, address, kind, change_text(kind, data, alias_until)))
     # live address check: an address that breaks the rules affects the household even when
     # no audit has stored it (or the stored finding was wrongly resolved)
     for hh in out.values():
         for mid, address in hh.mailboxes.items():
-            if (mid, "address") in seen:
-                continue
-            probs = [k for k, _ in check_address(address)]
+            probs = [] if mid in addressed else [k for k, _ in check_address(address)]
             if probs:
                 hh.changes.append((mid, address, "address_" + probs[0],
                                    f"Your e-mail address {address} does not meet the Internet "
@@ -176,6 +164,8 @@ def households(conn, *, building: str | None = None, domain: str | None = None
 # -- email rounds -------------------------------------------------------------------------------
 def render_email(hh: Household, mailbox_id: int, round_no: int, *, sender: str,
                  campaign: str, cutover: str | None = None) -> EmailMessage:
+    """The notice mail of one round to one mailbox: every change of the household, or that
+    nothing changes (every mailbox is told, affected or not)."""
     address = hh.mailboxes[mailbox_id]
     local, domain = split_address(address)
     msg = EmailMessage()
@@ -189,11 +179,9 @@ def render_email(hh: Household, mailbox_id: int, round_no: int, *, sender: str,
     lines = [f"Dear {hh.contact_name or 'customer'},", "",
              f"the e-mail service of {hh.building_name} moves to a new provider"
              + (f" on {cutover}." if cutover else "."), ""]
-    mine = [c for c in hh.changes]
-    if mine:
+    if hh.changes:
         lines.append("What changes for your household:")
-        for _mid, addr, _kind, text in mine:
-            lines.append(f"- {addr}: {text}")
+        lines += [f"- {addr}: {text}" for _mid, addr, _kind, text in hh.changes]
     else:
         lines.append("Nothing changes for your household: your address, password and mail "
                      "program settings keep working.")
@@ -217,20 +205,17 @@ def send_round(conn, round_no: int, *, building: str | None = None, domain: str 
                timeout: float = 30.0) -> SendResult:
     """Send email round `round_no` to every mailbox in scope whose building policy has that
     many rounds and which has not had it yet (idempotent). Each notice row is committed right
-    after the MTA accepted the mail (a crash re-sends at most the one in flight)."""
+    after the relay accepted (or refused) the mail, so a crash re-sends at most the one in
+    flight; an unreachable relay raises TransientError and a re-run resumes."""
     if round_no < 1:
         raise ValueError("rounds start at 1")
     hhs = households(conn, building=building, domain=domain)
     kind = f"email_round_{round_no}"
-    with conn.cursor() as cur:
-        cur.execute("SELECT mailbox_id FROM notice WHERE campaign = %s AND kind = %s AND "
-                    "channel = 'email' AND status = ANY(%s) AND household_id = ANY(%s)",
-                    (campaign, kind, list(OK_SENT), list(hhs)))
-        done = {r[0] for r in cur.fetchall()}
+    done = store.mailboxes_with(conn, campaign=campaign, kind=kind, channel="email",
+                                statuses=OK_SENT, household_ids=list(hhs))
     conn.commit()
     res = SendResult([], 0, 0, [])
-    smtp = None
-    try:
+    with SmtpRelay(smtp_host, smtp_port, timeout=timeout) as relay:
         for hh in hhs.values():
             if round_no > hh.policy.email_rounds:
                 res.not_required += len(hh.mailboxes)
@@ -239,62 +224,20 @@ def send_round(conn, round_no: int, *, building: str | None = None, domain: str 
                 if mid in done:
                     res.skipped_done += 1
                     continue
-                if smtp is None:
-                    smtp = smtplib.SMTP(smtp_host, smtp_port, timeout=timeout)
                 frm = sender or f"notices@{hh.domain}"
                 msg = render_email(hh, mid, round_no, sender=frm, campaign=campaign,
                                    cutover=cutover)
-                status, detail, err = "sent", {"address": address}, None
-                try:
-                    smtp.send_message(msg, from_addr=frm, to_addrs=[address])
-                except smtplib.SMTPRecipientsRefused as exc:
-                    status, err = "failed", str(exc.recipients.get(address, exc))
-                except smtplib.SMTPResponseException as exc:
-                    status, err = "failed", f"{exc.smtp_code} {exc.smtp_error!r}"
+                err = relay.send(msg, sender=frm, recipient=address)
+                with conn:
+                    store.upsert(conn, hh.id, mid, campaign, kind, "email",
+                                 "failed" if err else "sent",
+                                 external_ref=None if err else msg["Message-ID"],
+                                 detail={"address": address, **({"error": err} if err else {})})
                 if err:
-                    detail["error"] = err
-                _upsert_notice(conn, hh.id, mid, campaign, kind, "email", status,
-                               msg["Message-ID"] if status == "sent" else None, detail)
-                conn.commit()
-                (res.sent if status == "sent" else res.failed).append(
-                    (hh.id, address, msg["Message-ID"] if status == "sent" else err))
-    finally:
-        if smtp is not None:
-            try:
-                smtp.quit()
-            except smtplib.SMTPException:
-                pass
+                    res.failed.append((hh.id, address, err))
+                else:
+                    res.sent.append((hh.id, address, msg["Message-ID"]))
     return res
-
-
-def _upsert_notice(conn, household_id, mailbox_id, campaign, kind, channel, status,
-                   external_ref=None, detail=None, at=None):
-    at = at or _dt.datetime.now(_dt.UTC)
-    sent_at = at if status in ("sent", "delivered", "acknowledged", "bounced") else None
-    with conn.cursor() as cur:
-        cur.execute("""
-            INSERT INTO notice (household_id, mailbox_id, campaign, kind, channel, status,
-                                sent_at, delivered_at, acknowledged_at, external_ref, detail)
-            VALUES (%(h)s, %(m)s, %(c)s, %(k)s, %(ch)s, %(s)s, %(sent)s,
-                    CASE WHEN %(s)s = 'delivered' THEN %(at)s END,
-                    CASE WHEN %(s)s = 'acknowledged' THEN %(at)s END, %(ref)s, %(d)s)
-            ON CONFLICT (household_id, mailbox_id, campaign, kind, channel) DO UPDATE SET
-                status = EXCLUDED.status,
-                sent_at = coalesce(notice.sent_at, EXCLUDED.sent_at),
-                delivered_at = CASE WHEN EXCLUDED.status = 'delivered'
-                                    THEN coalesce(notice.delivered_at, EXCLUDED.delivered_at)
-                                    ELSE notice.delivered_at END,
-                acknowledged_at = CASE WHEN EXCLUDED.status = 'acknowledged'
-                                       THEN EXCLUDED.acknowledged_at
-                                       ELSE notice.acknowledged_at END,
-                external_ref = coalesce(EXCLUDED.external_ref, notice.external_ref),
-                detail = coalesce(notice.detail, '{}'::jsonb) || coalesce(EXCLUDED.detail,
-                                                                          '{}'::jsonb)
-            RETURNING id""",
-                    {"h": household_id, "m": mailbox_id, "c": campaign, "k": kind, "ch": channel,
-                     "s": status, "sent": sent_at, "at": at, "ref": external_ref,
-                     "d": Json(detail) if detail is not None else None})
-        return cur.fetchone()[0]
 
 
 # -- letters and calls --------------------------------------------------------------------------
@@ -305,31 +248,24 @@ EXPORT_COLUMNS = ("household_id", "building_id", "building_name", "contact_name"
 def export_list(conn, channel: str, *, building: str | None = None, domain: str | None = None,
                 campaign: str = CAMPAIGN) -> list[dict]:
     """The contact centre's list: every affected household whose policy asks for a `letter`
-    or a `call`. Creates `planned` notice rows (never downgrades recorded ones)."""
+    or a `call`. Creates `planned` notice rows (never downgrades recorded ones), so the gate
+    sees what is still open."""
     if channel not in ("letter", "call"):
         raise ValueError("channel must be letter or call")
     hhs = households(conn, building=building, domain=domain)
     rows = []
     with conn:
-        with conn.cursor() as cur:
-            for hh in hhs.values():
-                if not hh.affected or not getattr(hh.policy, channel):
-                    continue
-                cur.execute("""INSERT INTO notice (household_id, mailbox_id, campaign, kind,
-                                   channel, status) VALUES (%s, NULL, %s, %s, %s, 'planned')
-                               ON CONFLICT (household_id, mailbox_id, campaign, kind, channel)
-                               DO NOTHING""", (hh.id, campaign, channel, channel))
-                cur.execute("""SELECT status FROM notice WHERE household_id = %s AND
-                               mailbox_id IS NULL AND campaign = %s AND kind = %s AND
-                               channel = %s""", (hh.id, campaign, channel, channel))
-                status = cur.fetchone()[0]
-                rows.append({"household_id": hh.id, "building_id": hh.building_id,
-                             "building_name": hh.building_name,
-                             "contact_name": hh.contact_name, "phone": hh.phone,
-                             "postal_address": hh.postal_address,
-                             "mailboxes": " ".join(sorted(set(hh.mailboxes.values()))),
-                             "changes": " | ".join(f"{a}: {t}" for _m, a, _k, t in hh.changes),
-                             "status": status})
+        for hh in hhs.values():
+            if not hh.affected or not getattr(hh.policy, channel):
+                continue
+            status = store.plan(conn, hh.id, campaign, channel, channel)
+            rows.append({"household_id": hh.id, "building_id": hh.building_id,
+                         "building_name": hh.building_name,
+                         "contact_name": hh.contact_name, "phone": hh.phone,
+                         "postal_address": hh.postal_address,
+                         "mailboxes": " ".join(sorted(set(hh.mailboxes.values()))),
+                         "changes": " | ".join(f"{a}: {t}" for _m, a, _k, t in hh.changes),
+                         "status": status})
     return rows
 
 
@@ -340,91 +276,90 @@ def write_csv(rows: list[dict], out, columns=EXPORT_COLUMNS) -> None:
         w.writerow(r)
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    household_id: str
+    mailbox_id: int | None
+    kind: str
+    channel: str
+    outcome: str
+    status: str
+    at: _dt.datetime
+    by: str
+    note: str | None
+    source: str
+
+
+def _parse_outcome(conn, r: dict, where: str, recorded_by: str) -> _Outcome | str:
+    """One CSV row checked against the inventory: the outcome, or the problem with it."""
+    hid = (r.get("household_id") or "").strip()
+    ch = (r.get("channel") or "").strip().lower()
+    oc = (r.get("outcome") or "").strip().lower()
+    if ch not in OUTCOMES:
+        return f"{where}: channel {ch!r} is not letter, call or email"
+    if oc not in OUTCOMES[ch]:
+        return f"{where}: outcome {oc!r} for {ch}: use one of {', '.join(OUTCOMES[ch])}"
+    if not store.household_exists(conn, hid):
+        return f"{where}: unknown household {hid!r}"
+    at_s = (r.get("at") or "").strip()
+    try:
+        at = _dt.datetime.fromisoformat(at_s) if at_s else _dt.datetime.now(_dt.UTC)
+    except ValueError:
+        return f"{where}: at {at_s!r} is not an ISO date/time"
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=_dt.UTC)
+    mid, kind = None, ch
+    if ch == "email":
+        rnd = (r.get("round") or "").strip()
+        mid = store.household_mailbox(conn, hid, (r.get("address") or "").strip())
+        if mid is None or not rnd.isdigit():
+            return f"{where}: email outcomes need the household's address and the round"
+        kind = f"email_round_{int(rnd)}"
+    return _Outcome(hid, mid, kind, ch, oc, OUTCOMES[ch][oc], at,
+                    (r.get("by") or "").strip() or recorded_by,
+                    (r.get("note") or "").strip() or None, where)
+
+
 def record_outcomes(conn, csv_text: str, *, recorded_by: str, source: str = "csv",
                     campaign: str = CAMPAIGN) -> dict:
     """Record outcomes from a CSV: `household_id,channel,outcome[,at][,by][,note][,address]
     [,round]`. channel letter|call|email; outcomes: letter sent|delivered|returned, call
     reached|no_answer|voicemail|wrong_number|declined, email delivered|bounced|acknowledged
-    (with address and round). All rows are checked first; any problem: nothing is recorded."""
+    (with address and round). All rows are checked first; any problem: nothing is recorded
+    (a half-recorded CSV could not be re-submitted safely)."""
     reader = csv.DictReader(io.StringIO(csv_text))
     need = {"household_id", "channel", "outcome"}
     if not reader.fieldnames or not need <= set(reader.fieldnames):
         raise RecordError([f"{source}: header must contain {sorted(need)}"])
-    rows, problems = [], []
-    with conn.cursor() as cur:
-        for n, r in enumerate(reader, 2):
-            where = f"{source}:{n}"
-            hid = (r.get("household_id") or "").strip()
-            ch = (r.get("channel") or "").strip().lower()
-            oc = (r.get("outcome") or "").strip().lower()
-            if ch not in OUTCOMES:
-                problems.append(f"{where}: channel {ch!r} is not letter, call or email")
-                continue
-            if oc not in OUTCOMES[ch]:
-                problems.append(f"{where}: outcome {oc!r} for {ch}: use one of "
-                                f"{', '.join(OUTCOMES[ch])}")
-                continue
-            cur.execute("SELECT 1 FROM household WHERE id = %s", (hid,))
-            if cur.fetchone() is None:
-                problems.append(f"{where}: unknown household {hid!r}")
-                continue
-            at_s = (r.get("at") or "").strip()
-            try:
-                at = _dt.datetime.fromisoformat(at_s) if at_s else _dt.datetime.now(
-                    _dt.UTC)
-                if at.tzinfo is None:
-                    at = at.replace(tzinfo=_dt.UTC)
-            except ValueError:
-                problems.append(f"{where}: at {at_s!r} is not an ISO date/time")
-                continue
-            mid, kind = None, ch
-            if ch == "email":
-                addr = (r.get("address") or "").strip()
-                rnd = (r.get("round") or "").strip()
-                cur.execute("SELECT id FROM mailbox WHERE lower(address) = lower(%s) AND "
-                            "household_id = %s", (addr, hid))
-                row = cur.fetchone()
-                if row is None or not rnd.isdigit():
-                    problems.append(f"{where}: email outcomes need the household's address "
-                                    "and the round")
-                    continue
-                mid, kind = row[0], f"email_round_{int(rnd)}"
-            rows.append((hid, mid, kind, ch, oc, OUTCOMES[ch][oc], at,
-                         (r.get("by") or "").strip() or recorded_by,
-                         (r.get("note") or "").strip() or None, where))
-    if problems:
-        conn.rollback()
-        raise RecordError(problems)
-    with conn:
-        with conn.cursor() as cur:
-            for hid, mid, kind, ch, oc, status, at, by, note, where in rows:
-                nid = _upsert_notice(conn, hid, mid, campaign, kind, ch, status, None,
-                                     {"last_outcome": oc}, at)
-                cur.execute("""INSERT INTO notice_outcome (notice_id, outcome, status, at,
-                               recorded_by, note, source) VALUES (%s,%s,%s,%s,%s,%s,%s)""",
-                            (nid, oc, status, at, by, note, where))
-    return {"recorded": len(rows)}
+    with conn:   # check every row, then write them all; raising rolls back
+        parsed = [_parse_outcome(conn, r, f"{source}:{n}", recorded_by)
+                  for n, r in enumerate(reader, 2)]
+        problems = [p for p in parsed if isinstance(p, str)]
+        if problems:
+            raise RecordError(problems)
+        for o in parsed:
+            nid = store.upsert(conn, o.household_id, o.mailbox_id, campaign, o.kind, o.channel,
+                               o.status, detail={"last_outcome": o.outcome}, at=o.at)
+            store.add_outcome(conn, nid, o.outcome, o.status, o.at, recorded_by=o.by,
+                              note=o.note, source=o.source)
+    return {"recorded": len(parsed)}
 
 
 # -- the gate -----------------------------------------------------------------------------------
-def household_gaps(conn, hh: Household, *, campaign: str, at: _dt.datetime) -> list[str]:
-    """What is missing for one affected household (empty: the policy is satisfied)."""
-    with conn.cursor() as cur:
-        cur.execute("""SELECT mailbox_id, kind, channel, status, sent_at, detail
-                       FROM notice WHERE household_id = %s AND campaign = %s""",
-                    (hh.id, campaign))
-        notes = cur.fetchall()
+def household_gaps(hh: Household, notes: list[store.NoticeRow], *, at: _dt.datetime) -> list[str]:
+    """What is missing for one affected household, given its notice rows (empty: the policy
+    is satisfied)."""
     p = hh.policy
     gaps = []
     first_sent = None
     for mid, address in hh.mailboxes.items():
         ok_rounds = set()
-        for m, kind, ch, status, sent_at, _d in notes:
-            if m == mid and ch == "email" and kind.startswith("email_round_") and \
-                    status in OK_SENT:
-                ok_rounds.add(int(kind.rsplit("_", 1)[1]))
-                if kind == "email_round_1" and sent_at is not None:
-                    first_sent = sent_at if first_sent is None else min(first_sent, sent_at)
+        for n in notes:
+            if n.mailbox_id == mid and n.channel == "email" and n.kind.startswith("email_round_") \
+                    and n.status in OK_SENT:
+                ok_rounds.add(int(n.kind.rsplit("_", 1)[1]))
+                if n.kind == "email_round_1" and n.sent_at is not None:
+                    first_sent = n.sent_at if first_sent is None else min(first_sent, n.sent_at)
         missing = [n for n in range(1, p.email_rounds + 1) if n not in ok_rounds]
         if missing:
             gaps.append(f"email round(s) {','.join(map(str, missing))} of {p.email_rounds} "
@@ -432,12 +367,13 @@ def household_gaps(conn, hh: Household, *, campaign: str, at: _dt.datetime) -> l
     for ch, want, ok in (("letter", p.letter, OK_SENT), ("call", p.call, ("acknowledged",))):
         if not want:
             continue
-        row = next((n for n in notes if n[1] == ch and n[2] == ch and n[0] is None), None)
+        row = next((n for n in notes if n.kind == ch and n.channel == ch and n.mailbox_id is None),
+                   None)
         if row is None:
             gaps.append(f"no {ch} recorded")
-        elif row[3] not in ok:
-            last = (row[5] or {}).get("last_outcome") or row[3]
-            gaps.append(f"{ch} not done (status {row[3]}, last outcome {last})"
+        elif row.status not in ok:
+            last = (row.detail or {}).get("last_outcome") or row.status
+            gaps.append(f"{ch} not done (status {row.status}, last outcome {last})"
                         if ch == "letter" else f"call: customer not reached (last outcome {last})")
     if p.email_rounds and p.lead_days and first_sent is not None and \
             first_sent > at - _dt.timedelta(days=p.lead_days):
@@ -447,20 +383,24 @@ def household_gaps(conn, hh: Household, *, campaign: str, at: _dt.datetime) -> l
 
 
 def notice_gate_check(conn, domain: str, *, at: _dt.datetime | None = None,
-                      campaign: str = CAMPAIGN) -> list[str]:
-    """The cutover gate's notice condition for `domain`: [] if every affected household on the
-    domain has satisfied its building's notice policy, else one reason per household naming it,
-    its building, what changes for it and what is missing. Read-only."""
+                      campaign: str = CAMPAIGN) -> list[Reason]:
+    """The cutover gate's notice condition for `domain` (the gate's default, from the CLI and
+    from Airflow alike): [] if every affected household on the domain has satisfied its
+    building's notice policy, else one Reason per household naming it, its building, what
+    changes for it and what is missing. Read-only."""
+    # imported here: mailshift.cutover.gate imports this module for its default notice check
+    from mailshift.cutover.gate import NOTICE, Reason
+
     at = at or _dt.datetime.now(_dt.UTC)
+    with conn:   # read-only; leaves no transaction open on the gate's connection
+        affected = [hh for hh in households(conn, domain=domain).values() if hh.affected]
+        notes = store.of_households(conn, [hh.id for hh in affected], campaign)
     reasons = []
-    hhs = households(conn, domain=domain)
-    for hh in hhs.values():
-        if not hh.affected:
-            continue
-        gaps = household_gaps(conn, hh, campaign=campaign, at=at)
+    for hh in affected:
+        gaps = household_gaps(hh, notes.get(hh.id, []), at=at)
         if gaps:
             kinds = sorted({k for _m, _a, k, _t in hh.changes})
-            reasons.append(f"household {hh.id} (building {hh.building_id}"
-                           f"{', ' + hh.contact_name if hh.contact_name else ''}; changes: "
-                           f"{', '.join(kinds)}): " + "; ".join(gaps))
+            reasons.append(Reason(NOTICE, hh.building_id, None,
+                                  f"household {hh.id} ({hh.contact_name + '; ' if hh.contact_name else ''}"
+                                  f"changes: {', '.join(kinds)}): " + "; ".join(gaps)))
     return reasons

@@ -1,4 +1,5 @@
 """Streaming parsers for legacy POP3 server logs, and the per-login usage they add up to.
+No database: `mailshift.customers.audit.run_pop3_audit` maps logins to mailboxes and stores it.
 
 Formats (auto-detected per line, so a concatenation of both works):
 - Dovecot 2.x (`dovecot`): syslog (`Nov 26 04:45:33 host dovecot: pop3-login: Login: ...`) or

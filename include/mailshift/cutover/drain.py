@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from mailshift.errors import NotSwapped  # noqa: F401  (raised here)
 from mailshift.store import dns_changes as records
+from mailshift.store.cutover import domain_mailboxes
 
 CopyFn = Callable[[object, int, str], object]   # (conn, mailbox_id, pass_kind) -> PassSummary
 
@@ -42,13 +43,6 @@ def default_quiet_seconds(conn, domain: str, factor: float = 2.0) -> float:
     if ch is None:
         raise NotSwapped(f"no applied MX swap is recorded for {domain}: nothing to drain yet")
     return factor * float(ch.old_ttl or 0)
-
-
-def domain_mailboxes(conn, domain: str) -> list[tuple[int, str]]:
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT mailbox_id, address FROM mailbox_scope WHERE domain = %s ORDER BY building_id, mailbox_id",
-                    (domain,))
-        return cur.fetchall()
 
 
 def drain_domain(conn, domain: str, copy_fn: CopyFn, *, quiet_seconds: float | None = None,

@@ -10,6 +10,10 @@ re-verifies it. A refusal raises (TtlNotReady, GateBlocked, PrerequisiteMismatch
 FinalProofFailed) after posting to Slack through `notify(Message)` when given.
 `abort_step` before the swap changes nothing in DNS or in any mailbox (nothing was written there
 before the swap); it closes planned swap records and says so.
+
+The gate (`gate_step`, and `swap_step` right before writing) is `mailshift.cutover.gate` with its
+default notice condition: the same from the CLI and from Airflow. `notice_check` is there for
+tests only. SQL is in `mailshift.store` (`cutover`, `dns_changes`).
 """
 
 from __future__ import annotations
@@ -18,25 +22,28 @@ import datetime as dt
 from collections.abc import Callable, Iterable
 
 from mailshift.cutover import messages
-from mailshift.cutover.drain import CopyFn, DrainResult, domain_mailboxes, drain_domain
+from mailshift.cutover.drain import CopyFn, DrainResult, drain_domain
 from mailshift.cutover.gate import NoticeCheck, evaluate_gate
 from mailshift.cutover.swap import GateBlocked, SwapResult, swap_mx
 from mailshift.cutover.ttl import TtlNotReady, check_ttl
 from mailshift.errors import FinalProofFailed, SwapAlreadyApplied  # noqa: F401  (raised here)
 from mailshift.protocols.dns import DnsProvider, PrerequisiteMismatch
 from mailshift.store import dns_changes as records
+from mailshift.store.cutover import domain_buildings, domain_mailboxes
 
 Notify = Callable[[messages.Message], object]
 VerifyFn = Callable[..., object]      # (conn, building_id, kind=...) -> BuildingVerdict-like (report_path)
 
 
 def default_copy(conn, mailbox_id: int, pass_kind: str):
+    """The copier with the endpoints from the environment (the CLI's; the DAG passes its own)."""
     from mailshift.copy.copy_one import copy_one
 
     return copy_one(conn, mailbox_id, pass_kind)
 
 
 def default_verify(conn, building_id: str, kind: str = "pre_cutover"):
+    """The verifier with the endpoints from the environment (the CLI's; the DAG passes its own)."""
     from mailshift.verify import verify_building
 
     return verify_building(conn, building_id, kind=kind)
@@ -48,6 +55,7 @@ def _send(notify: Notify | None, msg) -> None:
 
 
 def swap_applied(conn, domain: str) -> records.DnsChange | None:
+    """The applied MX swap of the domain, if any: after it, pre-swap steps must not act."""
     return records.latest(conn, domain, "mx_swap")
 
 
@@ -58,15 +66,10 @@ def _skip(conn, domain: str) -> dict | None:
     return None
 
 
-def buildings_of(conn, domain: str) -> list[str]:
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT id FROM building WHERE domain = %s ORDER BY id", (domain,))
-        return [r[0] for r in cur.fetchall()]
-
-
 # -- steps -------------------------------------------------------------------------------------
 def check_ttl_step(conn, provider: DnsProvider, domain: str, *, zone: str | None = None,
                    now: dt.datetime | None = None, notify: Notify | None = None) -> dict:
+    """Refuse the cutover until every name server serves the lowered TTL and the old one expired."""
     if (s := _skip(conn, domain)) is not None:
         return s
     c = check_ttl(conn, provider, domain, zone=zone, now=now)
@@ -78,6 +81,7 @@ def check_ttl_step(conn, provider: DnsProvider, domain: str, *, zone: str | None
 
 
 def gate_step(conn, domain: str, *, notice_check: NoticeCheck | None = None, notify: Notify | None = None) -> dict:
+    """The zero-loss gate before anyone is asked to approve; its summary goes into the approval."""
     if (s := _skip(conn, domain)) is not None:
         return s
     v = evaluate_gate(conn, domain, notice_check)
@@ -105,7 +109,7 @@ def reverify_step(conn, domain: str, verify_fn: VerifyFn = default_verify) -> di
     if (s := _skip(conn, domain)) is not None:
         return s
     reports = [str(getattr(verify_fn(conn, b, kind="pre_cutover"), "report_path", "") or "")
-               for b in buildings_of(conn, domain)]
+               for b in domain_buildings(conn, domain)]
     return {"buildings": len(reports), "reports": [r for r in reports if r]}
 
 
@@ -113,6 +117,7 @@ def swap_step(conn, provider: DnsProvider, domain: str, new_mx: Iterable[str], *
               approved_at=None, expected_old: Iterable[str] | None = None, requested_by: str | None = None,
               notice_check: NoticeCheck | None = None, notify: Notify | None = None, zone: str | None = None,
               timeout: float = 300.0, interval: float = 2.0) -> dict:
+    """The one-shot MX swap (gate evaluated again right before writing); posts what happened."""
     try:
         r: SwapResult = swap_mx(conn, provider, domain, new_mx, approved_by=approved_by, approved_at=approved_at,
                                 expected_old=expected_old, requested_by=requested_by, notice_check=notice_check,
@@ -132,6 +137,7 @@ def swap_step(conn, provider: DnsProvider, domain: str, new_mx: Iterable[str], *
 
 def drain_step(conn, domain: str, copy_fn: CopyFn = default_copy, *, quiet_seconds: float | None = None,
                poll_seconds: float = 60.0, max_seconds: float | None = None, log=None) -> dict:
+    """Keep copying from the old server after the swap until it has been quiet (late mail)."""
     r: DrainResult = drain_domain(conn, domain, copy_fn, quiet_seconds=quiet_seconds, poll_seconds=poll_seconds,
                                   max_seconds=max_seconds, log=log)
     return dict(r.__dict__)
@@ -142,7 +148,7 @@ def final_proof_step(conn, domain: str, verify_fn: VerifyFn = default_verify, *,
     """Verify every building (proof kind final), then require every mailbox's latest proof to be a
     passing final one (waivers count), no open exception. Posts the summary with the report link(s)."""
     reports = []
-    for b in buildings_of(conn, domain):
+    for b in domain_buildings(conn, domain):
         path = str(getattr(verify_fn(conn, b, kind="final"), "report_path", "") or "")
         if path:
             reports.append(report_url(path) if report_url else path)
@@ -163,10 +169,6 @@ def abort_step(conn, domain: str, *, by: str, reason: str, notify: Notify | None
     if ch is not None:
         raise SwapAlreadyApplied(f"the MX of {domain} was swapped (dns_change #{ch.id}): there is no rollback; "
                                  "continue with the drain")
-    with conn, conn.cursor() as cur:
-        cur.execute("UPDATE dns_change SET status = 'failed', detail = concat_ws(E'\\n', detail, %s)"
-                    " WHERE domain = %s AND kind = 'mx_swap' AND status = 'planned' RETURNING id",
-                    (f"aborted by {by}: {reason}", domain))
-        closed = [r[0] for r in cur.fetchall()]
+    closed = records.fail_planned(conn, domain, "mx_swap", f"aborted by {by}: {reason}")
     _send(notify, messages.aborted(domain, by, reason))
     return {"aborted": True, "by": by, "reason": reason, "closed_changes": closed}

@@ -112,6 +112,7 @@ UNLIMITED = {"", "無制限", "unlimited", "-"}
 
 
 def render(format_name: str, rows: list[ExportRow]) -> bytes:
+    """Rows as the legacy system would export them (the lab's corpus writes its fixtures so)."""
     fmt = FORMATS[format_name]
     buf = io.StringIO(newline="")
     w = csv.writer(buf, lineterminator=fmt.line_terminator,

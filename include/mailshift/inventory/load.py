@@ -17,7 +17,6 @@ errors.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import yaml
 from mailshift.errors import InventoryError  # noqa: F401  (raised here)
 from mailshift.inventory import exports, spec
 from mailshift.inventory.exports import Issue
+from mailshift.store import inventory as inventory_store
 
 SYSTEMS_SCHEMA = {
     "type": "object",
@@ -104,25 +104,22 @@ def _yaml_line(root, path) -> int:
     return spec._line(node)
 
 
-def _read_systems(d: Path, issues: list[Issue]) -> tuple[list[dict], dict[str, int | None] | None]:
-    p = d / "systems.yaml"
-    fname = "systems.yaml"
-    if not p.exists():
-        issues.append(Issue(fname, 0, "-", "missing file"))
-        return [], None
+def _read_yaml(p: Path, fname: str, issues: list[Issue]) -> tuple[bool, object, object]:
+    """(readable, node tree for line numbers, document); not readable after recording why."""
     try:
         text = p.read_bytes().decode("utf-8")
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text)
+        return True, yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
     except UnicodeDecodeError as exc:
         issues.append(Issue(fname, 1, "-", f"undecodable bytes for utf-8 at byte {exc.start}"))
-        return [], None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         issues.append(Issue(fname, mark.line + 1 if mark else 1, "-", f"invalid YAML: {exc}"))
-        return [], None
-    v = jsonschema.Draft202012Validator(SYSTEMS_SCHEMA)
-    errs = list(v.iter_errors(doc))
+    return False, None, None
+
+
+def _schema_issues(doc, root, fname: str, issues: list[Issue]) -> bool:
+    """Record every schema violation of systems.yaml with its line; True if there were any."""
+    errs = list(jsonschema.Draft202012Validator(SYSTEMS_SCHEMA).iter_errors(doc))
     for e in errs:
         path = list(e.absolute_path)
         rec = ""
@@ -142,7 +139,19 @@ def _read_systems(d: Path, issues: list[Issue]) -> tuple[list[dict], dict[str, i
             m = re.search(r"'([^']+)' is a required property", e.message)
             fld = spec._field(path + [m.group(1)]) if m else fld
         issues.append(Issue(fname, _yaml_line(root, path), fld, e.message[:160], rec))
-    if errs:
+    return bool(errs)
+
+
+def _read_systems(d: Path, issues: list[Issue]) -> tuple[list[dict], dict[str, int | None] | None]:
+    """The source systems (each with `_line` for later messages) and the declared domains
+    (None when systems.yaml lists none: then the exports define them)."""
+    fname = "systems.yaml"
+    p = d / fname
+    if not p.exists():
+        issues.append(Issue(fname, 0, "-", "missing file"))
+        return [], None
+    readable, root, doc = _read_yaml(p, fname, issues)
+    if not readable or _schema_issues(doc, root, fname, issues):
         return [], None
     seen: set[str] = set()
     for i, s in enumerate(doc["systems"]):
@@ -151,10 +160,9 @@ def _read_systems(d: Path, issues: list[Issue]) -> tuple[list[dict], dict[str, i
                                 f"duplicate source system id {s['id']!r}"))
         seen.add(s["id"])
         s.setdefault("pop3_port", None)
-    lines = {i: _yaml_line(root, ["systems", i, "id"]) for i in range(len(doc["systems"]))}
     systems = [dict(s) for s in doc["systems"]]
     for i, s in enumerate(systems):
-        s["_line"] = lines[i]
+        s["_line"] = _yaml_line(root, ["systems", i, "id"])
     domains = None
     if "domains" in doc:
         domains = {}
@@ -167,19 +175,11 @@ def _read_systems(d: Path, issues: list[Issue]) -> tuple[list[dict], dict[str, i
     return systems, domains
 
 
-def parse_exports(export_dir) -> ParsedInventory:
-    """Read and validate every file of an export directory. Raises InventoryError."""
-    d = Path(export_dir)
-    issues: list[Issue] = []
-    if not d.is_dir():
-        raise InventoryError([Issue(str(d), 0, "-", "export directory does not exist")])
-    n_before = len(issues)
-    systems, domain_list = _read_systems(d, issues)
-    systems_ok = len(issues) == n_before
+def _read_export_files(d: Path, systems: list[dict], issues: list[Issue]) -> list[tuple[str, exports.ExportRow]]:
+    """(system id, row) of every export CSV, each in its system's format; a CSV of no known
+    system and a system without a CSV are both errors (a forgotten export would lose mailboxes)."""
     sys_by_id = {s["id"]: s for s in systems}
-
-    # --- export CSVs -----------------------------------------------------------------------
-    rows: list[tuple[str, exports.ExportRow]] = []  # (system id, row)
+    rows: list[tuple[str, exports.ExportRow]] = []
     for csv_path in sorted(d.glob("*.csv")):
         sid = csv_path.stem
         if sid not in sys_by_id:
@@ -194,245 +194,242 @@ def parse_exports(export_dir) -> ParsedInventory:
         if not (d / f"{s['id']}.csv").exists():
             issues.append(Issue("systems.yaml", s.get("_line", 1), f"systems.{i}.id",
                                 f"no export file {s['id']}.csv for source system {s['id']!r}"))
+    return rows
 
-    buildings: dict[str, dict] = {}
-    households: dict[str, dict] = {}
-    mailboxes: list[dict] = []
-    domains: dict[str, int | None] = dict(domain_list or {})
-    addr_seen: dict[str, exports.ExportRow] = {}
-    login_seen: dict[tuple[str, str], exports.ExportRow] = {}
 
-    for sid, r in rows:
-        rec = r.record()
-        where = (r.file, r.line)
+def _address_problem(a: str, domain: str, dom: str) -> str | None:
+    """Why an exported address cannot be loaded (None: it can, RFC-conform or not)."""
+    if a != a.strip():
+        return f"leading or trailing whitespace in {a!r}"
+    if "@" not in a:
+        return f"missing '@' in {a!r}"
+    if a.count("@") > 1:
+        return f"more than one '@' in {a!r}"
+    if re.search(r"\s", a):
+        return f"whitespace inside {a!r}"
+    if not a.isascii():
+        return f"non-ASCII characters in {a!r}"
+    local, adom = a.rsplit("@", 1)
+    if not local:
+        return f"empty local part in {a!r}"
+    if domain and adom.lower() != dom:
+        return f"domain of {a!r} is not the building's domain {domain!r}"
+    return None
 
-        def err(fld: str, problem: str, where=where, rec=rec) -> None:
-            issues.append(Issue(where[0], where[1], fld, problem, rec))
 
-        required = ["building_id", "building_name", "domain", "household_id", "contact_name",
-                    "address", "login"]
-        missing = False
-        for f in required:
-            if not getattr(r, f):
-                if f == "household_id" and sys_by_id[sid]["export_format"] == "beta":
-                    err("room", "empty")
-                else:
-                    err(f, "empty")
-                missing = True
-        if not r.protocol:
-            missing = True  # already reported by the format parser
-        dom = r.domain.lower()
-        if r.domain and not HOSTNAME.match(dom):
-            err("domain", f"not a valid domain name: {r.domain!r}")
-            missing = True
-        elif r.domain and domain_list is not None and dom not in domain_list:
-            err("domain", f"unknown domain {r.domain!r} (not in systems.yaml domains)")
-            missing = True
-        # address
-        a = r.address
-        if a:
-            if a != a.strip():
-                err("address", f"leading or trailing whitespace in {a!r}")
-                missing = True
-            elif "@" not in a:
-                err("address", f"missing '@' in {a!r}")
-                missing = True
-            elif a.count("@") > 1:
-                err("address", f"more than one '@' in {a!r}")
-                missing = True
-            elif re.search(r"\s", a):
-                err("address", f"whitespace inside {a!r}")
-                missing = True
-            elif not a.isascii():
-                err("address", f"non-ASCII characters in {a!r}")
-                missing = True
-            else:
-                local, adom = a.rsplit("@", 1)
-                if not local:
-                    err("address", f"empty local part in {a!r}")
-                    missing = True
-                elif r.domain and adom.lower() != dom:
-                    err("address", f"domain of {a!r} is not the building's domain {r.domain!r}")
-                    missing = True
-        if r.login and LOGIN_BAD.search(r.login):
-            err("login", f"whitespace or control characters in login {r.login!r}")
-            missing = True
-        if missing:
-            continue
-        # duplicates
-        key = a.lower()
-        if key in addr_seen:
-            o = addr_seen[key]
-            err("address", f"duplicate address {a!r} (case-insensitive; also {o.file}:{o.line})")
-        else:
-            addr_seen[key] = r
-        lkey = (sid, r.login.lower())
-        if lkey in login_seen:
-            o = login_seen[lkey]
-            err("login", f"duplicate login {r.login!r} on {sid} (also {o.file}:{o.line})")
-        else:
-            login_seen[lkey] = r
-        # building
-        b = buildings.get(r.building_id)
-        if b is None:
-            buildings[r.building_id] = b = {"name": r.building_name, "domain": dom, "source_system": sid,
-                                            "where": where}
-        else:
-            ref = f"{b['where'][0]}:{b['where'][1]}"
-            if b["source_system"] != sid:
-                err("building_id", f"building {r.building_id} also exported by {b['source_system']} ({ref})")
-            if b["name"] != r.building_name:
-                err("building_name", f"conflicting name {r.building_name!r} for {r.building_id} "
-                                     f"({b['name']!r} at {ref})")
-            if b["domain"] != dom:
-                err("domain", f"conflicting domain {r.domain!r} for {r.building_id} ({b['domain']!r} at {ref})")
-        # household
-        h = households.get(r.household_id)
-        if h is None:
-            households[r.household_id] = {"building_id": r.building_id, "contact_name": r.contact_name,
+def _row_ok(r: exports.ExportRow, fmt: str, domain_list: dict | None, err) -> bool:
+    """Check one row on its own (every problem reported, not only the first); False if it
+    cannot be loaded."""
+    ok = True
+    for f in ("building_id", "building_name", "domain", "household_id", "contact_name", "address", "login"):
+        if not getattr(r, f):
+            err("room" if f == "household_id" and fmt == "beta" else f, "empty")
+            ok = False
+    if not r.protocol:
+        ok = False  # already reported by the format parser
+    dom = r.domain.lower()
+    if r.domain and not HOSTNAME.match(dom):
+        err("domain", f"not a valid domain name: {r.domain!r}")
+        ok = False
+    elif r.domain and domain_list is not None and dom not in domain_list:
+        err("domain", f"unknown domain {r.domain!r} (not in systems.yaml domains)")
+        ok = False
+    problem = _address_problem(r.address, r.domain, dom) if r.address else None
+    if problem:
+        err("address", problem)
+        ok = False
+    if r.login and LOGIN_BAD.search(r.login):
+        err("login", f"whitespace or control characters in login {r.login!r}")
+        ok = False
+    return ok
+
+
+@dataclass
+class _Collected:
+    """What the rows add up to, with where each building/household was first seen."""
+
+    domains: dict[str, int | None]
+    buildings: dict[str, dict] = field(default_factory=dict)
+    households: dict[str, dict] = field(default_factory=dict)
+    mailboxes: list[dict] = field(default_factory=list)
+    addr_seen: dict[str, exports.ExportRow] = field(default_factory=dict)
+    login_seen: dict[tuple[str, str], exports.ExportRow] = field(default_factory=dict)
+
+
+def _check_duplicates(acc: _Collected, sid: str, r: exports.ExportRow, err) -> None:
+    """Addresses are unique case-insensitively; logins per source system."""
+    key = r.address.lower()
+    if key in acc.addr_seen:
+        o = acc.addr_seen[key]
+        err("address", f"duplicate address {r.address!r} (case-insensitive; also {o.file}:{o.line})")
+    else:
+        acc.addr_seen[key] = r
+    lkey = (sid, r.login.lower())
+    if lkey in acc.login_seen:
+        o = acc.login_seen[lkey]
+        err("login", f"duplicate login {r.login!r} on {sid} (also {o.file}:{o.line})")
+    else:
+        acc.login_seen[lkey] = r
+
+
+def _merge_building(acc: _Collected, sid: str, r: exports.ExportRow, where: tuple, err) -> None:
+    """A building is repeated on every row of its mailboxes: every repetition must agree."""
+    dom = r.domain.lower()
+    b = acc.buildings.get(r.building_id)
+    if b is None:
+        acc.buildings[r.building_id] = {"name": r.building_name, "domain": dom, "source_system": sid,
+                                        "where": where}
+        return
+    ref = f"{b['where'][0]}:{b['where'][1]}"
+    if b["source_system"] != sid:
+        err("building_id", f"building {r.building_id} also exported by {b['source_system']} ({ref})")
+    if b["name"] != r.building_name:
+        err("building_name", f"conflicting name {r.building_name!r} for {r.building_id} "
+                             f"({b['name']!r} at {ref})")
+    if b["domain"] != dom:
+        err("domain", f"conflicting domain {r.domain!r} for {r.building_id} ({b['domain']!r} at {ref})")
+
+
+def _merge_household(acc: _Collected, r: exports.ExportRow, where: tuple, err) -> None:
+    """A household belongs to one building and has one contact."""
+    h = acc.households.get(r.household_id)
+    if h is None:
+        acc.households[r.household_id] = {"building_id": r.building_id, "contact_name": r.contact_name,
                                           "phone": r.phone, "postal_address": r.postal_address,
                                           "where": where}
-        else:
-            ref = f"{h['where'][0]}:{h['where'][1]}"
-            if h["building_id"] != r.building_id:
-                err("household_id", f"household {r.household_id} is in two buildings: "
-                                    f"{h['building_id']} ({ref}) and {r.building_id}")
-            elif h["contact_name"] != r.contact_name:
-                err("contact_name", f"conflicting contact name for household {r.household_id} ({ref})")
-        if domain_list is None:
-            domains.setdefault(dom, None)
-        mailboxes.append({"household_id": r.household_id, "address": a, "source_login": r.login,
-                          "dest_login": a.lower(), "protocol": r.protocol,
+        return
+    ref = f"{h['where'][0]}:{h['where'][1]}"
+    if h["building_id"] != r.building_id:
+        err("household_id", f"household {r.household_id} is in two buildings: "
+                            f"{h['building_id']} ({ref}) and {r.building_id}")
+    elif h["contact_name"] != r.contact_name:
+        err("contact_name", f"conflicting contact name for household {r.household_id} ({ref})")
+
+
+def _collect_row(acc: _Collected, sid: str, r: exports.ExportRow, fmt: str, domain_list: dict | None,
+                 issues: list[Issue]) -> None:
+    """Validate one export row and add its building, household and mailbox."""
+    rec = r.record()
+    where = (r.file, r.line)
+
+    def err(fld: str, problem: str) -> None:
+        issues.append(Issue(where[0], where[1], fld, problem, rec))
+
+    if not _row_ok(r, fmt, domain_list, err):
+        return
+    _check_duplicates(acc, sid, r, err)
+    _merge_building(acc, sid, r, where, err)
+    _merge_household(acc, r, where, err)
+    if domain_list is None:
+        acc.domains.setdefault(r.domain.lower(), None)
+    acc.mailboxes.append({"household_id": r.household_id, "address": r.address, "source_login": r.login,
+                          "dest_login": r.address.lower(), "protocol": r.protocol,
                           "quota_bytes": None if r.quota_mb is None else r.quota_mb * 1024 * 1024})
 
-    # --- specs ------------------------------------------------------------------------------
-    defaults = None
-    if (d / "defaults.yaml").exists():
-        defaults, iss = spec.load_spec_file(d / "defaults.yaml", "defaults.yaml", "defaults")
-        issues += iss
-        if defaults and defaults.get("source_system") is not None:
-            issues.append(Issue("defaults.yaml", 1, "source_system", "not allowed in defaults", "defaults"))
-        if defaults and defaults.get("pinned_wave") is not None:
-            issues.append(Issue("defaults.yaml", 1, "pinned_wave", "not allowed in defaults", "defaults"))
+
+def _read_defaults(d: Path, issues: list[Issue]) -> dict | None:
+    """defaults.yaml: a partial spec for every building (no per-building keys allowed)."""
+    if not (d / "defaults.yaml").exists():
+        return None
+    defaults, iss = spec.load_spec_file(d / "defaults.yaml", "defaults.yaml", "defaults")
+    issues += iss
+    for key in ("source_system", "pinned_wave"):
+        if defaults and defaults.get(key) is not None:
+            issues.append(Issue("defaults.yaml", 1, key, "not allowed in defaults", "defaults"))
+    return defaults
+
+
+def _check_override_system(p: Path, fname: str, rec: str, ss: str, exported_by: str, known: set[str],
+                           issues: list[Issue]) -> None:
+    """An override may name the source system only to agree with the export."""
+    root = yaml.compose(p.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    line = _yaml_line(root, ["source_system"])
+    if ss not in known:
+        issues.append(Issue(fname, line, "source_system", f"unknown source system {ss!r}", rec))
+    elif ss != exported_by:
+        issues.append(Issue(fname, line, "source_system", f"{ss!r} but the building is exported by {exported_by!r}",
+                            rec))
+
+
+def _read_overrides(d: Path, buildings: dict[str, dict], systems: list[dict], systems_ok: bool,
+                    issues: list[Issue]) -> dict[str, dict]:
+    """buildings/<id>.yaml: per-building partial specs, each for a building some export lists."""
     overrides: dict[str, dict] = {}
     bdir = d / "buildings"
-    if bdir.is_dir():
-        for p in sorted(bdir.iterdir()):
-            fname = f"buildings/{p.name}"
-            if p.suffix not in (".yaml", ".yml"):
-                issues.append(Issue(fname, 0, "-", "not a .yaml file"))
-                continue
-            bid = p.stem
-            rec = f"building {bid}"
-            ov, iss = spec.load_spec_file(p, fname, rec)
-            issues += iss
-            if bid not in buildings:
-                if not systems_ok:
-                    continue  # exports could not be read: do not pile follow-on errors up
+    if not bdir.is_dir():
+        return overrides
+    known = {s["id"] for s in systems}
+    for p in sorted(bdir.iterdir()):
+        fname = f"buildings/{p.name}"
+        if p.suffix not in (".yaml", ".yml"):
+            issues.append(Issue(fname, 0, "-", "not a .yaml file"))
+            continue
+        bid = p.stem
+        rec = f"building {bid}"
+        ov, iss = spec.load_spec_file(p, fname, rec)
+        issues += iss
+        if bid not in buildings:
+            if systems_ok:  # else the exports could not be read: do not pile follow-on errors up
                 issues.append(Issue(fname, 1, "building_id", f"unknown building {bid!r} (in no export)", rec))
-                continue
-            if ov is None:
-                continue
-            ss = ov.get("source_system")
-            if ss is not None:
-                root = yaml.compose(p.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-                line = _yaml_line(root, ["source_system"])
-                if ss not in sys_by_id:
-                    issues.append(Issue(fname, line, "source_system", f"unknown source system {ss!r}", rec))
-                elif ss != buildings[bid]["source_system"]:
-                    issues.append(Issue(fname, line, "source_system",
-                                        f"{ss!r} but the building is exported by {buildings[bid]['source_system']!r}", rec))
-            overrides[bid] = ov
+            continue
+        if ov is None:
+            continue
+        if ov.get("source_system") is not None:
+            _check_override_system(p, fname, rec, ov["source_system"], buildings[bid]["source_system"], known, issues)
+        overrides[bid] = ov
+    return overrides
 
-    if issues:
-        raise InventoryError(issues)
 
-    for bid, b in buildings.items():
+def _apply_specs(acc: _Collected, overrides: dict[str, dict], defaults: dict | None) -> None:
+    """Each building's effective spec (override over defaults over DEFAULT_SPEC)."""
+    for bid, b in acc.buildings.items():
         eff = spec.resolve(overrides.get(bid), defaults)
         eff["source_system"] = b["source_system"]
         b["spec"] = eff
         b["pinned_wave"] = eff.get("pinned_wave")
         b.pop("where", None)
-    for h in households.values():
+    for h in acc.households.values():
         h.pop("where", None)
-    return ParsedInventory(systems=systems, domains=domains, buildings=buildings,
-                           households=households, mailboxes=mailboxes)
+
+
+def parse_exports(export_dir) -> ParsedInventory:
+    """Read and validate every file of an export directory. Raises InventoryError listing every
+    problem at once, so an export is fixed in one round trip with the legacy system's owner."""
+    d = Path(export_dir)
+    if not d.is_dir():
+        raise InventoryError([Issue(str(d), 0, "-", "export directory does not exist")])
+    issues: list[Issue] = []
+    systems, domain_list = _read_systems(d, issues)
+    systems_ok = not issues
+    formats = {s["id"]: s["export_format"] for s in systems}
+    acc = _Collected(domains=dict(domain_list or {}))
+    for sid, r in _read_export_files(d, systems, issues):
+        _collect_row(acc, sid, r, formats[sid], domain_list, issues)
+    defaults = _read_defaults(d, issues)
+    overrides = _read_overrides(d, acc.buildings, systems, systems_ok, issues)
+    if issues:
+        raise InventoryError(issues)
+    _apply_specs(acc, overrides, defaults)
+    return ParsedInventory(systems=systems, domains=acc.domains, buildings=acc.buildings,
+                           households=acc.households, mailboxes=acc.mailboxes)
 
 
 # ---------------------------------------------------------------------------------------------
 # database
 
 
-def _upsert(cur, table: str, key: list[str], cols: list[str], rows: list[tuple], *,
-            jsonb: set[str] = frozenset()) -> dict[str, int]:
-    from psycopg2.extras import execute_values
-
-    counts = {"inserted": 0, "updated": 0, "unchanged": 0}
-    if not rows:
-        return counts
-    allc = key + cols
-    tmpl = "(" + ", ".join("%s::jsonb" if c in jsonb else "%s" for c in allc) + ")"
-    sets = ", ".join([f"{c} = EXCLUDED.{c}" for c in cols] + ["updated_at = now()"])
-    cmp_l = ", ".join(f"{table}.{c}" for c in cols)
-    cmp_r = ", ".join(f"EXCLUDED.{c}" for c in cols)
-    sql = (f"INSERT INTO {table} ({', '.join(allc)}) VALUES %s "
-           f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets} "
-           f"WHERE ({cmp_l}) IS DISTINCT FROM ({cmp_r}) RETURNING (xmax = 0)")
-    res = execute_values(cur, sql, rows, template=tmpl, page_size=1000, fetch=True)
-    ins = sum(1 for (x,) in res if x)
-    counts["inserted"] = ins
-    counts["updated"] = len(res) - ins
-    counts["unchanged"] = len(rows) - len(res)
-    return counts
-
-
 def load_inventory(conn, export_dir) -> LoadReport:
     """Validate the exports (InventoryError on any problem, nothing written), then upsert all
     rows in one transaction. `conn` is a psycopg2 connection or a libpq DSN."""
     parsed = parse_exports(export_dir)
-    own = False
-    if isinstance(conn, str):
-        import psycopg2
+    own = isinstance(conn, str)
+    if own:
+        from mailshift.store import db
 
-        conn = psycopg2.connect(conn)
-        own = True
-    report = LoadReport(str(export_dir))
-    old_autocommit = conn.autocommit
+        conn = db.connect(conn)
     try:
-        conn.autocommit = False
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext('mailshift.inventory.load'))")
-            report.counts["source_system"] = _upsert(
-                cur, "source_system", ["id"],
-                ["kind", "imap_host", "imap_port", "pop3_port", "tls", "max_connections",
-                 "airflow_conn_id", "export_format"],
-                [(s["id"], s["kind"], s["imap_host"], s["imap_port"], s.get("pop3_port"), s["tls"],
-                  s["max_connections"], s["airflow_conn_id"], s["export_format"]) for s in parsed.systems])
-            report.counts["domain"] = _upsert(
-                cur, "domain", ["name"], ["mx_ttl"], [(n, t) for n, t in sorted(parsed.domains.items())])
-            report.counts["building"] = _upsert(
-                cur, "building", ["id"], ["name", "domain", "source_system", "spec", "pinned_wave"],
-                [(bid, b["name"], b["domain"], b["source_system"],
-                  json.dumps(b["spec"], ensure_ascii=False, sort_keys=True), b["pinned_wave"])
-                 for bid, b in sorted(parsed.buildings.items())], jsonb={"spec"})
-            report.counts["household"] = _upsert(
-                cur, "household", ["id"], ["building_id", "contact_name", "phone", "postal_address"],
-                [(hid, h["building_id"], h["contact_name"], h["phone"], h["postal_address"])
-                 for hid, h in sorted(parsed.households.items())])
-            report.counts["mailbox"] = _upsert(
-                cur, "mailbox", ["address"],
-                ["household_id", "source_login", "dest_login", "protocol", "quota_bytes"],
-                [(m["address"], m["household_id"], m["source_login"], m["dest_login"], m["protocol"],
-                  m["quota_bytes"]) for m in parsed.mailboxes])
-            cur.execute("SELECT address FROM mailbox WHERE NOT (address = ANY(%s)) ORDER BY address",
-                        ([m["address"] for m in parsed.mailboxes],))
-            report.not_in_exports = [a for (a,) in cur.fetchall()]
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
+        counts, not_in_exports = inventory_store.upsert_inventory(conn, parsed)
     finally:
-        conn.autocommit = old_autocommit
         if own:
             conn.close()
-    return report
+    return LoadReport(str(export_dir), counts, not_in_exports)

@@ -367,189 +367,208 @@ def _validate(buildings: list[BuildingLoad], limits: PlanLimits) -> list[str]:
     return problems
 
 
-def plan_waves(buildings: Iterable[BuildingLoad], limits: PlanLimits) -> Plan:
-    """Partition `buildings` into waves (see the module docstring). Raises PlanError."""
-    blist = sorted(buildings, key=lambda b: b.id)
-    problems = _validate(blist, limits)
-    if problems:
-        raise PlanError(problems)
-    chk = _Checker(limits)
-    waves: dict[int, _W] = {}
-    pilot = limits.pilot_buildings > 0
+class _Planner:
+    """The state of one planning run: the waves being filled and the buildings placed so far.
+    Each rule of the module docstring is one method, called in the documented order."""
 
-    def wave(n: int) -> _W:
-        w = waves.get(n)
+    def __init__(self, blist: list[BuildingLoad], limits: PlanLimits):
+        self.limits = limits
+        self.blist = blist
+        self.by_id = {bl.id: bl for bl in blist}
+        self.chk = _Checker(limits)
+        self.pilot = limits.pilot_buildings > 0
+        self.waves: dict[int, _W] = {}
+        self.placed: set[str] = set()
+
+    def wave(self, n: int) -> _W:
+        """Wave n, created on first use (a pin may name a wave beyond the others)."""
+        w = self.waves.get(n)
         if w is None:
-            w = waves[n] = _W(n, "pilot" if (pilot and n == 1) else "regular")
+            w = self.waves[n] = _W(n, "pilot" if (self.pilot and n == 1) else "regular")
         return w
 
-    def blocked(bl: BuildingLoad, n: int) -> list[dt.date]:
+    def blocked(self, bl: BuildingLoad, n: int) -> list[dt.date]:
+        """The building's blackout dates inside wave n's cutover window."""
         if not bl.blackout_dates:
             return []
-        return sorted(limits.wave_window(n) & bl.blackout_dates)
+        return sorted(self.limits.wave_window(n) & bl.blackout_dates)
 
-    # 1 + 2: locked and pinned buildings
-    placed: set[str] = set()
-    for bl in blist:
-        if bl.locked_wave is not None:
+    def rest(self) -> list[BuildingLoad]:
+        return [bl for bl in self.blist if bl.id not in self.placed]
+
+    # 1 -------------------------------------------------------------------------------------
+    def place_locked(self) -> None:
+        """A building in a started wave stays there, whatever its pin says now."""
+        for bl in self.blist:
+            if bl.locked_wave is None:
+                continue
             note = ""
             if bl.pinned_wave is not None and bl.pinned_wave != bl.locked_wave:
                 note = f"; its pin to wave {bl.pinned_wave} is ignored"
-            wave(bl.locked_wave).add(bl, Reason("locked", f"already in wave {bl.locked_wave}, "
-                                                          f"which has started: not moved{note}"))
-            placed.add(bl.id)
-    for bl in blist:
-        if bl.id in placed or bl.pinned_wave is None:
-            continue
-        n = bl.pinned_wave
+            self.wave(bl.locked_wave).add(bl, Reason("locked", f"already in wave {bl.locked_wave}, "
+                                                               f"which has started: not moved{note}"))
+            self.placed.add(bl.id)
+
+    # 2 -------------------------------------------------------------------------------------
+    def pin_problem(self, bl: BuildingLoad, n: int) -> str | None:
+        """Why the operator's pin cannot be obeyed (None: it can)."""
+        limits = self.limits
         if n < 1 or n > limits.max_waves:
-            problems.append(f"building {bl.id}: pinned to wave {n}, outside 1..{limits.max_waves}")
-            continue
+            return f"building {bl.id}: pinned to wave {n}, outside 1..{limits.max_waves}"
         if n in limits.closed_waves:
-            problems.append(f"building {bl.id}: pinned to wave {n}, which has already started "
-                            f"(no building can join it); change its pinned_wave")
-            continue
-        bad = blocked(bl, n)
+            return (f"building {bl.id}: pinned to wave {n}, which has already started "
+                    f"(no building can join it); change its pinned_wave")
+        bad = self.blocked(bl, n)
         if bad:
-            problems.append(f"building {bl.id}: pinned to wave {n} (cutover window from "
-                            f"{limits.wave_start(n)}), but {', '.join(map(str, bad))} is one of its "
-                            f"blackout dates; change its pinned_wave or blackout_dates")
-            continue
-        wave(n).add(bl, Reason("pinned", f"pinned by the operator to wave {n}"))
-        placed.add(bl.id)
-    by_id = {bl.id: bl for bl in blist}
-    for n in sorted(waves):
-        w = waves[n]
-        pinned = [i for i in w.ids if w.reasons[i].code == "pinned"]
-        if not pinned or len(w.ids) < 2:
-            if pinned and chk.alone(by_id[pinned[0]]):
-                w.notes.append(f"pinned building {pinned[0]} alone exceeds the limits: {chk.alone(by_id[pinned[0]])}")
-                w.alone = True
-            continue
-        trial = _W(n, w.kind)
-        for i in w.ids:
-            v = chk.violation(trial, by_id[i])
-            if v is not None:
-                problems.append(f"wave {n}: the buildings pinned to it ({', '.join(pinned)}) do not fit "
-                                f"together: {v} exceeded when adding {i}; pin fewer buildings to "
-                                f"wave {n} or raise the limit")
-                break
-            trial.add(by_id[i], w.reasons[i])
-    if problems:
-        raise PlanError(problems)
+            return (f"building {bl.id}: pinned to wave {n} (cutover window from "
+                    f"{limits.wave_start(n)}), but {', '.join(map(str, bad))} is one of its "
+                    f"blackout dates; change its pinned_wave or blackout_dates")
+        return None
 
-    # 3: the pilot
-    rest = [bl for bl in blist if bl.id not in placed]
-    if pilot:
-        w1 = wave(1)
-        if 1 in limits.closed_waves:
+    def place_pinned(self, problems: list[str]) -> None:
+        """Obey every possible pin; each impossible one is a problem naming the building."""
+        for bl in self.blist:
+            if bl.id in self.placed or bl.pinned_wave is None:
+                continue
+            problem = self.pin_problem(bl, bl.pinned_wave)
+            if problem:
+                problems.append(problem)
+                continue
+            self.wave(bl.pinned_wave).add(bl, Reason("pinned", f"pinned by the operator to wave {bl.pinned_wave}"))
+            self.placed.add(bl.id)
+
+    def check_pinned_waves(self, problems: list[str]) -> None:
+        """Pins that together break a wave's limits are errors; one pinned building over the
+        limits alone is allowed, and then its wave takes no other building."""
+        chk = self.chk
+        for n in sorted(self.waves):
+            w = self.waves[n]
+            pinned = [i for i in w.ids if w.reasons[i].code == "pinned"]
+            if not pinned or len(w.ids) < 2:
+                if pinned and chk.alone(self.by_id[pinned[0]]):
+                    w.notes.append(f"pinned building {pinned[0]} alone exceeds the limits: "
+                                   f"{chk.alone(self.by_id[pinned[0]])}")
+                    w.alone = True
+                continue
+            trial = _W(n, w.kind)
+            for i in w.ids:
+                v = chk.violation(trial, self.by_id[i])
+                if v is not None:
+                    problems.append(f"wave {n}: the buildings pinned to it ({', '.join(pinned)}) do not fit "
+                                    f"together: {v} exceeded when adding {i}; pin fewer buildings to "
+                                    f"wave {n} or raise the limit")
+                    break
+                trial.add(self.by_id[i], w.reasons[i])
+
+    # 3 -------------------------------------------------------------------------------------
+    def fill_pilot(self) -> None:
+        """The smallest eligible buildings, round robin over the source systems, so that the
+        pilot exercises every legacy system."""
+        w1 = self.wave(1)
+        if 1 in self.limits.closed_waves:
             w1.notes.append("pilot has started: no building added")
-        else:
-            need = limits.pilot_buildings - len(w1.ids)
-            by_sys: dict[str, list[BuildingLoad]] = {}
-            for bl in rest:
-                if not blocked(bl, 1) and chk.alone(bl) is None:
-                    by_sys.setdefault(bl.source_system, []).append(bl)
-            for lst in by_sys.values():
-                lst.sort(key=lambda b: (b.households, b.mailboxes, b.bytes, b.id))
-            queues = {s: 0 for s in sorted(by_sys)}
-            while need > 0 and queues:
-                for s in list(queues):
-                    if need <= 0:
-                        break
-                    lst, i = by_sys[s], queues[s]
-                    while i < len(lst) and chk.violation(w1, lst[i]) is not None:
-                        i += 1
-                    if i >= len(lst):
-                        del queues[s]
-                        continue
-                    bl = lst[i]
-                    queues[s] = i + 1
-                    w1.add(bl, Reason("pilot", f"smallest eligible building of source system "
-                                               f"{s} ({_fmt(bl.households)} households)"))
-                    placed.add(bl.id)
-                    need -= 1
-            if need > 0:
-                w1.notes.append(f"pilot has {len(w1.ids)} of {limits.pilot_buildings} buildings: "
-                                f"no other building fits the pilot limits")
-        rest = [bl for bl in rest if bl.id not in placed]
+            return
+        need = self.limits.pilot_buildings - len(w1.ids)
+        by_sys: dict[str, list[BuildingLoad]] = {}
+        for bl in self.rest():
+            if not self.blocked(bl, 1) and self.chk.alone(bl) is None:
+                by_sys.setdefault(bl.source_system, []).append(bl)
+        for lst in by_sys.values():
+            lst.sort(key=lambda b: (b.households, b.mailboxes, b.bytes, b.id))
+        queues = {s: 0 for s in sorted(by_sys)}
+        while need > 0 and queues:
+            for s in list(queues):
+                if need <= 0:
+                    break
+                lst, i = by_sys[s], queues[s]
+                while i < len(lst) and self.chk.violation(w1, lst[i]) is not None:
+                    i += 1
+                if i >= len(lst):
+                    del queues[s]
+                    continue
+                bl = lst[i]
+                queues[s] = i + 1
+                w1.add(bl, Reason("pilot", f"smallest eligible building of source system "
+                                           f"{s} ({_fmt(bl.households)} households)"))
+                self.placed.add(bl.id)
+                need -= 1
+        if need > 0:
+            w1.notes.append(f"pilot has {len(w1.ids)} of {self.limits.pilot_buildings} buildings: "
+                            f"no other building fits the pilot limits")
 
-    # 4: fill, domain by domain (smallest domain first), then building id
-    dom_h: dict[str, int] = {}
-    for bl in rest:
-        dom_h[bl.domain] = dom_h.get(bl.domain, 0) + bl.households
-    rest.sort(key=lambda b: (dom_h[b.domain], b.domain, b.id))
-    first = 2 if pilot else 1
-    for bl in rest:
-        over = chk.alone(bl)
+    # 4 -------------------------------------------------------------------------------------
+    def first_wave_for(self, bl: BuildingLoad, over: str | None) -> tuple[int, Counter, list[int]]:
+        """The first wave that can take `bl`, with the waves skipped (why -> how many) and the
+        waves skipped for its blackout dates."""
+        limits = self.limits
         skipped: Counter = Counter()
         blackout_waves: list[int] = []
-        n = first
+        n = 2 if self.pilot else 1
         while True:
             if n > limits.max_waves:
                 raise PlanError([f"building {bl.id}: no wave up to max_waves {limits.max_waves} "
                                  f"can take it ({dict(skipped)})"])
-            if n in limits.closed_waves:
-                n += 1
-                continue
-            w = waves.get(n)
-            if w is not None and w.kind == "pilot":
-                n += 1
-                continue
-            if w is not None and w.alone:
-                skipped["occupied by an oversize building"] += 1
-                n += 1
-                continue
-            if blocked(bl, n):
-                skipped["blackout"] += 1
+            w = self.waves.get(n)
+            if n in limits.closed_waves or (w is not None and w.kind == "pilot"):
+                why = None
+            elif w is not None and w.alone:
+                why = "occupied by an oversize building"
+            elif self.blocked(bl, n):
+                why = "blackout"
                 blackout_waves.append(n)
-                n += 1
-                continue
-            if over is not None:
-                if w is not None and w.ids:
-                    skipped["occupied"] += 1
-                    n += 1
-                    continue
-            elif w is not None:
-                v = chk.violation(w, bl)
-                if v is not None:
-                    skipped[v] += 1
-                    n += 1
-                    continue
-            break
-        if over is not None:
-            reason = Reason("oversize", f"alone in its wave: {over} (buildings are kept whole)")
-        else:
-            parts = []
-            cap = {k: c for k, c in skipped.items() if k != "blackout"}
-            if cap:
-                parts.append(f"{sum(cap.values())} earlier wave(s) full ("
-                             + ", ".join(f"{k} x{c}" if c > 1 else k for k, c in sorted(cap.items())) + ")")
-            if blackout_waves:
-                parts.append("wave(s) " + ", ".join(f"{x} ({limits.wave_start(x)})" for x in blackout_waves[:3])
-                             + (" ..." if len(blackout_waves) > 3 else "") + " on its blackout dates")
-            if not parts:
-                reason = Reason("fill", "first wave with room (order: domain, building id)")
+            elif over is not None:
+                why = "occupied" if w is not None and w.ids else ""
             else:
-                reason = Reason("capacity" if cap else "blackout",
-                                "; ".join(parts) + "; first wave with room")
-        wave(n).add(bl, reason)
-        if over is not None:
-            waves[n].alone = True
+                why = (self.chk.violation(w, bl) if w is not None else None) or ""
+            if why == "":
+                return n, skipped, blackout_waves
+            if why is not None:
+                skipped[why] += 1
+            n += 1
 
-    # 5: build the result; gaps (a pin beyond the last needed wave) become empty waves
-    last = max(waves) if waves else 0
-    out: list[Wave] = []
-    assignment: dict[str, int] = {}
-    for n in range(1, last + 1):
-        w = waves.get(n) or _W(n, "pilot" if (pilot and n == 1) else "regular")
+    def fill_reason(self, over: str | None, skipped: Counter, blackout_waves: list[int]) -> Reason:
+        """Why the building is where it is, so an operator can check the plan building by building."""
+        if over is not None:
+            return Reason("oversize", f"alone in its wave: {over} (buildings are kept whole)")
+        parts = []
+        cap = {k: c for k, c in skipped.items() if k != "blackout"}
+        if cap:
+            parts.append(f"{sum(cap.values())} earlier wave(s) full ("
+                         + ", ".join(f"{k} x{c}" if c > 1 else k for k, c in sorted(cap.items())) + ")")
+        if blackout_waves:
+            parts.append("wave(s) " + ", ".join(f"{x} ({self.limits.wave_start(x)})" for x in blackout_waves[:3])
+                         + (" ..." if len(blackout_waves) > 3 else "") + " on its blackout dates")
+        if not parts:
+            return Reason("fill", "first wave with room (order: domain, building id)")
+        return Reason("capacity" if cap else "blackout", "; ".join(parts) + "; first wave with room")
+
+    def fill(self) -> None:
+        """Domain by domain (smallest domain first, so a domain's MX swap can follow its last
+        wave), then building id, into the first wave with room."""
+        rest = self.rest()
+        dom_h: dict[str, int] = {}
+        for bl in rest:
+            dom_h[bl.domain] = dom_h.get(bl.domain, 0) + bl.households
+        rest.sort(key=lambda b: (dom_h[b.domain], b.domain, b.id))
+        for bl in rest:
+            over = self.chk.alone(bl)
+            n, skipped, blackout_waves = self.first_wave_for(bl, over)
+            self.wave(n).add(bl, self.fill_reason(over, skipped, blackout_waves))
+            if over is not None:
+                self.waves[n].alone = True
+
+    # 5 -------------------------------------------------------------------------------------
+    def result_wave(self, n: int, assignment: dict[str, int]) -> Wave:
+        """Wave n as the plan shows it (an empty one if nothing landed there)."""
+        limits = self.limits
+        w = self.waves.get(n) or _W(n, "pilot" if (self.pilot and n == 1) else "regular")
         if not w.ids:
             w.notes.append("empty: nothing needs this wave (a later wave is pinned or started)")
         if n in limits.closed_waves:
             w.notes.insert(0, "started: only its own buildings")
         per_sys: dict[str, list[int]] = {}
         for i in w.ids:
-            bl = by_id[i]
+            bl = self.by_id[i]
             t = per_sys.setdefault(bl.source_system, [0, 0, 0, 0, 0])
             t[0] += 1
             t[1] += bl.households
@@ -559,12 +578,36 @@ def plan_waves(buildings: Iterable[BuildingLoad], limits: PlanLimits) -> Plan:
             assignment[i] = n
         by_system = {s: Totals(*per_sys[s]) for s in sorted(per_sys)}
         ids = tuple(sorted(w.ids))
-        out.append(Wave(n, "pilot" if w.kind == "pilot" else f"wave {n}", w.kind, limits.wave_start(n),
-                        ids, _sum_totals(by_system.values()), by_system,
-                        {i: w.reasons[i] for i in ids}, tuple(w.notes)))
-    body = {"limits": limits.to_dict(), "waves": [w.to_dict() for w in out]}
-    h = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    return Plan(tuple(out), limits, h, assignment)
+        return Wave(n, "pilot" if w.kind == "pilot" else f"wave {n}", w.kind, limits.wave_start(n),
+                    ids, _sum_totals(by_system.values()), by_system,
+                    {i: w.reasons[i] for i in ids}, tuple(w.notes))
+
+    def result(self) -> Plan:
+        """The plan; gaps (a pin beyond the last needed wave) become empty waves."""
+        last = max(self.waves) if self.waves else 0
+        assignment: dict[str, int] = {}
+        out = [self.result_wave(n, assignment) for n in range(1, last + 1)]
+        body = {"limits": self.limits.to_dict(), "waves": [w.to_dict() for w in out]}
+        h = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        return Plan(tuple(out), self.limits, h, assignment)
+
+
+def plan_waves(buildings: Iterable[BuildingLoad], limits: PlanLimits) -> Plan:
+    """Partition `buildings` into waves (see the module docstring). Raises PlanError."""
+    blist = sorted(buildings, key=lambda b: b.id)
+    problems = _validate(blist, limits)
+    if problems:
+        raise PlanError(problems)
+    p = _Planner(blist, limits)
+    p.place_locked()
+    p.place_pinned(problems)
+    p.check_pinned_waves(problems)
+    if problems:
+        raise PlanError(problems)
+    if p.pilot:
+        p.fill_pilot()
+    p.fill()
+    return p.result()
 
 
 # -- presentation -----------------------------------------------------------------------------

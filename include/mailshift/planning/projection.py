@@ -1,6 +1,6 @@
 """Duration projection: how long each wave and the whole migration take on a given cluster, and how
-many workers finish by a target date. Pure logic (no DB, no clock); `mailshift plan --projection`
-feeds it the plan, the mailbox sizes and the measured rates.
+many workers finish by a target date. Pure logic (no SQL, no clock); `mailshift plan --projection`
+feeds it the plan, the mailbox sizes (read through store.inventory) and the measured rates.
 
 Model (every input measured, see bench/README.md "Scale-out and projection"):
 
@@ -212,6 +212,7 @@ class _Sim:
 
 
 def project_wave(wave: WaveWork, rates: Rates, cluster: Cluster) -> WaveProjection:
+    """One wave's duration and what binds it (the resource to add to make it shorter)."""
     sim = _Sim(wave, rates, cluster)
     body = sim.run() if wave.buildings else 0.0
     seconds = body + 2 * rates.task_overhead_s  # announce + summary
@@ -266,6 +267,7 @@ class Projection:
 
 def project(waves: Sequence[WaveWork], rates: Rates, cluster: Cluster, *, start_date: dt.date | None = None,
             days_between: int | None = None) -> Projection:
+    """Every wave projected on the same cluster."""
     return Projection([project_wave(w, rates, cluster) for w in waves], rates, cluster,
                       start_date or next((w.start_date for w in waves if w.start_date), None), days_between)
 
@@ -408,32 +410,24 @@ def read_mailbox_work(conn, sizes=None, default_mailbox_bytes: int | None = None
     size), `sizes` (the operator's measured CSV), `estimate` (min(quota, default), 64 KiB per
     message, as the planner estimates)."""
     from mailshift.planning.planner import DEFAULT_MAILBOX_BYTES, estimate_mailbox
+    from mailshift.store import inventory as inventory_store
 
     default_mailbox_bytes = default_mailbox_bytes or DEFAULT_MAILBOX_BYTES
     sizes = sizes or {}
     out: dict[str, list[tuple[int, int]]] = {}
     source = {"ledger": 0, "sizes": 0, "estimate": 0}
-    with conn.cursor() as cur:
-        cur.execute("SELECT id, source_system FROM building")
-        systems = dict(cur.fetchall())
-        cur.execute("""
-            SELECT h.building_id, m.address, m.quota_bytes, fp.msgs, fp.bytes
-            FROM mailbox m JOIN household h ON h.id = m.household_id
-            LEFT JOIN (SELECT mailbox_id, sum(n_copied + n_refused + n_failed + n_expunged) AS msgs,
-                              sum(bytes_copied) AS bytes
-                       FROM folder_progress GROUP BY mailbox_id) fp ON fp.mailbox_id = m.id
-            ORDER BY h.building_id, m.id""")
-        for bid, address, quota, msgs, nbytes in cur:
-            if msgs:
-                size, kind = (int(msgs), int(nbytes)), "ledger"
-            elif address.lower() in sizes:
-                s = sizes[address.lower()]
-                size, kind = (s.messages, s.bytes), "sizes"
-            else:
-                s = estimate_mailbox(quota, default_mailbox_bytes)
-                size, kind = (s.messages, s.bytes), "estimate"
-            source[kind] += 1
-            out.setdefault(bid, []).append(size)
+    systems = inventory_store.building_source_systems(conn)
+    for bid, address, quota, msgs, nbytes in inventory_store.mailbox_size_rows(conn):
+        if msgs:
+            size, kind = (int(msgs), int(nbytes)), "ledger"
+        elif address.lower() in sizes:
+            s = sizes[address.lower()]
+            size, kind = (s.messages, s.bytes), "sizes"
+        else:
+            s = estimate_mailbox(quota, default_mailbox_bytes)
+            size, kind = (s.messages, s.bytes), "estimate"
+        source[kind] += 1
+        out.setdefault(bid, []).append(size)
     return out, systems, source
 
 

@@ -43,7 +43,6 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DEFAULT_SHARDS = 32  # 5,000 buildings: ~156 per shard (bench/README.md "DAG parsing")
 SHARD_FUNCTION = "blake2b(building_id utf-8, digest_size=8) big-endian mod shards"
-ENV_DIR = "MAILSHIFT_SNAPSHOT_DIR"
 
 
 class SnapshotMailbox(NamedTuple):
@@ -221,6 +220,7 @@ def write_snapshot(directory, buildings: Iterable[SnapshotBuilding], *, plan_id:
 
 
 def read_manifest(directory) -> dict:
+    """The manifest; SnapshotError (never a half-read plan) when missing, broken or of another version."""
     path = Path(directory) / MANIFEST
     try:
         m = json.loads(path.read_bytes())
@@ -274,6 +274,7 @@ def load_shard(directory, shard: int, *, manifest: dict | None = None) -> list[S
 
 
 def load_all(directory) -> list[SnapshotBuilding]:
+    """Every building of the snapshot, sorted by id (tools and tests; DAG files load one shard)."""
     m = read_manifest(directory)
     out: list[SnapshotBuilding] = []
     for k in range(m["shards"]):

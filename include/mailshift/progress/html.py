@@ -7,6 +7,7 @@ from html import escape
 from urllib.parse import quote
 
 from mailshift.progress.charts import bar, line_chart
+from mailshift.rules import states as rs
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:16px;color:#222;font-size:14px}
@@ -53,8 +54,8 @@ def page(title: str, body: str, base: str, user: str | None) -> str:
 
 
 def _state_class(state: str | None) -> str:
-    return {"proven": "ok", "waived": "ok", "proven_with_waivers": "ok", "failed": "bad",
-            "not_proven": "warn"}.get(state or "", "muted")
+    """CSS class of a proof state (rules.states.PROOF_STATES)."""
+    return {rs.PROVEN: "ok", rs.WAIVED: "ok", rs.NOT_PROVEN: "warn"}.get(state or "", "muted")
 
 
 def overview_html(ov: dict, base: str, user: str | None = None) -> str:
@@ -74,12 +75,13 @@ def overview_html(ov: dict, base: str, user: str | None = None) -> str:
              f'{tp["messages_per_s"]:.1f} msg/s over {tp["window_minutes"]} min; {_n(tp["running_passes"])} '
              f'passes running</div>'
              f'<div class="card" id="card-unproven">unproven mailboxes<b class="{"bad" if t["unproven_mailboxes"] else "ok"}">'
-             f'{_n(t["unproven_mailboxes"])}</b>{_n(t["mailboxes_failed"])} with a failed proof</div>'
+             f'{_n(t["unproven_mailboxes"])}</b>{_n(t["mailboxes_failed"])} with a failed verification; '
+             f'{_n(t["mailboxes_waived"])} proven by waivers</div>'
              f'<div class="card" id="card-exceptions">open exceptions<b class="{"bad" if t["open_exceptions"] else "ok"}">'
              f'{_n(t["open_exceptions"])}</b>{_n(t["open_blocking_exceptions"])} blocking</div></div>')
     p.append("<h2>Waves</h2><table id='waves'><tr><th>wave</th><th>status</th><th>buildings</th>"
              + "".join(f"<th>{escape(s)}</th>" for s in states)
-             + "<th>mailboxes copied</th><th>proven</th><th>unproven</th><th>messages copied</th>"
+             + "<th>mailboxes copied</th><th>proven (waived)</th><th>unproven</th><th>messages copied</th>"
              "<th>bytes copied</th><th></th><th>rate</th><th>ETA</th></tr>")
     for w in ov["waves"]:
         frac = w["bytes_copied"] / w["bytes_total"] if w["bytes_total"] else 0
@@ -88,7 +90,8 @@ def overview_html(ov: dict, base: str, user: str | None = None) -> str:
                  f"<td class=n>{_n(w['buildings'])}</td>"
                  + "".join(f"<td class=n>{_n(w['buildings_by_state'][s])}</td>" for s in states)
                  + f"<td class=n>{_n(w['mailboxes_copied'])} / {_n(w['mailboxes'])}</td>"
-                 f"<td class=n>{_n(w['mailboxes_proven'])}</td><td class=n>{_n(w['unproven_mailboxes'])}</td>"
+                 f"<td class=n>{_n(w['mailboxes_proven'])} ({_n(w['mailboxes_waived'])})</td>"
+                 f"<td class=n>{_n(w['unproven_mailboxes'])}</td>"
                  f"<td class=n>{_n(w['messages_copied'])} / {_n(w['messages_total'])}</td>"
                  f"<td class=n>{human_bytes(w['bytes_copied'])} / {human_bytes(w['bytes_total'])}</td>"
                  f"<td>{bar(frac)} {_pct(w['bytes_copied'], w['bytes_total'])}</td>"
@@ -137,7 +140,8 @@ def building_html(bp: dict, dag_runs: list[dict] | None, base: str, user: str | 
          f"<p>domain {_e(b['domain'])}, source system {_e(b['source_system'])}, wave {_e(b['wave_id'])}, "
          f"state <b id='building-state'>{_e(b['state'])}</b></p>"
          f"<p id='building-summary'>mailboxes copied {_n(b['mailboxes_copied'])} / {_n(b['mailboxes'])}, "
-         f"proven {_n(b['mailboxes_proven'])}, failed proofs {_n(b['mailboxes_failed'])}; "
+         f"proven {_n(b['mailboxes_proven'])} ({_n(b['mailboxes_waived'])} by waivers), "
+         f"failed verification {_n(b['mailboxes_failed'])}; "
          f"messages copied {_n(b['messages_copied'])} ({human_bytes(b['bytes_copied'])}), "
          f"not settled {_n(b['messages_unsettled'])}</p>"]
     if bp["report"]:
@@ -150,14 +154,15 @@ def building_html(bp: dict, dag_runs: list[dict] | None, base: str, user: str | 
              "<th>proof</th><th>proven at</th><th>waivers</th><th>open exceptions</th></tr>")
     for m in bp["mailboxes"]:
         uns = int(m["n_intent"] or 0) + int(m["n_refused"] or 0) + int(m["n_failed"] or 0)
-        verdict = m["proof_verdict"] or "never verified"
+        why = "; ".join(m["proof_reasons"][:5])
         p.append(f"<tr data-mailbox='{m['mailbox_id']}'><td>{_e(m['address'])}</td>"
                  f"<td><a href='{base}/lookup?q={quote(m['household_id'])}'>{_e(m['household_id'])}</a></td>"
                  f"<td>{_e(m['protocol'])}</td><td class=n>{_n(m['n_copied'])}</td>"
                  f"<td class=n>{human_bytes(m['bytes_copied'])}</td><td class=n>{_n(uns)}</td>"
                  f"<td>{_e((m['last_pass_kind'] or '') + ' ' + (m['last_pass_status'] or '') if m['last_pass_kind'] else None)}</td>"
                  f"<td>{_e(m['last_pass_finished'])}</td>"
-                 f"<td class='{_state_class(m['proof_verdict'])}'>{escape(verdict)}</td><td>{_e(m['proven_at'])}</td>"
+                 f"<td class='proof {_state_class(m['proof_state'])}' title='{escape(why)}'>{_e(m['proof_state'])}</td>"
+                 f"<td>{_e(m['proven_at'])}</td>"
                  f"<td class=n>{_n(m['active_waivers'])}</td><td class=n>{_n(m['open_exceptions'])}</td></tr>")
     p.append("</table><h2>Exceptions</h2>")
     if bp["exceptions"]:

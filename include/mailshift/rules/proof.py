@@ -1,85 +1,168 @@
-"""Proof state of a mailbox, from its latest proof row, that run's findings and the waivers now.
+"""Is this mailbox proven? The one definition; the gate, the wave summary, the UI, the CLI, Slack
+and the reports all ask `decide` (through `proof_states`), never the `proof` table directly.
 
-- proven: the latest verification found nothing blocking, and the ledger has not changed since.
-- waived: every blocking finding of the latest verification is covered by an active waiver.
-- not_proven: never verified, a blocking finding is not waived (a revoked waiver counts as none),
-  or the ledger changed after the verification (verify again).
+A mailbox is
+- **proven** when its latest verification found nothing blocking, the ledger has not changed
+  since (`ledger_as_of`), its latest copy pass finished and no copy was interrupted;
+- **waived** when the same holds except that every blocking finding is covered by an active
+  waiver (`rules.waivers.covers`), or an active whole-mailbox waiver stands in for the proof and
+  for a failed or missing pass, by the named person who approved it;
+- **not_proven** otherwise, with every reason.
+
+A running pass or an intent row (an interrupted copy) blocks even under a whole-mailbox waiver:
+mail may be on its way. Waivers are re-applied live: a revoked waiver un-proves at once.
 Nothing but a waiver turns a failure into a pass.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
+from mailshift.rules import states
 from mailshift.rules import waivers as wv
-from mailshift.store import waivers as waiver_store
 
-MAX_REASONS = 50
+MAX_FINDINGS_SHOWN = 5
+
+# kinds of Reason (the gate adds its own: unknown_domain, no_mailboxes, open_exception, notice_missing)
+NOT_VERIFIED = "never_verified"
+FINDINGS = "unwaived_findings"
+PROOF_FAILED = "proof_failed"
+WRONG_KIND = "not_final_proof"
+STALE_PROOF = "ledger_changed_since_proof"
+NO_PASS = "never_copied"
+PASS_RUNNING = "pass_running"
+PASS_FAILED = "pass_failed"
+INTENT = "copy_interrupted"
+
+
+@dataclass(frozen=True)
+class Reason:
+    kind: str
+    building: str | None
+    mailbox: str | None         # address
+    detail: str
+
+    def text(self) -> str:
+        where = " ".join(x for x in (f"building {self.building}" if self.building else "",
+                                     f"mailbox {self.mailbox}" if self.mailbox else "") if x)
+        return f"[{self.kind}] {where + ': ' if where else ''}{self.detail}"
 
 
 @dataclass
 class ProofState:
     mailbox_id: int
     address: str
-    state: str                          # proven | not_proven | waived
-    reasons: list[str] = field(default_factory=list)
-    waivers: list[str] = field(default_factory=list)
+    building_id: str
+    state: str                                   # one of states.PROOF_STATES
+    reasons: list[Reason] = field(default_factory=list)
+    waivers: list[str] = field(default_factory=list)   # every waiver, revoked ones marked
     verify_run_id: int | None = None
     proof_id: int | None = None
     proven_at: object = None
     kind: str | None = None
+    src_messages: int = 0
+    whole_mailbox_waiver: bool = False
+    active_waivers: list = field(default_factory=list)   # rules.waivers.Waiver
+
+    @property
+    def ok(self) -> bool:
+        return self.state in states.PROOF_OK
+
+    def reason_texts(self) -> list[str]:
+        return [r.detail for r in self.reasons]
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        d["reasons"] = self.reason_texts()
+        d.pop("active_waivers")
+        return d
 
 
-def _shown(conn, mailbox_id: int) -> list[str]:
-    return [w.describe() + (f" [revoked by {w.revoked_by}]" if not w.active else "")
-            for w in waiver_store.list_waivers(conn, [mailbox_id])]
+def _passes(f, whole: bool, add) -> None:
+    """The copy side: a mailbox whose copy is running, interrupted or failed is not proven."""
+    if f.pass_id is None:
+        if not whole:
+            add(NO_PASS, "no copy pass has run for this mailbox")
+    elif f.pass_status == "running":
+        started = f"{f.pass_started:%Y-%m-%d %H:%M:%S %Z}" if f.pass_started else "?"
+        add(PASS_RUNNING, f"{f.pass_kind} pass #{f.pass_id} is still running (started {started}); "
+                          "if its worker died, run the pass again")
+    elif f.pass_status == "failed" and not whole:
+        add(PASS_FAILED, f"latest {f.pass_kind} pass #{f.pass_id} failed" + (f": {f.pass_error}" if f.pass_error else ""))
+    if f.has_intent:
+        add(INTENT, "the ledger has messages in state intent (a copy was interrupted): run a pass again")
+
+
+def _verification(f, active, require_kind: str | None, add) -> int:
+    """The proof side; returns how many blocking findings waivers cover."""
+    if f.proof_id is None:
+        add(NOT_VERIFIED, "never verified (no proof row)")
+        return 0
+    covered = wv.apply_waivers(f.findings, active)
+    open_ = [x for x in f.findings if x.waiver_id is None]
+    if open_:
+        shown = "; ".join(f"finding #{x.id} {x.kind} (folder {x.src_folder or '-'} UID "
+                          f"{x.src_uid if x.src_uid is not None else '-'} -> {x.dest_folder or '-'} UID "
+                          f"{x.dest_uid if x.dest_uid is not None else '-'}): {x.detail}"
+                          for x in open_[:MAX_FINDINGS_SHOWN])
+        more = len(open_) - MAX_FINDINGS_SHOWN
+        add(FINDINGS, f"{len(open_)} blocking finding(s) of verification run {f.verify_run_id} without a waiver: "
+                      f"{shown}" + (f"; and {more} more" if more > 0 else ""))
+    elif f.verdict == states.VERDICT_FAILED and not f.findings:
+        add(PROOF_FAILED, f"proof #{f.proof_id} (run {f.verify_run_id}) failed without a recorded blocking finding")
+    if require_kind and f.proof_kind != require_kind:
+        add(WRONG_KIND, f"the latest proof (#{f.proof_id}, run {f.verify_run_id}) is {f.proof_kind}, not {require_kind}")
+    if f.ledger_now is not None and (f.ledger_as_of is None or f.ledger_now > f.ledger_as_of):
+        add(STALE_PROOF, f"the ledger changed after verification run {f.verify_run_id} "
+                         f"({f.ledger_now:%Y-%m-%d %H:%M:%S} > {f.ledger_as_of}): verify again")
+    return covered
+
+
+def decide(f, *, require_kind: str | None = None) -> ProofState:
+    """The proof state of one mailbox from its facts (`store.proofs.MailboxFacts`).
+
+    `require_kind="final"` (the final proof after the drain) also requires the latest proof to
+    be of that kind."""
+    active = [w for w in f.waivers if w.active]
+    whole = any(w.scope == "mailbox" for w in active)
+    out = ProofState(f.mailbox_id, f.address, f.building_id, states.NOT_PROVEN,
+                     waivers=[w.describe() + ("" if w.active else f" [revoked by {w.revoked_by}]") for w in f.waivers],
+                     verify_run_id=f.verify_run_id, proof_id=f.proof_id, proven_at=f.proven_at, kind=f.proof_kind,
+                     src_messages=f.src_messages or 0, whole_mailbox_waiver=whole, active_waivers=active)
+
+    def add(kind: str, detail: str) -> None:
+        out.reasons.append(Reason(kind, f.building_id, f.address, detail))
+
+    _passes(f, whole, add)
+    covered = 0 if whole else _verification(f, active, require_kind, add)
+    if not out.reasons:
+        out.state = states.WAIVED if (whole or covered) else states.PROVEN
+    return out
+
+
+def proof_states(conn, *, require_kind: str | None = None, **scope) -> list[ProofState]:
+    """The proof state of every mailbox of one scope (`mailbox_ids=`, `building=`, `domain=`,
+    `wave=`), ordered by building and address."""
+    from mailshift.store.proofs import mailbox_facts
+
+    return [decide(f, require_kind=require_kind) for f in mailbox_facts(conn, **scope)]
 
 
 def proof_state(conn, mailbox_id: int) -> ProofState:
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT address FROM mailbox WHERE id = %s", (mailbox_id,))
-        row = cur.fetchone()
-        if row is None:
-            from mailshift.copy.copy_one import UnknownMailbox
+    """The proof state of one mailbox; UnknownMailbox if it is not in the inventory."""
+    found = proof_states(conn, mailbox_ids=[mailbox_id])
+    if not found:
+        from mailshift.errors import UnknownMailbox
 
-            raise UnknownMailbox(f"no mailbox {mailbox_id!r} in the inventory")
-        address = row[0]
-        cur.execute("SELECT id, verify_run_id, verdict, ledger_as_of, proven_at, kind FROM proof"
-                    " WHERE mailbox_id = %s ORDER BY proven_at DESC, id DESC LIMIT 1", (mailbox_id,))
-        proof = cur.fetchone()
-    if proof is None:  # outside the transaction block: _shown opens its own
-        return ProofState(mailbox_id, address, "not_proven", ["never verified"], _shown(conn, mailbox_id))
-    pid, run_id, verdict, as_of, proven_at, kind = proof
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT f.id, f.kind, f.folder_id, f.src_uid, f.dest_folder, f.dest_uidvalidity, f.dest_uid,"
-                    " f.src_folder, f.detail FROM reconciliation_finding f JOIN reconciliation r"
-                    " ON r.id = f.reconciliation_id WHERE r.verify_run_id = %s AND f.mailbox_id = %s"
-                    " AND f.blocking ORDER BY f.id", (run_id, mailbox_id))
-        findings = [SimpleNamespace(id=i, kind=k, folder_id=fo, src_uid=su, dest_folder=df, dest_uidvalidity=dv,
-                                    dest_uid=du, src_folder=sf, detail=d, blocking=True, waiver_id=None)
-                    for i, k, fo, su, df, dv, du, sf, d in cur.fetchall()]
-        cur.execute("SELECT max(updated_at) FROM message WHERE mailbox_id = %s", (mailbox_id,))
-        now_as_of = cur.fetchone()[0]
-    all_waivers = waiver_store.list_waivers(conn, [mailbox_id])
-    shown = [w.describe() + (f" [revoked by {w.revoked_by}]" if not w.active else "") for w in all_waivers]
-    wv.apply_waivers(findings, [w for w in all_waivers if w.active])
-    state = ProofState(mailbox_id, address, "proven", [], shown, run_id, pid, proven_at, kind)
-    open_ = [f for f in findings if f.waiver_id is None]
-    for f in open_[:MAX_REASONS]:
-        state.reasons.append(f"finding #{f.id} {f.kind}: folder {f.src_folder or '-'} -> {f.dest_folder or '-'}, "
-                             f"source UID {f.src_uid if f.src_uid is not None else '-'}, destination UID "
-                             f"{f.dest_uid if f.dest_uid is not None else '-'}: {f.detail}")
-    if len(open_) > MAX_REASONS:
-        state.reasons.append(f"... and {len(open_) - MAX_REASONS} more blocking findings")
-    if now_as_of is not None and (as_of is None or now_as_of > as_of):
-        state.reasons.append(f"the ledger changed after verification run {run_id} ({now_as_of} > {as_of}): "
-                             "verify again")
-    if state.reasons:
-        state.state = "not_proven"
-    elif findings:
-        state.state = "waived"
-    return state
+        raise UnknownMailbox(f"no mailbox {mailbox_id!r} in the inventory")
+    return found[0]
+
+
+def tally(found: list[ProofState]) -> dict:
+    """Counts for summaries: mailboxes, proven, waived, not_proven, ok, buildings, buildings_ok."""
+    by_building: dict[str, bool] = {}
+    for s in found:
+        by_building[s.building_id] = by_building.get(s.building_id, True) and s.ok
+    counts = {k: sum(1 for s in found if s.state == k) for k in states.PROOF_STATES}
+    return {"mailboxes": len(found), **counts, "ok": counts[states.PROVEN] + counts[states.WAIVED],
+            "buildings": len(by_building), "buildings_ok": sum(by_building.values())}

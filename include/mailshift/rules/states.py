@@ -15,7 +15,8 @@ class MessageState(enum.IntEnum):
     INTENT = 0            # APPEND about to be sent; resume must look at the destination
     COPIED = 1            # at the destination (dest_uid, dest_sha256)
     REFUSED = 2           # destination said no; its words in detail
-    FAILED = 3            # error in detail
+    FAILED = 3            # reserved by the schema (0001); the copier never writes it: an error
+                          # leaves the intent for the next pass, a NO from the destination is REFUSED
     SOURCE_EXPUNGED = 4   # was copied, gone at the source since
 
 
@@ -116,3 +117,16 @@ def flags_equal(a: Iterable[str | bytes] | None, b: Iterable[str | bytes] | None
     sa, ka = flags_to_db(a)
     sb, kb = flags_to_db(b)
     return sa == sb and [k.lower() for k in ka or ()] == [k.lower() for k in kb or ()]
+
+
+# -- proof vocabulary (the one place every caller reads it) --------------------------------
+#: a mailbox's proof state, decided by mailshift.rules.proof.decide
+PROVEN, WAIVED, NOT_PROVEN = "proven", "waived", "not_proven"
+PROOF_STATES = (PROVEN, WAIVED, NOT_PROVEN)
+#: states that let the gate pass for that mailbox
+PROOF_OK = (PROVEN, WAIVED)
+#: the verdict a verification run records in `proof.verdict` (a fact, not the state: the state
+#: also weighs waivers given since, a stale ledger and the copy passes)
+VERDICT_PROVEN, VERDICT_WITH_WAIVERS, VERDICT_FAILED = "proven", "proven_with_waivers", "failed"
+#: `proof.kind`: before the cutover, or the final proof after the drain
+PRE_CUTOVER, FINAL = "pre_cutover", "final"

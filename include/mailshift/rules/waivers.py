@@ -73,3 +73,25 @@ def apply_waivers(findings, waivers: list[Waiver]) -> int:
                 n += 1
                 break
     return n
+
+
+def check_request(approved_by: str, reason: str, requested_by: str | None, *, finding_id=None, folder=None,
+                  src_uid=None, dest_folder=None, dest_uid=None, whole_mailbox=False) -> None:
+    """What every waiver needs before anything is looked up: a named approver, a reason, four
+    eyes when a requester is named, and exactly one target."""
+    from mailshift.errors import WaiverError
+
+    if not approved_by or not approved_by.strip():
+        raise WaiverError("a waiver needs the name of the person approving it (--by)")
+    if not reason or not reason.strip():
+        raise WaiverError("a waiver needs a reason (--reason)")
+    if requested_by is not None and requested_by.strip() == approved_by.strip():
+        raise WaiverError("the approver must not be the requester (four eyes)")
+    targets = sum(x for x in (finding_id is not None, folder is not None, dest_folder is not None, whole_mailbox))
+    if targets != 1:
+        raise WaiverError("name exactly one target: --finding ID, --folder NAME [--uid N], "
+                          "--dest-folder NAME --dest-uid N, or --whole-mailbox")
+    if src_uid is not None and folder is None:
+        raise WaiverError("--uid needs --folder (the source folder of that UID)")
+    if (dest_folder is None) != (dest_uid is None):
+        raise WaiverError("--dest-folder and --dest-uid go together")

@@ -1,23 +1,18 @@
-"""Database side of the audits: run the pure audits over the inventory and keep their findings.
+"""Audit tables: `audit_run`, `audit_finding`, `address_rename`, `pop3_usage`, `mail_rule`, and
+the counts the audit reports show.
 
 Findings are idempotent: each has a dedup key; a run re-sees existing ones and resolves the
-open findings of its own source and scope that it no longer sees.
+open findings of its own source and scope that it no longer sees. What is a finding and whom
+it affects is decided in `mailshift.customers.audit`; these functions only read and write rows
+and never commit (the audit run is one transaction, opened by its caller).
 """
 from __future__ import annotations
 
-import datetime as _dt
 import getpass
-import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from psycopg2.extras import Json, execute_values
-
-from mailshift.customers import addresses as addr_mod
-from mailshift.customers import mail_rules as rules_mod
-from mailshift.customers.pop3logs import ParseResult
-
-# finding kind -> does it change something for the customer (notice policy applies)?
-NOT_AFFECTING = {"pop3_leave_on_server"}
 
 
 @dataclass(frozen=True)
@@ -31,23 +26,20 @@ class Finding:
 
 def _scope_sql(building: str | None, domain: str | None) -> tuple[str, list]:
     if building:
-        return "b.id = %s", [building]
+        return "s.building_id = %s", [building]
     if domain:
-        return "b.domain = %s", [domain]
+        return "s.domain = %s", [domain]
     return "true", []
 
 
-def scope_name(building: str | None, domain: str | None) -> str:
-    return f"building:{building}" if building else f"domain:{domain}" if domain else "all"
-
-
-def inventory(conn, building: str | None = None, domain: str | None = None):
+def inventory(conn, building: str | None = None, domain: str | None = None) -> list[tuple]:
+    """(mailbox id, address, household, building, source login, source system) in scope."""
     where, params = _scope_sql(building, domain)
     with conn.cursor() as cur:
-        cur.execute(f"""SELECT m.id, m.address, h.id, b.id, m.source_login, b.source_system
-                        FROM mailbox m JOIN household h ON h.id = m.household_id
-                        JOIN building b ON b.id = h.building_id WHERE {where}
-                        ORDER BY m.id""", params)
+        cur.execute(f"""SELECT s.mailbox_id, s.address, s.household_id, s.building_id,
+                               m.source_login, s.source_system
+                        FROM mailbox_scope s JOIN mailbox m ON m.id = s.mailbox_id
+                        WHERE {where} ORDER BY s.mailbox_id""", params)
         return cur.fetchall()
 
 
@@ -66,18 +58,16 @@ def finish_run(conn, run_id: int, stats: dict) -> None:
 
 
 def store_findings(conn, source: str, run_id: int, scope_mailboxes: list[int],
-                   findings: list[Finding], affects=None) -> dict:
-    """Upsert findings; resolve open findings of `source` on scope_mailboxes not seen now."""
-    affects = affects or (lambda kind: kind not in NOT_AFFECTING)
-    keys = []
-    rows = []
+                   findings: list[Finding], affects: Callable[[str], bool]) -> dict:
+    """Upsert findings (`affects(kind)`: does it change something for the customer); resolve
+    open findings of `source` on scope_mailboxes not seen now."""
+    keys, rows = [], []
     with conn.cursor() as cur:
         ids = sorted({f.mailbox_id for f in findings})
         owner = {}
         if ids:
-            cur.execute("""SELECT m.id, h.id, h.building_id FROM mailbox m
-                           JOIN household h ON h.id = m.household_id WHERE m.id = ANY(%s)""",
-                        (ids,))
+            cur.execute("SELECT mailbox_id, household_id, building_id FROM mailbox_scope"
+                        " WHERE mailbox_id = ANY(%s)", (ids,))
             owner = {r[0]: (r[1], r[2]) for r in cur.fetchall()}
         for f in findings:
             key = f"{source}:{f.mailbox_id}:{f.kind}" + (f":{f.key_extra}" if f.key_extra else "")
@@ -101,51 +91,36 @@ def store_findings(conn, source: str, run_id: int, scope_mailboxes: list[int],
     return {"findings": len(rows), "resolved": resolved}
 
 
-# -- addresses ----------------------------------------------------------------------------------
-def run_address_audit(conn, *, building: str | None = None, domain: str | None = None,
-                      alias_days: int = addr_mod.DEFAULT_ALIAS_DAYS,
-                      today: _dt.date | None = None, created_by: str | None = None) -> dict:
-    """Audit the inventory's addresses (duplicates are checked against the WHOLE inventory,
-    findings stored for the scope). One transaction."""
-    today = today or _dt.date.today()
-    with conn:
-        rows = inventory(conn)
-        scope_ids = {r[0] for r in inventory(conn, building, domain)} if (building or domain) \
-            else {r[0] for r in rows}
-        with conn.cursor() as cur:
-            cur.execute("SELECT lower(new_address) FROM address_rename WHERE status <> 'cancelled'"
-                        " AND NOT (mailbox_id = ANY(%s))", (sorted(scope_ids),))
-            reserved = {r[0] for r in cur.fetchall()}
-        mbs = [addr_mod.MailboxAddress(r[0], r[1], r[2], r[3], r[4]) for r in rows]
-        res = addr_mod.audit_addresses(mbs, today=today, alias_days=alias_days, existing=reserved)
-        run = start_run(conn, "addresses", scope_name(building, domain), (), created_by)
-        findings = [Finding(f.mailbox_id, f"address_{f.kind}", f.detail,
-                            {"address": f.address, "proposed": f.proposed})
-                    for f in res.findings if f.mailbox_id in scope_ids]
-        st = store_findings(conn, "addresses", run, sorted(scope_ids), findings)
-        renames = [r for r in res.renames if r.mailbox_id in scope_ids]
-        with conn.cursor() as cur:
-            if renames:
-                execute_values(cur, """
-                    INSERT INTO address_rename (mailbox_id, old_address, new_address,
-                        alias_until, reasons, run_id) VALUES %s
-                    ON CONFLICT (mailbox_id) DO UPDATE SET reasons = EXCLUDED.reasons,
-                        run_id = EXCLUDED.run_id,
-                        old_address = EXCLUDED.old_address,
-                        new_address = CASE WHEN address_rename.status = 'proposed'
-                            THEN EXCLUDED.new_address ELSE address_rename.new_address END,
-                        alias_until = CASE WHEN address_rename.status = 'proposed'
-                            THEN EXCLUDED.alias_until ELSE address_rename.alias_until END""",
-                    [(r.mailbox_id, r.old_address, r.new_address, r.alias_until,
-                      list(r.reasons), run) for r in renames])
-            cur.execute("""UPDATE address_rename SET status = 'cancelled'
-                           WHERE status = 'proposed' AND mailbox_id = ANY(%s)
-                             AND NOT (mailbox_id = ANY(%s))""",
-                        (sorted(scope_ids), [r.mailbox_id for r in renames]))
-        stats = {"checked": len(scope_ids), "counts": res.counts(), "renames": len(renames), **st}
-        finish_run(conn, run, stats)
-    stats["run_id"] = run
-    return stats
+# -- address renames ----------------------------------------------------------------------------
+def reserved_addresses(conn, excluding_mailboxes: list[int]) -> set[str]:
+    """New addresses (lower case) already proposed for mailboxes outside the list."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT lower(new_address) FROM address_rename WHERE status <> 'cancelled'"
+                    " AND NOT (mailbox_id = ANY(%s))", (sorted(excluding_mailboxes),))
+        return {r[0] for r in cur.fetchall()}
+
+
+def save_renames(conn, renames: list, run_id: int, scope_mailboxes: list[int]) -> None:
+    """Upsert the proposed renames (a rename past `proposed` keeps its address and alias
+    period) and cancel the proposals of scope mailboxes that no longer need one."""
+    with conn.cursor() as cur:
+        if renames:
+            execute_values(cur, """
+                INSERT INTO address_rename (mailbox_id, old_address, new_address,
+                    alias_until, reasons, run_id) VALUES %s
+                ON CONFLICT (mailbox_id) DO UPDATE SET reasons = EXCLUDED.reasons,
+                    run_id = EXCLUDED.run_id,
+                    old_address = EXCLUDED.old_address,
+                    new_address = CASE WHEN address_rename.status = 'proposed'
+                        THEN EXCLUDED.new_address ELSE address_rename.new_address END,
+                    alias_until = CASE WHEN address_rename.status = 'proposed'
+                        THEN EXCLUDED.alias_until ELSE address_rename.alias_until END""",
+                [(r.mailbox_id, r.old_address, r.new_address, r.alias_until,
+                  list(r.reasons), run_id) for r in renames])
+        cur.execute("""UPDATE address_rename SET status = 'cancelled'
+                       WHERE status = 'proposed' AND mailbox_id = ANY(%s)
+                         AND NOT (mailbox_id = ANY(%s))""",
+                    (sorted(scope_mailboxes), [r.mailbox_id for r in renames]))
 
 
 def renames(conn, building: str | None = None, domain: str | None = None) -> list[dict]:
@@ -153,10 +128,8 @@ def renames(conn, building: str | None = None, domain: str | None = None) -> lis
     where, params = _scope_sql(building, domain)
     with conn.cursor() as cur:
         cur.execute(f"""SELECT r.mailbox_id, r.old_address, r.new_address, r.alias_until,
-                               r.reasons, r.status, b.id
-                        FROM address_rename r JOIN mailbox m ON m.id = r.mailbox_id
-                        JOIN household h ON h.id = m.household_id
-                        JOIN building b ON b.id = h.building_id
+                               r.reasons, r.status, s.building_id
+                        FROM address_rename r JOIN mailbox_scope s ON s.mailbox_id = r.mailbox_id
                         WHERE r.status <> 'cancelled' AND {where} ORDER BY r.mailbox_id""",
                     params)
         cols = ("mailbox_id", "old_address", "new_address", "alias_until", "reasons", "status",
@@ -164,114 +137,123 @@ def renames(conn, building: str | None = None, domain: str | None = None) -> lis
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
-# -- POP3 logs ----------------------------------------------------------------------------------
-def store_pop3_usage(conn, result: ParseResult, *, source_system: str | None = None,
-                     inputs=(), created_by: str | None = None) -> dict:
-    """Map log logins to mailboxes (source_login, case-insensitive; restricted to one source
-    system if given), store pop3_usage and the findings. Logins not in the inventory are
-    counted and sampled."""
-    with conn:
-        with conn.cursor() as cur:
-            cur.execute("""SELECT lower(m.source_login), m.id FROM mailbox m
-                           JOIN household h ON h.id = m.household_id
-                           JOIN building b ON b.id = h.building_id
-                           WHERE %s::text IS NULL OR b.source_system = %s""",
-                        (source_system, source_system))
-            by_login: dict[str, list[int]] = {}
-            for login, mid in cur.fetchall():
-                by_login.setdefault(login, []).append(mid)
-        run = start_run(conn, "pop3_logs", f"source_system:{source_system}" if source_system
-                        else "all", inputs, created_by)
-        findings, rows, unknown = [], [], []
-        for login, u in sorted(result.usage.items()):
-            mids = by_login.get(login.lower())
-            if not mids:
-                unknown.append(login)
-                continue
-            for mid in mids:
-                d = u.as_dict()
-                rows.append((mid, u.logins, u.apop_logins, u.last_cmds, u.uidl_cmds, u.sessions,
-                             u.retr_sessions, u.keep_sessions, u.leave_on_server, u.first_login,
-                             u.last_login, Json(dict(u.methods)), Json(dict(u.clients)),
-                             sorted(u.formats), run))
-                for kind, detail in u.findings():
-                    findings.append(Finding(mid, kind, detail, d))
-        with conn.cursor() as cur:
-            if rows:
-                execute_values(cur, """
-                    INSERT INTO pop3_usage (mailbox_id, logins, apop_logins, last_cmds, uidl_cmds,
-                        sessions, retr_sessions, keep_sessions, leave_on_server, first_login,
-                        last_login, methods, clients, formats, run_id) VALUES %s
-                    ON CONFLICT (mailbox_id) DO UPDATE SET logins = EXCLUDED.logins,
-                        apop_logins = EXCLUDED.apop_logins, last_cmds = EXCLUDED.last_cmds,
-                        uidl_cmds = EXCLUDED.uidl_cmds, sessions = EXCLUDED.sessions,
-                        retr_sessions = EXCLUDED.retr_sessions,
-                        keep_sessions = EXCLUDED.keep_sessions,
-                        leave_on_server = EXCLUDED.leave_on_server,
-                        first_login = EXCLUDED.first_login, last_login = EXCLUDED.last_login,
-                        methods = EXCLUDED.methods, clients = EXCLUDED.clients,
-                        formats = EXCLUDED.formats, run_id = EXCLUDED.run_id""", rows)
-        st = store_findings(conn, "pop3_logs", run, sorted({r[0] for r in rows}), findings)
-        stats = {"lines": result.lines, "events": result.events, "ignored": result.ignored,
-                 "malformed": result.malformed,
-                 "malformed_samples": [s[0] + " " + s[2] for s in result.malformed_samples],
-                 "logins": len(result.usage), "unknown_logins": len(unknown),
-                 "unknown_sample": unknown[:20], "mailboxes": len(rows), **st}
-        finish_run(conn, run, stats)
-    stats["run_id"] = run
-    return stats
+# -- POP3 usage and mail rules ------------------------------------------------------------------
+def mailboxes_by_login(conn, source_system: str | None = None) -> dict[str, list[int]]:
+    """lower(source_login) -> mailbox ids, of one source system or all."""
+    by_login: dict[str, list[int]] = {}
+    with conn.cursor() as cur:
+        cur.execute("""SELECT lower(m.source_login), s.mailbox_id
+                       FROM mailbox_scope s JOIN mailbox m ON m.id = s.mailbox_id
+                       WHERE %s::text IS NULL OR s.source_system = %s""",
+                    (source_system, source_system))
+        for login, mid in cur.fetchall():
+            by_login.setdefault(login, []).append(mid)
+    return by_login
 
 
-# -- rules --------------------------------------------------------------------------------------
-def store_rules(conn, source_dir, dest_dir=None, *, created_by: str | None = None) -> dict:
-    """Inventory the source rules (and the destination's, if exported) and store the findings
-    of every source rule that would stop delivering."""
-    src, problems = rules_mod.read_export(source_dir)
-    dst, dproblems = rules_mod.read_export(dest_dir) if dest_dir else ({}, [])
-    with conn:
-        with conn.cursor() as cur:
-            cur.execute("SELECT lower(address), lower(source_login), lower(coalesce(dest_login,"
-                        " address)), id FROM mailbox")
-            by_name: dict[str, int] = {}
-            for a, lg, dl, mid in cur.fetchall():
-                by_name.setdefault(a, mid)
-                by_name.setdefault(lg, mid)
-                by_name.setdefault(dl, mid)
-        run = start_run(conn, "rules", "all", [source_dir] + ([dest_dir] if dest_dir else []),
-                        created_by)
-        unknown = sorted(n for n in set(src) | set(dst) if n not in by_name)
-        src_by_mb: dict[int, list] = {}
-        dst_by_mb: dict[int, list] = {}
-        for n, rs in src.items():
-            if n in by_name:
-                src_by_mb.setdefault(by_name[n], []).extend(rs)
-        for n, rs in dst.items():
-            if n in by_name:
-                dst_by_mb.setdefault(by_name[n], []).extend(rs)
-        rows, findings = [], []
-        for side, d in (("source", src_by_mb), ("dest", dst_by_mb)):
-            for mid, rs in d.items():
-                for r in rs:
-                    rows.append((mid, side, r.kind, r.target, r.copy, r.conditional, r.origin,
-                                 r.detail, run))
-        for mid, rs in src_by_mb.items():
-            for kind, detail, r in rules_mod.compare(rs, dst_by_mb.get(mid, [])):
-                findings.append(Finding(mid, kind, detail, {"rule": r.__dict__},
-                                        f"{r.kind}:{r.target.lower()}:{r.origin}"))
-        with conn.cursor() as cur:
-            mids = sorted(set(src_by_mb) | set(dst_by_mb))
-            cur.execute("DELETE FROM mail_rule WHERE mailbox_id = ANY(%s)", (mids,))
-            if rows:
-                execute_values(cur, """INSERT INTO mail_rule (mailbox_id, side, kind, target,
-                    keep_copy, conditional, origin, detail, run_id) VALUES %s
-                    ON CONFLICT DO NOTHING""", rows)
-        st = store_findings(conn, "rules", run, sorted(set(src_by_mb)), findings)
-        stats = {"mailboxes": len(src_by_mb), "rules": len(rows), "unknown_dirs": unknown,
-                 "problems": problems + dproblems, **st}
-        finish_run(conn, run, stats)
-    stats["run_id"] = run
-    return stats
+def save_pop3_usage(conn, rows: list[tuple]) -> None:
+    """Upsert pop3_usage rows (mailbox_id, logins, apop_logins, last_cmds, uidl_cmds, sessions,
+    retr_sessions, keep_sessions, leave_on_server, first_login, last_login, methods, clients,
+    formats, run_id); methods/clients as dicts."""
+    if not rows:
+        return
+    rows = [(*r[:11], Json(r[11]), Json(r[12]), *r[13:]) for r in rows]
+    with conn.cursor() as cur:
+        execute_values(cur, """
+            INSERT INTO pop3_usage (mailbox_id, logins, apop_logins, last_cmds, uidl_cmds,
+                sessions, retr_sessions, keep_sessions, leave_on_server, first_login,
+                last_login, methods, clients, formats, run_id) VALUES %s
+            ON CONFLICT (mailbox_id) DO UPDATE SET logins = EXCLUDED.logins,
+                apop_logins = EXCLUDED.apop_logins, last_cmds = EXCLUDED.last_cmds,
+                uidl_cmds = EXCLUDED.uidl_cmds, sessions = EXCLUDED.sessions,
+                retr_sessions = EXCLUDED.retr_sessions,
+                keep_sessions = EXCLUDED.keep_sessions,
+                leave_on_server = EXCLUDED.leave_on_server,
+                first_login = EXCLUDED.first_login, last_login = EXCLUDED.last_login,
+                methods = EXCLUDED.methods, clients = EXCLUDED.clients,
+                formats = EXCLUDED.formats, run_id = EXCLUDED.run_id""", rows)
 
 
-def dumps(obj) -> str:
-    return json.dumps(obj, default=str, ensure_ascii=False, indent=2)
+def mailboxes_by_name(conn) -> dict[str, int]:
+    """Every name a rules export may use for a mailbox (address, source login, destination
+    login; lower case) -> mailbox id; the first mailbox wins a shared name."""
+    by_name: dict[str, int] = {}
+    with conn.cursor() as cur:
+        cur.execute("SELECT lower(address), lower(source_login), lower(coalesce(dest_login,"
+                    " address)), id FROM mailbox")
+        for a, lg, dl, mid in cur.fetchall():
+            by_name.setdefault(a, mid)
+            by_name.setdefault(lg, mid)
+            by_name.setdefault(dl, mid)
+    return by_name
+
+
+def replace_mail_rules(conn, mailbox_ids: list[int], rows: list[tuple]) -> None:
+    """The mail_rule rows of these mailboxes become exactly `rows` (mailbox_id, side, kind,
+    target, keep_copy, conditional, origin, detail, run_id)."""
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM mail_rule WHERE mailbox_id = ANY(%s)", (sorted(mailbox_ids),))
+        if rows:
+            execute_values(cur, """INSERT INTO mail_rule (mailbox_id, side, kind, target,
+                keep_copy, conditional, origin, detail, run_id) VALUES %s
+                ON CONFLICT DO NOTHING""", rows)
+
+
+# -- what the notices and reports read ----------------------------------------------------------
+def open_customer_findings(conn, *, building: str | None = None,
+                           domain: str | None = None) -> list[tuple]:
+    """Open findings that change something for the customer, in scope: (household, mailbox,
+    address, kind, data, alias_until of the mailbox's rename or None)."""
+    if not (building or domain):
+        raise ValueError("a building or a domain is required")
+    where, params = _scope_sql(building, domain)
+    with conn.cursor() as cur:
+        cur.execute(f"""SELECT f.household_id, f.mailbox_id, s.address, f.kind, f.data,
+                               r.alias_until
+                        FROM audit_finding f JOIN mailbox_scope s ON s.mailbox_id = f.mailbox_id
+                        LEFT JOIN address_rename r ON r.mailbox_id = f.mailbox_id
+                             AND r.status <> 'cancelled'
+                        WHERE f.status = 'open' AND f.affects_customer AND {where}
+                        ORDER BY f.household_id, f.mailbox_id, f.kind, f.id""", params)
+        return cur.fetchall()
+
+
+#: columns of `report_counts` rows
+REPORT_COLUMNS = ("wave", "building_id", "domain", "kind", "open", "resolved", "mailboxes",
+                  "households")
+
+
+def report_counts(conn, *, building: str | None = None, wave: int | None = None) -> list[dict]:
+    """Per (building, finding kind): open/resolved findings and the distinct mailboxes and
+    households with an open one; per (building, `notice_<channel>_<status>`): notices; per
+    building `households_affected`. Rows are dicts over REPORT_COLUMNS, unsorted."""
+    if building is None and wave is None:
+        raise ValueError("a building or a wave is required")
+    where, params = ("b.id = %s", [building]) if building else ("b.wave_id = %s", [wave])
+    with conn.cursor() as cur:
+        cur.execute(f"""
+            SELECT b.wave_id, b.id, b.domain, f.kind,
+                   count(*) FILTER (WHERE f.status = 'open'),
+                   count(*) FILTER (WHERE f.status = 'resolved'),
+                   count(DISTINCT f.mailbox_id) FILTER (WHERE f.status = 'open'),
+                   count(DISTINCT f.household_id) FILTER (WHERE f.status = 'open')
+            FROM building b JOIN audit_finding f ON f.building_id = b.id
+            WHERE {where} GROUP BY 1, 2, 3, 4""", params)
+        rows = cur.fetchall()
+        cur.execute(f"""
+            SELECT b.wave_id, b.id, b.domain, 'notice_' || n.channel || '_' || n.status,
+                   count(*), 0, count(DISTINCT n.mailbox_id), count(DISTINCT n.household_id)
+            FROM building b JOIN household h ON h.building_id = b.id
+            JOIN notice n ON n.household_id = h.id
+            WHERE {where} GROUP BY 1, 2, 3, 4""", params)
+        rows += cur.fetchall()
+        cur.execute(f"""
+            SELECT b.wave_id, b.id, b.domain, 'households_affected',
+                   count(DISTINCT f.household_id), 0, count(DISTINCT f.mailbox_id),
+                   count(DISTINCT f.household_id)
+            FROM building b JOIN audit_finding f ON f.building_id = b.id
+            WHERE {where} AND f.status = 'open' AND f.affects_customer
+            GROUP BY 1, 2, 3""", params)
+        rows += cur.fetchall()
+    return [dict(zip(REPORT_COLUMNS, r, strict=True)) for r in rows]
+

@@ -85,6 +85,16 @@ def mark(conn, change_id: int, status: str, *, detail: str | None = None, verifi
                      detail, detail, change_id))
 
 
+def fail_planned(conn, domain: str, kind: str, note: str) -> list[int]:
+    """Close every `planned` change of this kind on the domain as failed, appending `note`
+    (an abort before the change was sent); returns their ids."""
+    with conn, conn.cursor() as cur:
+        cur.execute("UPDATE dns_change SET status = 'failed', detail = concat_ws(E'\\n', detail, %s)"
+                    " WHERE domain = %s AND kind = %s AND status = 'planned' RETURNING id",
+                    (note, domain, kind))
+        return [r[0] for r in cur.fetchall()]
+
+
 def db_now(conn):
     with conn, conn.cursor() as cur:
         cur.execute("SELECT now()")

@@ -206,9 +206,6 @@ class CopyStore:
         """[(src_uid, the destination's words)]: the destination said NO."""
         self._set_state(mailbox_id, folder_id, states.REFUSED, reasons, "detail")
 
-    def mark_failed(self, mailbox_id: int, folder_id: int, reasons: list[tuple[int, str]]) -> None:
-        self._set_state(mailbox_id, folder_id, states.FAILED, reasons, "detail")
-
     def drop_intents(self, mailbox_id: int, folder_id: int, uids: list[int]) -> None:
         """Intents proven NOT to have landed: forget them so they are appended again."""
         with self.conn, self.conn.cursor() as cur:

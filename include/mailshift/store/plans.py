@@ -98,7 +98,8 @@ def read_inventory(conn, *, sizes: Mapping[str, MailboxSize] | None = None,
         systems = dict(cur.fetchall())
         cur.execute("SELECT building_id, count(*) FROM household GROUP BY building_id")
         households = dict(cur.fetchall())
-        # one row per building, mailboxes as columns (C-parsed arrays, no per-mailbox Python object)
+        # one row per building, mailboxes as columns (C-parsed arrays, no per-mailbox Python object);
+        # quota_bytes is not in the view mailbox_scope, and the view's building join is not needed
         cur.execute(f"""
             SELECT h.building_id, array_agg(m.id ORDER BY m.id), array_agg(m.address ORDER BY m.id),
                    string_agg(CASE m.protocol WHEN 'pop3' THEN 'p' ELSE 'i' END, '' ORDER BY m.id),
@@ -158,6 +159,102 @@ def _copy(cur, table: str, rows: list[tuple]) -> None:
     cur.copy_expert(f"COPY {table} FROM STDIN", buf)
 
 
+def _started_waves(cur, plan: Plan) -> set[int]:
+    """Waves that have started (never changed by a plan); PlanError if `plan` moves a building
+    into one, i.e. it was made without the started waves closed."""
+    cur.execute("SELECT id, status FROM wave")
+    status = dict(cur.fetchall())
+    started = {n for n, s in status.items() if s != "planned"}
+    for w in plan.waves:
+        if w.number in started:
+            moved_in = [b for b in w.buildings if w.reasons[b].code != "locked"]
+            if moved_in:
+                raise PlanError([f"wave {w.number} has started ({status[w.number]}); the plan "
+                                 f"adds {', '.join(moved_in[:5])}: re-plan with the started waves "
+                                 f"closed (read_inventory gives closed_waves)"])
+    return started
+
+
+def _write_waves(cur, plan: Plan) -> int:
+    """Upsert the plan's waves where they differ (status is never touched here)."""
+    cur.execute("CREATE TEMP TABLE _plan_wave (id int, name text, planned_start date, kind text,"
+                " totals jsonb, notes text[]) ON COMMIT DROP")
+    for w in plan.waves:
+        totals = w.totals.to_dict() | {"by_system": {k: v.to_dict() for k, v in w.totals_by_system.items()}}
+        cur.execute("INSERT INTO _plan_wave VALUES (%s, %s, %s, %s, %s, %s)",
+                    (w.number, w.name, w.start_date, w.kind, json.dumps(totals, sort_keys=True),
+                     list(w.notes)))
+    cur.execute("""
+        INSERT INTO wave AS w (id, name, planned_start, kind, totals, notes)
+        SELECT id, name, planned_start, kind, totals, notes FROM _plan_wave
+        ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, planned_start = EXCLUDED.planned_start,
+            kind = EXCLUDED.kind, totals = EXCLUDED.totals, notes = EXCLUDED.notes
+        WHERE (w.name, w.planned_start, w.kind, w.totals, w.notes)
+              IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.planned_start, EXCLUDED.kind,
+                                EXCLUDED.totals, EXCLUDED.notes)""")
+    return cur.rowcount
+
+
+def _write_buildings(cur, plan: Plan, loads: Mapping[str, BuildingLoad], started: set[int]) -> int:
+    """Each building's wave, reason and size estimate where they differ (COPY: 5,000 rows)."""
+    cur.execute("CREATE TEMP TABLE _plan_building (id text, wave int, code text, reason text,"
+                " est_bytes bigint, est_messages bigint) ON COMMIT DROP")
+    rows = []
+    for w in plan.waves:
+        for b in w.buildings:
+            bl = loads.get(b)
+            r = w.reasons[b]
+            rows.append((b, w.number, r.code, r.text, bl.bytes if bl else None, bl.messages if bl else None))
+    _copy(cur, "_plan_building", rows)
+    cur.execute("""
+        UPDATE building b SET wave_id = p.wave, wave_reason_code = p.code, wave_reason = p.reason,
+               est_bytes = p.est_bytes, est_messages = p.est_messages
+        FROM _plan_building p
+        WHERE b.id = p.id AND (b.wave_id, b.wave_reason_code, b.wave_reason, b.est_bytes, b.est_messages)
+              IS DISTINCT FROM (p.wave, p.code, p.reason, p.est_bytes, p.est_messages)""")
+    changed = cur.rowcount
+    # buildings the plan does not know (loaded after read_inventory): unplanned again
+    cur.execute("""
+        UPDATE building b SET wave_id = NULL, wave_reason_code = NULL, wave_reason = NULL
+        WHERE b.wave_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM _plan_building p WHERE p.id = b.id)
+          AND NOT (b.wave_id = ANY(%s))""", (sorted(started),))
+    return changed + cur.rowcount
+
+
+def _delete_waves_beyond(cur, last: int) -> int:
+    """Planned, now empty waves after the plan's last wave."""
+    cur.execute("""
+        DELETE FROM wave w WHERE w.id > %s AND w.status = 'planned'
+          AND NOT EXISTS (SELECT 1 FROM building b WHERE b.wave_id = w.id)""", (last,))
+    return cur.rowcount
+
+
+def _record_plan(cur, plan: Plan, latest: tuple | None, changed: int, created_by: str | None) -> tuple[int, bool]:
+    """(plan id, unchanged): a new wave_plan row only when the plan or a row changed."""
+    if latest is not None and latest[1] == plan.plan_hash and changed == 0:
+        return latest[0], True
+    cur.execute("INSERT INTO wave_plan (plan_hash, limits, summary, created_by) VALUES (%s, %s, %s, %s) RETURNING id",
+                (plan.plan_hash, json.dumps(plan.limits.to_dict(), sort_keys=True),
+                 json.dumps(plan.summary(), sort_keys=True), created_by))
+    plan_id = cur.fetchone()[0]
+    cur.execute("UPDATE wave SET plan_id = %s WHERE id = ANY(%s) AND plan_id IS DISTINCT FROM %s",
+                (plan_id, [w.number for w in plan.waves], plan_id))
+    return plan_id, False
+
+
+def _store(cur, plan: Plan, loads: Mapping[str, BuildingLoad], created_by: str | None) -> StoreResult:
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LOCK_NAME,))
+    started = _started_waves(cur, plan)
+    cur.execute("SELECT id, plan_hash FROM wave_plan ORDER BY id DESC LIMIT 1")
+    latest = cur.fetchone()
+    waves_changed = _write_waves(cur, plan)
+    buildings_changed = _write_buildings(cur, plan, loads, started)
+    waves_deleted = _delete_waves_beyond(cur, len(plan.waves))
+    plan_id, unchanged = _record_plan(cur, plan, latest, waves_changed + buildings_changed + waves_deleted,
+                                      created_by)
+    return StoreResult(plan_id, plan.plan_hash, unchanged, waves_changed, waves_deleted, buildings_changed)
+
+
 def store_plan(conn, plan: Plan, inp: PlanInput | Mapping[str, BuildingLoad], *,
                created_by: str | None = None, commit: bool = True) -> StoreResult:
     """Write `plan` (waves, building.wave_id/reason/estimates, a wave_plan row) in one
@@ -168,80 +265,7 @@ def store_plan(conn, plan: Plan, inp: PlanInput | Mapping[str, BuildingLoad], *,
         conn.autocommit = False
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LOCK_NAME,))
-            cur.execute("SELECT id, status FROM wave")
-            status = dict(cur.fetchall())
-            started = {n for n, s in status.items() if s != "planned"}
-            for w in plan.waves:
-                if w.number in started:
-                    moved_in = [b for b in w.buildings if w.reasons[b].code != "locked"]
-                    if moved_in:
-                        raise PlanError([f"wave {w.number} has started ({status[w.number]}); the plan "
-                                         f"adds {', '.join(moved_in[:5])}: re-plan with the started waves "
-                                         f"closed (read_inventory gives closed_waves)"])
-            cur.execute("SELECT id, plan_hash FROM wave_plan ORDER BY id DESC LIMIT 1")
-            latest = cur.fetchone()
-
-            # waves (status is never touched here)
-            cur.execute("CREATE TEMP TABLE _plan_wave (id int, name text, planned_start date, kind text,"
-                        " totals jsonb, notes text[]) ON COMMIT DROP")
-            for w in plan.waves:
-                totals = w.totals.to_dict() | {"by_system": {k: v.to_dict() for k, v in w.totals_by_system.items()}}
-                cur.execute("INSERT INTO _plan_wave VALUES (%s, %s, %s, %s, %s, %s)",
-                            (w.number, w.name, w.start_date, w.kind, json.dumps(totals, sort_keys=True),
-                             list(w.notes)))
-            cur.execute("""
-                INSERT INTO wave AS w (id, name, planned_start, kind, totals, notes)
-                SELECT id, name, planned_start, kind, totals, notes FROM _plan_wave
-                ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, planned_start = EXCLUDED.planned_start,
-                    kind = EXCLUDED.kind, totals = EXCLUDED.totals, notes = EXCLUDED.notes
-                WHERE (w.name, w.planned_start, w.kind, w.totals, w.notes)
-                      IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.planned_start, EXCLUDED.kind,
-                                        EXCLUDED.totals, EXCLUDED.notes)""")
-            waves_changed = cur.rowcount
-
-            # buildings
-            cur.execute("CREATE TEMP TABLE _plan_building (id text, wave int, code text, reason text,"
-                        " est_bytes bigint, est_messages bigint) ON COMMIT DROP")
-            rows = []
-            for w in plan.waves:
-                for b in w.buildings:
-                    bl = loads.get(b)
-                    r = w.reasons[b]
-                    rows.append((b, w.number, r.code, r.text, bl.bytes if bl else None,
-                                 bl.messages if bl else None))
-            _copy(cur, "_plan_building", rows)
-            cur.execute("""
-                UPDATE building b SET wave_id = p.wave, wave_reason_code = p.code, wave_reason = p.reason,
-                       est_bytes = p.est_bytes, est_messages = p.est_messages
-                FROM _plan_building p
-                WHERE b.id = p.id AND (b.wave_id, b.wave_reason_code, b.wave_reason, b.est_bytes, b.est_messages)
-                      IS DISTINCT FROM (p.wave, p.code, p.reason, p.est_bytes, p.est_messages)""")
-            buildings_changed = cur.rowcount
-            # buildings the plan does not know (loaded after read_inventory): unplanned again
-            cur.execute("""
-                UPDATE building b SET wave_id = NULL, wave_reason_code = NULL, wave_reason = NULL
-                WHERE b.wave_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM _plan_building p WHERE p.id = b.id)
-                  AND NOT (b.wave_id = ANY(%s))""", (sorted(started),))
-            buildings_changed += cur.rowcount
-
-            cur.execute("""
-                DELETE FROM wave w WHERE w.id > %s AND w.status = 'planned'
-                  AND NOT EXISTS (SELECT 1 FROM building b WHERE b.wave_id = w.id)""",
-                        (len(plan.waves),))
-            waves_deleted = cur.rowcount
-
-            changed = waves_changed + buildings_changed + waves_deleted
-            if latest is not None and latest[1] == plan.plan_hash and changed == 0:
-                plan_id, unchanged = latest[0], True
-            else:
-                cur.execute("INSERT INTO wave_plan (plan_hash, limits, summary, created_by)"
-                            " VALUES (%s, %s, %s, %s) RETURNING id",
-                            (plan.plan_hash, json.dumps(plan.limits.to_dict(), sort_keys=True),
-                             json.dumps(plan.summary(), sort_keys=True), created_by))
-                plan_id, unchanged = cur.fetchone()[0], False
-                cur.execute("UPDATE wave SET plan_id = %s WHERE id = ANY(%s) AND plan_id IS DISTINCT FROM %s",
-                            (plan_id, [w.number for w in plan.waves], plan_id))
+            result = _store(cur, plan, loads, created_by)
         if commit:
             conn.commit()
     except BaseException:
@@ -251,7 +275,7 @@ def store_plan(conn, plan: Plan, inp: PlanInput | Mapping[str, BuildingLoad], *,
     finally:
         if commit and old_autocommit:
             conn.autocommit = True
-    return StoreResult(plan_id, plan.plan_hash, unchanged, waves_changed, waves_deleted, buildings_changed)
+    return result
 
 
 def latest_limits(conn) -> dict | None:
@@ -284,3 +308,18 @@ def read_stored_waves(conn) -> list[dict]:
         return [{"number": n, "name": name, "kind": kind, "start_date": start, "status": st,
                  "plan_id": pid, "totals": totals, "buildings": nb}
                 for n, name, kind, start, st, pid, totals, nb in cur.fetchall()]
+
+
+def wave_building_ids(conn, wave_number: int) -> list[str]:
+    """The buildings a wave holds, by id."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT id FROM building WHERE wave_id = %s ORDER BY id", (wave_number,))
+        return [r[0] for r in cur.fetchall()]
+
+
+def wave_estimated_bytes(conn, wave_number: int) -> int:
+    """The planner's size estimate of a wave (sum over its buildings), for its announcement."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT coalesce(sum(est_bytes), 0) FROM building WHERE wave_id = %s", (wave_number,))
+        return int(cur.fetchone()[0])
+

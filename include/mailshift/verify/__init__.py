@@ -14,10 +14,9 @@ from mailshift.store.waivers import create_waiver, list_waivers, revoke_waiver
 from mailshift.verify.core import (
            BuildingVerdict,
            MailboxVerdict,
-           reports_dir,
            verify_building,
            verify_mailbox,
 )
 
 __all__ = ["BuildingVerdict", "MailboxVerdict", "ProofState", "WaiverError", "create_waiver", "list_waivers",
-           "proof_state", "reports_dir", "revoke_waiver", "verify_building", "verify_mailbox"]
+           "proof_state", "revoke_waiver", "verify_building", "verify_mailbox"]

@@ -7,7 +7,6 @@ validation result and writes the HTML report. Plain Python, no Airflow.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -18,8 +17,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-import psycopg2.extras
-
 from mailshift import settings
 from mailshift.errors import ProtocolError
 from mailshift.protocols.endpoint import Endpoint, endpoint_from_env
@@ -27,6 +24,8 @@ from mailshift.protocols.imap.folders import plan_folder
 from mailshift.protocols.pop3 import map_uidls_to_uids, read_uidls
 from mailshift.rules import states
 from mailshift.rules import waivers as wv
+from mailshift.rules.proof import proof_state
+from mailshift.store import verification as vstore
 from mailshift.store import waivers as waiver_store
 from mailshift.verify.matching import (
     DEST_SIDE,
@@ -44,7 +43,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DEST_CONN = "mailshift_dest"
 VERIFIER = "mailshift.verify/1"
-PROOF_KINDS = ("pre_cutover", "final")
+PROOF_KINDS = (states.PRE_CUTOVER, states.FINAL)
 
 
 @dataclass
@@ -53,7 +52,7 @@ class MailboxVerdict:
     address: str
     verify_run_id: int
     proof_id: int
-    state: str                       # proven | not_proven | waived
+    state: str                       # rules.proof state after this run: proven | waived | not_proven
     verdict: str                     # proof.verdict: proven | proven_with_waivers | failed
     mode: str
     src_count: int
@@ -93,40 +92,21 @@ class BuildingVerdict:
 
     @property
     def proven(self) -> bool:
-        return self.gx_success and not self.errors and all(m.state in ("proven", "waived") for m in self.mailboxes)
+        return self.gx_success and not self.errors and all(m.state in states.PROOF_OK for m in self.mailboxes)
 
 
 # -- ledger reads -------------------------------------------------------------------------
 def _ledger(conn, mailbox_id: int):
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT id, src_name, src_uidvalidity, dest_name, state FROM folder WHERE mailbox_id = %s",
-                    (mailbox_id,))
-        folders = cur.fetchall()
-        cur.execute("SELECT folder_id, src_uid, state, transform, pop3_uidl, dest_uid, size, src_sha256,"
-                    " dest_sha256, detail FROM message WHERE mailbox_id = %s", (mailbox_id,))
-        rows = [LedgerInfo(f, u, s, t, p, d, z, bytes(a), bytes(b) if b is not None else None, dt)
-                for f, u, s, t, p, d, z, a, b, dt in cur.fetchall()]
-        cur.execute("SELECT max(updated_at) FROM message WHERE mailbox_id = %s", (mailbox_id,))
-        as_of = cur.fetchone()[0]
+    folders, messages, as_of = vstore.read_ledger(conn, mailbox_id)
     by_folder: dict[int, dict[int, LedgerInfo]] = defaultdict(dict)
-    for r in rows:
+    for row in messages:
+        r = LedgerInfo(*row)
         by_folder[r.folder_id][r.src_uid] = r
     return folders, by_folder, as_of
 
 
-def open_run(conn, scope: str, scope_id: str, kind: str = "reconcile", detail: dict | None = None) -> int:
-    with conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO verify_run (scope, scope_id, kind, verifier, detail) VALUES (%s, %s, %s, %s, %s)"
-                    " RETURNING id", (scope, scope_id, kind, f"{VERIFIER} {socket.gethostname()}",
-                                      json.dumps(detail or {})))
-        return cur.fetchone()[0]
-
-
-def finish_run(conn, run_id: int, status: str, detail: dict | None = None) -> None:
-    with conn, conn.cursor() as cur:
-        cur.execute("UPDATE verify_run SET status = %s, finished_at = now(),"
-                    " detail = coalesce(detail, '{}'::jsonb) || %s::jsonb WHERE id = %s",
-                    (status, json.dumps(detail or {}, default=str), run_id))
+def _verifier() -> str:
+    return f"{VERIFIER} {socket.gethostname()}"
 
 
 # -- POP3 ---------------------------------------------------------------------------------
@@ -197,16 +177,16 @@ def verify_mailbox(conn, address_or_id, resolve: Callable[[str], Endpoint] = end
     ctx = mailbox_context(conn, address_or_id)
     mb = ctx.mailbox
     own_run = verify_run_id is None
-    run_id = verify_run_id or open_run(conn, "mailbox", str(mb.id), kind, {"mode": mode})
+    run_id = verify_run_id or vstore.open_run(conn, "mailbox", str(mb.id), kind, _verifier(), {"mode": mode})
     try:
         verdict = _verify(conn, ctx, resolve(ctx.source_conn_id), resolve(dest_conn_id), mode, run_id, kind,
                           sample_rate, sample_min, seed)
     except BaseException as exc:
         if own_run:
-            finish_run(conn, run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
+            vstore.finish_run(conn, run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
         raise
     if own_run:
-        finish_run(conn, run_id, "finished", {"state": verdict.state})
+        vstore.finish_run(conn, run_id, "finished", {"state": verdict.state})
     return verdict
 
 
@@ -220,6 +200,32 @@ def _verify(conn, ctx, source: Endpoint, dest: Endpoint, mode: str, run_id: int,
         fd = pool.submit(read_side, dest, mb.dest_login, mode)
         src, dst = fs.result(), fd.result()
 
+    folder_id_of = {(name, uv): fid for fid, name, uv, _, _ in ledger_folders}
+    groups, items, gone = _group_sources(ctx, src, dst, ledger_folders, ledger_rows)
+    results = [match_group(dname, dst.folders.get(dname), items.get(dname, []), gone.get(dname, []),
+                           groups[dname], full=(mode == "full"))
+               for dname in sorted(groups)]
+    if mode == "sample":
+        rng = random.Random(seed if seed is not None else f"{mb.id}:{run_id}")
+        _check_samples(results, source, dest, mb, rng, sample_rate, sample_min)
+
+    uidl_findings, uidl_info = [], {}
+    if mb.protocol == "pop3":
+        inbox = next((r for r in results if r.dest_folder == "INBOX"), None)
+        inbox_fid = folder_id_of.get(("INBOX", src.folders["INBOX"].uidvalidity)) if "INBOX" in src.folders else None
+        uidl_findings, uidl_info = _uidl_findings(source, dest, ctx, src, dst, inbox, inbox_fid)
+
+    all_findings = [f for r in results for f in r.findings] + uidl_findings
+    active = waiver_store.list_waivers(conn, [mb.id], include_revoked=False)
+    waived = wv.apply_waivers(all_findings, active)
+    seconds = time.monotonic() - started
+    return _record(conn, ctx, run_id, kind, mode, results, uidl_findings, uidl_info, waived, ledger_as_of,
+                   seconds, src.bytes_read + dst.bytes_read)
+
+
+def _group_sources(ctx, src: SideRead, dst: SideRead, ledger_folders, ledger_rows):
+    """Per destination folder: its source folders [(name, ledger folder id)], the source messages
+    mapping to it, and the ledger rows copied earlier whose source message is gone now."""
     folder_id_of = {(name, uv): fid for fid, name, uv, _, _ in ledger_folders}
     ledger_dest_of = {fid: dname for fid, _, _, dname, _ in ledger_folders}
     folder_map = ctx.spec.get("folder_map") or None
@@ -244,48 +250,32 @@ def _verify(conn, ctx, source: Endpoint, dest: Endpoint, mode: str, run_id: int,
                 gone[ledger_dest_of.get(fid) or ""].append(r)
     for dname in dst.folders:              # destination folders nothing maps to still count
         groups.setdefault(dname, [])
+    return groups, items, gone
 
-    results: list[GroupResult] = []
-    for dname in sorted(groups):
-        res = match_group(dname, dst.folders.get(dname), items.get(dname, []), gone.get(dname, []),
-                          groups[dname], full=(mode == "full"))
-        results.append(res)
 
-    if mode == "sample":
-        rng = random.Random(seed if seed is not None else f"{mb.id}:{run_id}")
-        picks = {}
-        for res in results:
-            n = len(res.pairs)
-            k = min(n, max(sample_min, int(round(n * sample_rate)))) if n else 0
-            picks[res.dest_folder] = rng.sample(res.pairs, k) if k else []
-        swant, dwant = defaultdict(list), defaultdict(list)
-        for dname, pairs in picks.items():
-            for item, d in pairs:
-                swant[item.src_folder].append(item.msg.uid)
-                dwant[dname].append(d.uid)
-        with ThreadPoolExecutor(2, thread_name_prefix="verify-sample") as pool:
-            fs = pool.submit(fetch_digests, source, mb.source_login, dict(swant))
-            fd = pool.submit(fetch_digests, dest, mb.dest_login, dict(dwant))
-            sfull, dfull = fs.result(), fd.result()
-        for res in results:
-            pairs = picks.get(res.dest_folder, [])
-            check_sample(res, {i.msg.uid: sfull[(i.src_folder, i.msg.uid)] for i, _ in pairs
-                               if (i.src_folder, i.msg.uid) in sfull},
-                         {d.uid: dfull[(res.dest_folder, d.uid)] for _, d in pairs
-                          if (res.dest_folder, d.uid) in dfull}, pairs)
-
-    uidl_findings, uidl_info = [], {}
-    if mb.protocol == "pop3":
-        inbox = next((r for r in results if r.dest_folder == "INBOX"), None)
-        inbox_fid = folder_id_of.get(("INBOX", src.folders["INBOX"].uidvalidity)) if "INBOX" in src.folders else None
-        uidl_findings, uidl_info = _uidl_findings(source, dest, ctx, src, dst, inbox, inbox_fid)
-
-    all_findings = [f for r in results for f in r.findings] + uidl_findings
-    active = waiver_store.list_waivers(conn, [mb.id], include_revoked=False)
-    waived = wv.apply_waivers(all_findings, active)
-    seconds = time.monotonic() - started
-    return _record(conn, ctx, run_id, kind, mode, results, uidl_findings, uidl_info, waived, ledger_as_of,
-                   seconds, src.bytes_read + dst.bytes_read)
+def _check_samples(results: list[GroupResult], source: Endpoint, dest: Endpoint, mb, rng: random.Random,
+                   sample_rate: float, sample_min: int) -> None:
+    """Sample mode: fetch full bodies of a random sample of matched pairs on both sides and compare."""
+    picks = {}
+    for res in results:
+        n = len(res.pairs)
+        k = min(n, max(sample_min, int(round(n * sample_rate)))) if n else 0
+        picks[res.dest_folder] = rng.sample(res.pairs, k) if k else []
+    swant, dwant = defaultdict(list), defaultdict(list)
+    for dname, pairs in picks.items():
+        for item, d in pairs:
+            swant[item.src_folder].append(item.msg.uid)
+            dwant[dname].append(d.uid)
+    with ThreadPoolExecutor(2, thread_name_prefix="verify-sample") as pool:
+        fs = pool.submit(fetch_digests, source, mb.source_login, dict(swant))
+        fd = pool.submit(fetch_digests, dest, mb.dest_login, dict(dwant))
+        sfull, dfull = fs.result(), fd.result()
+    for res in results:
+        pairs = picks.get(res.dest_folder, [])
+        check_sample(res, {i.msg.uid: sfull[(i.src_folder, i.msg.uid)] for i, _ in pairs
+                           if (i.src_folder, i.msg.uid) in sfull},
+                     {d.uid: dfull[(res.dest_folder, d.uid)] for _, d in pairs
+                      if (res.dest_folder, d.uid) in dfull}, pairs)
 
 
 def _counts(findings: list[Finding]) -> dict:
@@ -321,122 +311,98 @@ def _row_values(findings, src_count, dest_count, src_bytes, dest_bytes, expunged
     )
 
 
-_REC_COLS = ("verify_run_id", "mailbox_id", "folder_id", "level", "dest_folder", "src_folders", "mode",
-             "src_count", "dest_count", "ledger_copied", "ledger_other", "ledger_expunged", "src_bytes",
-             "dest_bytes", "matched", "missing", "duplicated", "unexpected", "altered", "flags_mismatch",
-             "date_mismatch", "folders_missing", "uidl_mismatch", "waived", "expunged_kept",
-             "expunged_kept_bytes", "transform_bytes", "transformed", "missing_open", "duplicated_open",
-             "altered_open", "unexpected_open", "flags_open", "dates_open", "folders_open", "uidl_open",
-             "blocking_open", "src_count_net", "dest_count_net", "src_bytes_net", "dest_bytes_net", "sampled",
-             "seconds", "ok")
-_FIND_COLS = ("reconciliation_id", "mailbox_id", "folder_id", "kind", "src_uid", "dest_uid", "src_sha256",
-              "dest_sha256", "pop3_uidl", "detail", "blocking", "waiver_id", "src_folder", "dest_folder",
-              "dest_uidvalidity", "src_size", "dest_size", "ledger_state")
+#: figures of the folder rows summed into the mailbox-level row
+_SUMMED = ("src_count", "dest_count", "src_bytes", "dest_bytes", "matched", "expunged_kept", "expunged_kept_bytes",
+           "transform_bytes", "transformed", "sampled", "ledger_copied", "ledger_other", "ledger_expunged")
 
 
-def _insert_rec(cur, values: dict) -> int:
-    cols = [c for c in _REC_COLS if c in values]
-    cur.execute(f"INSERT INTO reconciliation ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})"
-                " RETURNING id", [values[c] for c in cols])
-    return cur.fetchone()[0]
+def _folder_rows(conn, mb, run_id: int, mode: str, results: list[GroupResult]) -> list[tuple[dict, list]]:
+    """One reconciliation row (values, findings) per destination folder."""
+    ledger_counts = vstore.ledger_counts(conn, mb.id)
+    fdest = vstore.folders_by_dest(conn, mb.id)
+    rows = []
+    for res in results:
+        lc = [ledger_counts.get(fid, (0, 0, 0)) for fid in fdest.get(res.dest_folder, [])]
+        vals = _row_values(res.findings, res.src_count, res.dest_count, res.src_bytes, res.dest_bytes,
+                           res.expunged_kept, res.expunged_kept_bytes, res.transform_bytes)
+        vals.update(verify_run_id=run_id, mailbox_id=mb.id, folder_id=res.folder_id, level="folder",
+                    dest_folder=res.dest_folder, src_folders=res.src_folders, mode=mode,
+                    src_count=res.src_count, dest_count=res.dest_count, src_bytes=res.src_bytes,
+                    dest_bytes=res.dest_bytes, matched=res.matched, expunged_kept=res.expunged_kept,
+                    expunged_kept_bytes=res.expunged_kept_bytes, transform_bytes=res.transform_bytes,
+                    transformed=res.transformed, sampled=res.sampled,
+                    ledger_copied=sum(x[0] for x in lc), ledger_other=sum(x[1] for x in lc),
+                    ledger_expunged=sum(x[2] for x in lc), ok=vals["blocking_open"] == 0)
+        rows.append((vals, res.findings))
+    return rows
 
 
-def _insert_findings(cur, rec_id: int, mailbox_id: int, findings: list[Finding]) -> None:
-    rows = [(rec_id, mailbox_id, f.folder_id, f.kind, f.src_uid, f.dest_uid, f.src_sha256, f.dest_sha256,
-             f.pop3_uidl, f.detail, f.blocking, f.waiver_id, f.src_folder, f.dest_folder, f.dest_uidvalidity,
-             f.src_size, f.dest_size, f.ledger_state) for f in findings]
-    if rows:
-        psycopg2.extras.execute_values(cur, f"INSERT INTO reconciliation_finding ({', '.join(_FIND_COLS)})"
-                                       " VALUES %s", rows, page_size=500)
+def _mailbox_row(mb, run_id: int, mode: str, folder_rows: list[tuple[dict, list]], findings: list[Finding],
+                 seconds: float) -> dict:
+    """The mailbox-level reconciliation row: the folder rows summed, counts over every finding."""
+    totals = {k: sum(vals[k] for vals, _ in folder_rows) for k in _SUMMED}
+    vals = _row_values(findings, totals["src_count"], totals["dest_count"], totals["src_bytes"],
+                       totals["dest_bytes"], totals["expunged_kept"], totals["expunged_kept_bytes"],
+                       totals["transform_bytes"])
+    vals.update(totals)
+    vals.update(verify_run_id=run_id, mailbox_id=mb.id, folder_id=None, level="mailbox", dest_folder=None,
+                src_folders=None, mode=mode, seconds=seconds, ok=vals["blocking_open"] == 0)
+    return vals
+
+
+def _verdict(vals: dict) -> str:
+    """The `proof.verdict` this run records (a fact of the run; the state is rules.proof's)."""
+    if vals["blocking_open"]:
+        return states.VERDICT_FAILED
+    if vals["waived"]:
+        return states.VERDICT_WITH_WAIVERS
+    return states.VERDICT_PROVEN
 
 
 def _record(conn, ctx, run_id, kind, mode, results, uidl_findings, uidl_info, waived, ledger_as_of, seconds,
             bytes_read) -> MailboxVerdict:
     mb = ctx.mailbox
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT folder_id, count(*) FILTER (WHERE state = 1), count(*) FILTER (WHERE state IN (0, 2, 3)),"
-                    " count(*) FILTER (WHERE state = 4) FROM message WHERE mailbox_id = %s GROUP BY folder_id",
-                    (mb.id,))
-        ledger_counts = {fid: (a, b, c) for fid, a, b, c in cur.fetchall()}
-        cur.execute("SELECT id, dest_name FROM folder WHERE mailbox_id = %s", (mb.id,))
-        fdest = defaultdict(list)
-        for fid, dname in cur.fetchall():
-            fdest[dname].append(fid)
-        totals = defaultdict(int)
-        for res in results:
-            lc = [ledger_counts.get(fid, (0, 0, 0)) for fid in fdest.get(res.dest_folder, [])]
-            vals = _row_values(res.findings, res.src_count, res.dest_count, res.src_bytes, res.dest_bytes,
-                               res.expunged_kept, res.expunged_kept_bytes, res.transform_bytes)
-            vals.update(verify_run_id=run_id, mailbox_id=mb.id, folder_id=res.folder_id, level="folder",
-                        dest_folder=res.dest_folder, src_folders=res.src_folders, mode=mode,
-                        src_count=res.src_count, dest_count=res.dest_count, src_bytes=res.src_bytes,
-                        dest_bytes=res.dest_bytes, matched=res.matched, expunged_kept=res.expunged_kept,
-                        expunged_kept_bytes=res.expunged_kept_bytes, transform_bytes=res.transform_bytes,
-                        transformed=res.transformed, sampled=res.sampled,
-                        ledger_copied=sum(x[0] for x in lc), ledger_other=sum(x[1] for x in lc),
-                        ledger_expunged=sum(x[2] for x in lc), ok=vals["blocking_open"] == 0)
-            rec = _insert_rec(cur, vals)
-            _insert_findings(cur, rec, mb.id, res.findings)
-            for k in ("src_count", "dest_count", "src_bytes", "dest_bytes", "matched", "expunged_kept",
-                      "expunged_kept_bytes", "transform_bytes", "transformed", "sampled", "ledger_copied",
-                      "ledger_other", "ledger_expunged"):
-                totals[k] += vals[k]
-        all_findings = [f for r in results for f in r.findings] + uidl_findings
-        vals = _row_values(all_findings, totals["src_count"], totals["dest_count"], totals["src_bytes"],
-                           totals["dest_bytes"], totals["expunged_kept"], totals["expunged_kept_bytes"],
-                           totals["transform_bytes"])
-        vals.update(totals)
-        vals.update(verify_run_id=run_id, mailbox_id=mb.id, folder_id=None, level="mailbox", dest_folder=None,
-                    src_folders=None, mode=mode, seconds=seconds, ok=vals["blocking_open"] == 0)
-        rec = _insert_rec(cur, vals)
-        _insert_findings(cur, rec, mb.id, uidl_findings)
-        if vals["blocking_open"]:
-            verdict, state = "failed", "not_proven"
-        elif vals["waived"]:
-            verdict, state = "proven_with_waivers", "waived"
-        else:
-            verdict, state = "proven", "proven"
-        detail = {"mode": mode, "uidl": uidl_info, "reconciliation_id": rec, "bytes_read": bytes_read,
-                  "open": {k: v for k, v in vals.items() if k.endswith("_open") and v}}
-        cur.execute("INSERT INTO proof (mailbox_id, verify_run_id, kind, verdict, src_messages, dest_messages,"
-                    " matched, waived, transformed, ledger_as_of, detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s,"
-                    " %s, %s, %s) RETURNING id",
-                    (mb.id, run_id, kind, verdict, totals["src_count"], totals["dest_count"], totals["matched"],
-                     vals["waived"], totals["transformed"], ledger_as_of, json.dumps(detail, default=str)))
-        proof_id = cur.fetchone()[0]
+    rows = _folder_rows(conn, mb, run_id, mode, results)
+    all_findings = [f for r in results for f in r.findings] + uidl_findings
+    vals = _mailbox_row(mb, run_id, mode, rows, all_findings, seconds)
+    rows.append((vals, uidl_findings))
+    verdict = _verdict(vals)
+    detail = {"mode": mode, "uidl": uidl_info, "bytes_read": bytes_read,
+              "open": {k: v for k, v in vals.items() if k.endswith("_open") and v}}
+    _rec, proof_id = vstore.record_mailbox(conn, mb.id, rows, {
+        "verify_run_id": run_id, "kind": kind, "verdict": verdict, "src_messages": vals["src_count"],
+        "dest_messages": vals["dest_count"], "matched": vals["matched"], "waived": vals["waived"],
+        "transformed": vals["transformed"], "ledger_as_of": ledger_as_of, "detail": detail})
     counts = {k: v for k, v in vals.items() if isinstance(v, int) and not isinstance(v, bool)}
-    return MailboxVerdict(mb.id, mb.address, run_id, proof_id, state, verdict, mode, totals["src_count"],
-                          totals["dest_count"], totals["src_bytes"], totals["dest_bytes"], totals["matched"],
+    state = proof_state(conn, mb.id).state   # the one definition, now that the proof row is recorded
+    return MailboxVerdict(mb.id, mb.address, run_id, proof_id, state, verdict, mode, vals["src_count"],
+                          vals["dest_count"], vals["src_bytes"], vals["dest_bytes"], vals["matched"],
                           vals["waived"], vals["blocking_open"], counts, all_findings, round(seconds, 3),
                           bytes_read)
 
 
 # -- one building -------------------------------------------------------------------------
-reports_dir = settings.reports_dir
-
-
 def building_mailboxes(conn, building_id: str) -> list[tuple[int, str]]:
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM building WHERE id = %s", (building_id,))
-        if cur.fetchone() is None:
-            from mailshift.copy.copy_one import UnknownMailbox
+    """[(mailbox id, address)] of a building; UnknownMailbox when the building is not in the inventory."""
+    mailboxes = vstore.building_mailboxes(conn, building_id)
+    if mailboxes is None:
+        from mailshift.copy.copy_one import UnknownMailbox
 
-            raise UnknownMailbox(f"no building {building_id!r} in the inventory")
-        cur.execute("SELECT m.id, m.address FROM mailbox m JOIN household h ON h.id = m.household_id"
-                    " WHERE h.building_id = %s ORDER BY m.id", (building_id,))
-        return cur.fetchall()
+        raise UnknownMailbox(f"no building {building_id!r} in the inventory")
+    return mailboxes
 
 
 def verify_building(conn, building_id: str, resolve: Callable[[str], Endpoint] = endpoint_from_env,
                     mode: str = "full", *, reports: str | os.PathLike | None = None,
                     dest_conn_id: str = DEFAULT_DEST_CONN, kind: str = "pre_cutover", dsn: str | None = None,
-                    sample_rate: float = 0.02, workers: int = 1) -> BuildingVerdict:
+                    sample_rate: float = 0.02) -> BuildingVerdict:
     """Verify every mailbox of a building in one run, then the GX suite and the HTML report."""
     from mailshift.verify import gx_suites, report
 
     started = time.monotonic()
     mailboxes = building_mailboxes(conn, building_id)
-    run_id = open_run(conn, "building", building_id, kind, {"mode": mode, "mailboxes": len(mailboxes)})
+    run_id = vstore.open_run(conn, "building", building_id, kind, _verifier(),
+                             {"mode": mode, "mailboxes": len(mailboxes)})
     verdicts: list[MailboxVerdict] = []
     errors: dict[str, str] = {}
     try:
@@ -448,14 +414,14 @@ def verify_building(conn, building_id: str, resolve: Callable[[str], Endpoint] =
                 log.exception("verify %s failed", address)
                 errors[address] = f"{type(exc).__name__}: {exc}"
         gx = gx_suites.run_building_suite(conn, run_id, len(mailboxes), dsn=dsn)
-        out_dir = reports_dir(reports) / building_id
-        path = report.write_building_report(conn, building_id, run_id, gx, verdicts, errors, out_dir)
+        out_dir = settings.reports_dir(reports) / building_id
+        path = report.write_building_report(conn, building_id, run_id, gx, errors, out_dir)
         gx_suites.store_result(conn, run_id, gx, str(path))
     except BaseException as exc:
-        finish_run(conn, run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
+        vstore.finish_run(conn, run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
         raise
     seconds = time.monotonic() - started
     bv = BuildingVerdict(building_id, run_id, verdicts, errors, gx.success, gx.result, str(path), seconds)
-    finish_run(conn, run_id, "finished", {"gx_success": gx.success, "proven": bv.proven, "errors": errors,
-                                          "report": str(path), "seconds": round(seconds, 3)})
+    vstore.finish_run(conn, run_id, "finished", {"gx_success": gx.success, "proven": bv.proven, "errors": errors,
+                                                 "report": str(path), "seconds": round(seconds, 3)})
     return bv

@@ -22,14 +22,11 @@ import os
 import threading
 from dataclasses import dataclass
 
+from mailshift.store import verification as vstore
+
 SUITE_NAME = "mailshift_zero_loss"
 ZERO_COLUMNS = ("missing_open", "duplicated_open", "altered_open", "unexpected_open", "flags_open",
                 "dates_open", "folders_open", "uidl_open", "blocking_open")
-QUERY = ("SELECT r.mailbox_id, m.address, r.src_count, r.dest_count, r.src_count_net, r.dest_count_net,"
-         " r.src_bytes, r.dest_bytes, r.src_bytes_net, r.dest_bytes_net, r.transform_bytes, r.expunged_kept,"
-         " r.waived, " + ", ".join(f"r.{c}" for c in ZERO_COLUMNS) +
-         " FROM reconciliation r JOIN mailbox m ON m.id = r.mailbox_id"
-         " WHERE r.verify_run_id = {run_id} AND r.level = 'mailbox'")
 _lock = threading.Lock()
 
 
@@ -76,8 +73,7 @@ def build_suite(gx, expected_rows: int):
 
 def run_building_suite(conn, run_id: int, expected_rows: int, dsn: str | None = None) -> GxOutcome:
     """Validate the run's mailbox rows; returns the outcome (does not raise on failed expectations)."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    os.environ["GX_ANALYTICS_ENABLED"] = "False"
+    os.environ["GX_ANALYTICS_ENABLED"] = "False"   # GX's own switch, read by GX at import
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
 
@@ -91,7 +87,7 @@ def run_building_suite(conn, run_id: int, expected_rows: int, dsn: str | None = 
         except Exception:  # progress bars are cosmetic
             pass
         ds = context.data_sources.add_postgres(f"mailshift_run_{run_id}", connection_string=url)
-        asset = ds.add_query_asset(f"reconciliation_run_{run_id}", query=QUERY.format(run_id=int(run_id)))
+        asset = ds.add_query_asset(f"reconciliation_run_{run_id}", query=vstore.gx_query(run_id, ZERO_COLUMNS))
         batch = asset.add_batch_definition_whole_table("mailboxes")
         suite = context.suites.add(build_suite(gx, expected_rows))
         vd = context.validation_definitions.add(
@@ -105,9 +101,5 @@ def run_building_suite(conn, run_id: int, expected_rows: int, dsn: str | None = 
 
 
 def store_result(conn, run_id: int, outcome: GxOutcome, report_path: str | None) -> int:
-    with conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO gx_validation (verify_run_id, suite, success, evaluated, failed, result, report_path)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                    (run_id, SUITE_NAME, outcome.success, outcome.evaluated, outcome.failed,
-                     json.dumps(outcome.result), report_path))
-        return cur.fetchone()[0]
+    return vstore.store_gx_validation(conn, run_id, SUITE_NAME, outcome.success, outcome.evaluated,
+                                      outcome.failed, outcome.result, report_path)

@@ -117,19 +117,51 @@ def _flag_text(flags: tuple) -> str:
 def match_group(dest_folder: str, dest: SideFolder | None, sources: list[SourceItem],
                 expunged: list[LedgerInfo], src_folders: list[tuple[str, int | None]],
                 full: bool = True) -> GroupResult:
-    """Match `sources` (all source folders mapping to `dest_folder`) against `dest`."""
-    folder_ids = [fid for _, fid in src_folders if fid is not None]
-    res = GroupResult(dest_folder, [n for n, _ in src_folders], min(folder_ids) if folder_ids else None,
-                      dest.uidvalidity if dest else None)
-    dmsgs = dest.messages if dest else {}
-    res.src_count = len(sources)
-    res.src_bytes = sum(s.msg.size for s in sources)
-    res.dest_count = len(dmsgs)
-    res.dest_bytes = sum(m.size for m in dmsgs.values())
+    """Match `sources` (all source folders mapping to `dest_folder`) against `dest`.
 
-    def add(kind, item: SourceItem | None = None, d: SideMessage | None = None, detail="", blocking=True, **kw):
-        f = Finding(kind, dest_folder=dest_folder, detail=detail, blocking=blocking,
-                    dest_uidvalidity=res.dest_uidvalidity, **kw)
+    In this order: a missing destination folder; each source message against the destination's
+    content (exact bytes, or behind the declared X-UIDL line); destination leftovers (duplicates,
+    source-expunged messages kept, or unpaired); unmatched source messages paired with unpaired
+    destination messages (altered), else missing; unpaired destination messages left: unexpected."""
+    m = _GroupMatcher(dest_folder, dest, sources, src_folders)
+    m.folders_missing(src_folders)
+    m.match_sources(sources)
+    m.sort_leftovers(expunged, full)
+    m.pair_unmatched()
+    return m.res
+
+
+class _GroupMatcher:
+    """The state of one match_group call: the result, the destination UIDs used, the index."""
+
+    def __init__(self, dest_folder: str, dest: SideFolder | None, sources: list[SourceItem],
+                 src_folders: list[tuple[str, int | None]]):
+        folder_ids = [fid for _, fid in src_folders if fid is not None]
+        self.dest = dest
+        self.res = res = GroupResult(dest_folder, [n for n, _ in src_folders],
+                                     min(folder_ids) if folder_ids else None, dest.uidvalidity if dest else None)
+        self.dmsgs = dmsgs = dest.messages if dest else {}
+        res.src_count = len(sources)
+        res.src_bytes = sum(s.msg.size for s in sources)
+        res.dest_count = len(dmsgs)
+        res.dest_bytes = sum(m.size for m in dmsgs.values())
+        # index the destination: raw content, and content behind a leading X-UIDL line
+        self.raw: dict[tuple, list[int]] = defaultdict(list)
+        self.xform: dict[tuple, list[int]] = defaultdict(list)
+        for uid in sorted(dmsgs):
+            m = dmsgs[uid]
+            self.raw[(m.key, m.size)].append(uid)
+            if m.x_uidl is not None:
+                self.xform[(m.x_uidl, m.stripped_key, m.stripped_size)].append(uid)
+        self.used: set[int] = set()
+        self.unmatched: list[SourceItem] = []
+        self.content_owner: dict[tuple, SourceItem] = {}
+        self.unpaired: list[SideMessage] = []
+
+    def add(self, kind, item: SourceItem | None = None, d: SideMessage | None = None, detail="", blocking=True,
+            **kw) -> Finding:
+        f = Finding(kind, dest_folder=self.res.dest_folder, detail=detail, blocking=blocking,
+                    dest_uidvalidity=self.res.dest_uidvalidity, **kw)
         if item is not None:
             f.src_folder, f.folder_id, f.src_uid, f.src_size = item.src_folder, item.folder_id, item.msg.uid, item.msg.size
             f.src_sha256 = _digest(item.msg)
@@ -137,102 +169,85 @@ def match_group(dest_folder: str, dest: SideFolder | None, sources: list[SourceI
                 f.ledger_state, f.pop3_uidl = item.ledger.state, item.ledger.pop3_uidl
         if d is not None:
             f.dest_uid, f.dest_size, f.dest_sha256 = d.uid, d.size, _digest(d)
-        res.findings.append(f)
+        self.res.findings.append(f)
         return f
 
-    if dest is None:
-        for name, fid in src_folders:
-            add("folder_missing", detail=f"destination folder {dest_folder!r} does not exist",
-                src_folder=name, folder_id=fid)
+    def folders_missing(self, src_folders: list[tuple[str, int | None]]) -> None:
+        if self.dest is None:
+            for name, fid in src_folders:
+                self.add("folder_missing", detail=f"destination folder {self.res.dest_folder!r} does not exist",
+                         src_folder=name, folder_id=fid)
 
-    # index the destination: raw content, and content behind a leading X-UIDL line
-    raw: dict[tuple, list[int]] = defaultdict(list)
-    xform: dict[tuple, list[int]] = defaultdict(list)
-    for uid in sorted(dmsgs):
-        m = dmsgs[uid]
-        raw[(m.key, m.size)].append(uid)
-        if m.x_uidl is not None:
-            xform[(m.x_uidl, m.stripped_key, m.stripped_size)].append(uid)
-    used: set[int] = set()
-
-    def take(pool: list[int], prefer: int | None) -> int | None:
-        free = [u for u in pool if u not in used]
+    # -- 1. source messages against the destination's content ---------------------------------
+    def _take(self, pool: list[int], prefer: int | None) -> int | None:
+        free = [u for u in pool if u not in self.used]
         if not free:
             return None
         uid = prefer if prefer in free else free[0]
-        used.add(uid)
+        self.used.add(uid)
         return uid
 
-    def expected(item: SourceItem) -> tuple[dict, tuple]:
+    def _expected(self, item: SourceItem) -> tuple[dict, tuple]:
         if item.transformed:
-            return xform, (item.ledger.pop3_uidl, item.msg.key, item.msg.size)
-        return raw, (item.msg.key, item.msg.size)
+            return self.xform, (item.ledger.pop3_uidl, item.msg.key, item.msg.size)
+        return self.raw, (item.msg.key, item.msg.size)
 
-    order = sorted(sources, key=lambda s: (s.ledger is None or s.ledger.dest_uid is None, s.src_folder, s.msg.uid))
-    unmatched: list[SourceItem] = []
-    content_owner: dict[tuple, SourceItem] = {}
-    for item in order:
-        index, key = expected(item)
-        uid = take(index.get(key, []), item.ledger.dest_uid if item.ledger else None)
-        if uid is None:
-            unmatched.append(item)
-            continue
-        d = dmsgs[uid]
-        res.matched += 1
-        res.pairs.append((item, d))
-        content_owner.setdefault((item.msg.key, item.msg.size), item)
-        if item.transformed:
-            res.transformed += 1
-            res.transform_bytes += d.size - (d.stripped_size or d.size)
-        if item.msg.flags != d.flags:
-            add("flags_mismatch", item, d, f"flags differ: source {_flag_text(item.msg.flags)}, "
-                f"destination {_flag_text(d.flags)}")
-        if item.msg.date is not None and d.date is not None and item.msg.date != d.date:
-            add("date_mismatch", item, d, f"INTERNALDATE differs: source {item.msg.date.isoformat()}, "
-                f"destination {d.date.isoformat()}")
+    def match_sources(self, sources: list[SourceItem]) -> None:
+        res = self.res
+        order = sorted(sources, key=lambda s: (s.ledger is None or s.ledger.dest_uid is None, s.src_folder,
+                                               s.msg.uid))
+        for item in order:
+            index, key = self._expected(item)
+            uid = self._take(index.get(key, []), item.ledger.dest_uid if item.ledger else None)
+            if uid is None:
+                self.unmatched.append(item)
+                continue
+            d = self.dmsgs[uid]
+            res.matched += 1
+            res.pairs.append((item, d))
+            self.content_owner.setdefault((item.msg.key, item.msg.size), item)
+            if item.transformed:
+                res.transformed += 1
+                res.transform_bytes += d.size - (d.stripped_size or d.size)
+            if item.msg.flags != d.flags:
+                self.add("flags_mismatch", item, d, f"flags differ: source {_flag_text(item.msg.flags)}, "
+                         f"destination {_flag_text(d.flags)}")
+            if item.msg.date is not None and d.date is not None and item.msg.date != d.date:
+                self.add("date_mismatch", item, d, f"INTERNALDATE differs: source {item.msg.date.isoformat()}, "
+                         f"destination {d.date.isoformat()}")
 
-    # destination leftovers: duplicates, kept source-expunged messages, or unpaired
-    exp_by_digest: dict[tuple, list[LedgerInfo]] = defaultdict(list)
-    exp_by_uid: dict[int, LedgerInfo] = {}
-    for e in expunged:
-        exp_by_digest[(e.src_sha256, e.size)].append(e)
-        if e.dest_uid is not None:
-            exp_by_uid[e.dest_uid] = e
-    unpaired: list[SideMessage] = []
-    for uid in sorted(dmsgs):
-        if uid in used:
-            continue
-        d = dmsgs[uid]
-        contents = [(d.key, d.size)]
-        if d.x_uidl is not None:
-            contents.append((d.stripped_key, d.stripped_size))
-        owner = next((content_owner[c] for c in contents if c in content_owner), None)
-        if owner is not None:
-            add("duplicate_at_dest", owner, d, "a second copy of this source message is at the destination")
-            continue
-        e = None
-        if full:
-            for c in contents:
-                pool = exp_by_digest.get((c[0], c[1]))
-                if pool:
-                    e = pool.pop(0)
-                    break
-        else:
-            cand = exp_by_uid.get(uid)
-            if cand is not None and cand.dest_size == d.size:
-                e = cand
-        if e is not None:
-            res.expunged_kept += 1
-            res.expunged_kept_bytes += d.size
-            add("expunged_at_source", None, d, "copied earlier, expunged at the source since; kept at the "
-                "destination (not blocking)", blocking=False, src_uid=e.src_uid, folder_id=e.folder_id,
-                ledger_state=e.state, pop3_uidl=e.pop3_uidl)
-            continue
-        unpaired.append(d)
+    # -- 2. destination leftovers: duplicates, kept source-expunged messages, or unpaired -------
+    def sort_leftovers(self, expunged: list[LedgerInfo], full: bool) -> None:
+        exp_by_digest: dict[tuple, list[LedgerInfo]] = defaultdict(list)
+        exp_by_uid: dict[int, LedgerInfo] = {}
+        for e in expunged:
+            exp_by_digest[(e.src_sha256, e.size)].append(e)
+            if e.dest_uid is not None:
+                exp_by_uid[e.dest_uid] = e
+        for uid in sorted(self.dmsgs):
+            if uid in self.used:
+                continue
+            d = self.dmsgs[uid]
+            contents = [(d.key, d.size)]
+            if d.x_uidl is not None:
+                contents.append((d.stripped_key, d.stripped_size))
+            owner = next((self.content_owner[c] for c in contents if c in self.content_owner), None)
+            if owner is not None:
+                self.add("duplicate_at_dest", owner, d, "a second copy of this source message is at the destination")
+                continue
+            e = _expunged_copy(d, contents, exp_by_digest, exp_by_uid, full)
+            if e is not None:
+                self.res.expunged_kept += 1
+                self.res.expunged_kept_bytes += d.size
+                self.add("expunged_at_source", None, d, "copied earlier, expunged at the source since; kept at "
+                         "the destination (not blocking)", blocking=False, src_uid=e.src_uid, folder_id=e.folder_id,
+                         ledger_state=e.state, pop3_uidl=e.pop3_uidl)
+                continue
+            self.unpaired.append(d)
 
-    # pair unmatched source messages with unpaired destination messages: altered bytes
-    def pair(item: SourceItem) -> SideMessage | None:
-        free = [d for d in unpaired if d.uid not in used]
+    # -- 3. unmatched source messages: altered (paired with an unpaired one) or missing ---------
+    def _pair(self, item: SourceItem) -> SideMessage | None:
+        free = [d for d in self.unpaired if d.uid not in self.used]
         lu = item.ledger.dest_uid if item.ledger and item.ledger.state == states.COPIED else None
         for d in free:
             if lu is not None and d.uid == lu:
@@ -243,44 +258,63 @@ def match_group(dest_folder: str, dest: SideFolder | None, sources: list[SourceI
                 return d
         if item.msg.msgid and item.msg.date is not None:
             k = (item.msg.msgid, item.msg.date)
-            srcs = [s for s in unmatched if (s.msg.msgid, s.msg.date) == k]
+            srcs = [s for s in self.unmatched if (s.msg.msgid, s.msg.date) == k]
             dsts = [d for d in free if (d.msgid, d.date) == k]
             if len(srcs) == 1 and len(dsts) == 1:
                 return dsts[0]
         return None
 
-    for item in unmatched:
-        d = pair(item)
-        if d is not None:
-            used.add(d.uid)
-            if (d.key, d.size) == (item.msg.key, item.msg.size):
-                why = ("bytes equal to the source but the declared X-UIDL header "
-                       f"({item.ledger.pop3_uidl}) is missing")
-            elif d.x_uidl is not None and (d.stripped_key, d.stripped_size) == (item.msg.key, item.msg.size):
-                why = (f"X-UIDL header says {d.x_uidl!r}, ledger declared "
-                       f"{item.ledger.pop3_uidl if item.transformed else 'no transformation'}")
-            else:
-                why = (f"bytes differ from the source ({item.msg.size} bytes at the source, {d.size} at the "
-                       f"destination{', after removing the declared X-UIDL line' if item.transformed else ''})")
-            add("digest_mismatch", item, d, why)
-            continue
-        led = item.ledger
-        if led is None:
-            why = "not at the destination; not in the ledger (arrived after the last copy pass?)"
-        elif led.state == states.COPIED:
-            why = f"not at the destination; the ledger says copied to destination UID {led.dest_uid}"
-        elif led.state in (states.REFUSED, states.FAILED):
-            why = f"not at the destination; ledger state {_STATE_NAMES[led.state]}: {led.detail}"
-        else:
-            why = f"not at the destination; ledger state {_STATE_NAMES.get(led.state, led.state)}"
-        f = add("missing_at_dest", item, None, why)
-        if led is not None and led.state == states.COPIED:
-            f.dest_uid = led.dest_uid
-    for d in unpaired:
-        if d.uid not in used:
-            add("unexpected_at_dest", None, d, "at the destination but from no source message"
-                + (f" (X-UIDL {d.x_uidl})" if d.x_uidl else ""))
-    return res
+    def pair_unmatched(self) -> None:
+        for item in self.unmatched:
+            d = self._pair(item)
+            if d is not None:
+                self.used.add(d.uid)
+                self.add("digest_mismatch", item, d, _altered_why(item, d))
+                continue
+            led = item.ledger
+            f = self.add("missing_at_dest", item, None, _missing_why(led))
+            if led is not None and led.state == states.COPIED:
+                f.dest_uid = led.dest_uid
+        for d in self.unpaired:
+            if d.uid not in self.used:
+                self.add("unexpected_at_dest", None, d, "at the destination but from no source message"
+                         + (f" (X-UIDL {d.x_uidl})" if d.x_uidl else ""))
+
+
+def _expunged_copy(d: SideMessage, contents: list[tuple], exp_by_digest: dict, exp_by_uid: dict,
+                   full: bool) -> LedgerInfo | None:
+    """The ledger row of a message copied earlier and expunged at the source since that `d` is
+    (full mode: by digest, consuming it; sample mode: by the recorded destination UID and size)."""
+    if full:
+        for c in contents:
+            pool = exp_by_digest.get((c[0], c[1]))
+            if pool:
+                return pool.pop(0)
+        return None
+    cand = exp_by_uid.get(d.uid)
+    if cand is not None and cand.dest_size == d.size:
+        return cand
+    return None
+
+
+def _altered_why(item: SourceItem, d: SideMessage) -> str:
+    if (d.key, d.size) == (item.msg.key, item.msg.size):
+        return f"bytes equal to the source but the declared X-UIDL header ({item.ledger.pop3_uidl}) is missing"
+    if d.x_uidl is not None and (d.stripped_key, d.stripped_size) == (item.msg.key, item.msg.size):
+        return (f"X-UIDL header says {d.x_uidl!r}, ledger declared "
+                f"{item.ledger.pop3_uidl if item.transformed else 'no transformation'}")
+    return (f"bytes differ from the source ({item.msg.size} bytes at the source, {d.size} at the "
+            f"destination{', after removing the declared X-UIDL line' if item.transformed else ''})")
+
+
+def _missing_why(led: LedgerInfo | None) -> str:
+    if led is None:
+        return "not at the destination; not in the ledger (arrived after the last copy pass?)"
+    if led.state == states.COPIED:
+        return f"not at the destination; the ledger says copied to destination UID {led.dest_uid}"
+    if led.state in (states.REFUSED, states.FAILED):
+        return f"not at the destination; ledger state {_STATE_NAMES[led.state]}: {led.detail}"
+    return f"not at the destination; ledger state {_STATE_NAMES.get(led.state, led.state)}"
 
 
 def check_sample(res: GroupResult, src_full: dict[int, SideMessage], dest_full: dict[int, SideMessage],

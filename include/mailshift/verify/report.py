@@ -14,8 +14,10 @@ import os
 import shutil
 from pathlib import Path
 
-from mailshift.rules.proof import proof_state
-from mailshift.store import waivers as wv
+from mailshift.rules import states as rs
+from mailshift.rules.proof import proof_states
+from mailshift.store import verification as vstore
+from mailshift.store import waivers as waiver_store
 
 _CSS = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:3px 7px;font-size:13px;text-align:left;vertical-align:top}
@@ -28,7 +30,7 @@ def _e(v) -> str:
 
 
 def _state_cls(state: str) -> str:
-    return {"proven": "ok", "waived": "waived"}.get(state, "bad")
+    return {rs.PROVEN: "ok", rs.WAIVED: "waived"}.get(state, "bad")
 
 
 def _table(headers, rows) -> str:
@@ -39,56 +41,43 @@ def _table(headers, rows) -> str:
     return "\n".join(out)
 
 
-def render(conn, building_id: str, run_id: int, gx, verdicts, errors) -> str:
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT b.name, b.domain, b.source_system FROM building b WHERE b.id = %s", (building_id,))
-        name, domain, system = cur.fetchone()
-        cur.execute("SELECT started_at, verifier, kind, detail FROM verify_run WHERE id = %s", (run_id,))
-        started, verifier, kind, detail = cur.fetchone()
-        cur.execute("SELECT m.id, m.address, m.protocol, r.src_count, r.dest_count, r.src_bytes, r.dest_bytes,"
-                    " r.matched, r.transformed, r.transform_bytes, r.expunged_kept, r.waived, r.blocking_open,"
-                    " r.mode, r.sampled, r.seconds FROM mailbox m JOIN household h ON h.id = m.household_id"
-                    " LEFT JOIN reconciliation r ON r.mailbox_id = m.id AND r.verify_run_id = %s"
-                    " AND r.level = 'mailbox' WHERE h.building_id = %s ORDER BY m.id", (run_id, building_id))
-        mailboxes = cur.fetchall()
-        cur.execute("SELECT f.id, m.address, f.kind, f.blocking, f.src_folder, f.dest_folder, f.src_uid, f.dest_uid,"
-                    " f.pop3_uidl, f.detail, f.waiver_id FROM reconciliation_finding f"
-                    " JOIN reconciliation r ON r.id = f.reconciliation_id JOIN mailbox m ON m.id = f.mailbox_id"
-                    " WHERE r.verify_run_id = %s ORDER BY m.id, f.blocking DESC, f.id", (run_id,))
-        findings = cur.fetchall()
-    ids = [m[0] for m in mailboxes]
-    states = {mid: proof_state(conn, mid) for mid in ids}
-    all_waivers = wv.list_waivers(conn, ids)
-    n_proven = sum(1 for s in states.values() if s.state == "proven")
-    n_waived = sum(1 for s in states.values() if s.state == "waived")
+def _head(building_id: str, run_id: int, data: dict, gx, errors, states: dict) -> list[str]:
+    name, domain, system = data["building"]
+    started, verifier, kind, detail = data["run"]
+    ids = list(states)
+    n_proven = sum(1 for s in states.values() if s.state == rs.PROVEN)
+    n_waived = sum(1 for s in states.values() if s.state == rs.WAIVED)
     overall = gx.success and not errors and n_proven + n_waived == len(ids)
-    p = [f"<!doctype html><html><head><meta charset='utf-8'><title>mailshift proof — {_e(building_id)}"
-         f"</title><style>{_CSS}</style></head><body>",
-         f"<h1>Zero-loss proof report — building {_e(building_id)} {_e(name)}</h1>",
-         f"<p>Domain <b>{_e(domain)}</b>, source system <b>{_e(system)}</b>. Verify run <b>#{run_id}</b> "
-         f"({_e(kind)}), started {_e(started)}, verifier {_e(verifier)}, mode {_e((detail or {}).get('mode'))}. "
-         f"Report written {_e(dt.datetime.now(dt.UTC).isoformat(timespec='seconds'))}.</p>",
-         f"<h2>Verdict: <span class='{'ok' if overall else 'bad'}'>"
-         f"{'PROVEN' if overall and not n_waived else 'PROVEN WITH WAIVERS' if overall else 'NOT PROVEN'}</span></h2>",
-         f"<p>{len(ids)} mailboxes: {n_proven} proven, {n_waived} waived, "
-         f"{len(ids) - n_proven - n_waived} not proven. Great Expectations suite "
-         f"<code>{_e(gx.result.get('suite_name'))}</code>: <span class='{'ok' if gx.success else 'bad'}'>"
-         f"{'passed' if gx.success else 'FAILED'}</span> ({gx.evaluated - gx.failed}/{gx.evaluated} expectations).</p>"]
-    if errors:
-        p.append("<h3 class='bad'>Mailboxes that could not be verified</h3>")
-        p.append(_table(["mailbox", "error"], [[_e(a), _e(e)] for a, e in errors.items()]))
-    p.append("<h2>Mailboxes</h2>")
+    return [f"<!doctype html><html><head><meta charset='utf-8'><title>mailshift proof — {_e(building_id)}"
+            f"</title><style>{_CSS}</style></head><body>",
+            f"<h1>Zero-loss proof report — building {_e(building_id)} {_e(name)}</h1>",
+            f"<p>Domain <b>{_e(domain)}</b>, source system <b>{_e(system)}</b>. Verify run <b>#{run_id}</b> "
+            f"({_e(kind)}), started {_e(started)}, verifier {_e(verifier)}, mode {_e((detail or {}).get('mode'))}. "
+            f"Report written {_e(dt.datetime.now(dt.UTC).isoformat(timespec='seconds'))}.</p>",
+            f"<h2>Verdict: <span class='{'ok' if overall else 'bad'}'>"
+            f"{'PROVEN' if overall and not n_waived else 'PROVEN WITH WAIVERS' if overall else 'NOT PROVEN'}"
+            "</span></h2>",
+            f"<p>{len(ids)} mailboxes: {n_proven} proven, {n_waived} waived, "
+            f"{len(ids) - n_proven - n_waived} not proven. Great Expectations suite "
+            f"<code>{_e(gx.result.get('suite_name'))}</code>: <span class='{'ok' if gx.success else 'bad'}'>"
+            f"{'passed' if gx.success else 'FAILED'}</span> ({gx.evaluated - gx.failed}/{gx.evaluated} "
+            "expectations).</p>"]
+
+
+def _mailboxes(mailboxes, states: dict) -> str:
     rows = []
     for (mid, addr, proto, sc, dc, sb, db, matched, tr, tb, ek, wvd, bo, mode, sampled, secs) in mailboxes:
         st = states[mid]
         rows.append([_e(addr), _e(proto), f"<span class='{_state_cls(st.state)}'>{_e(st.state)}</span>",
                      _e(sc), _e(dc), _e(matched), _e(sb), _e(db), f"{_e(tr)} / {_e(tb)} B", _e(ek), _e(wvd), _e(bo),
                      _e(f"{mode} ({sampled} sampled)" if mode == "sample" else mode), _e(secs and round(secs, 2)),
-                     "<br>".join(_e(r) for r in st.reasons[:10])])
-    p.append(_table(["mailbox", "protocol", "proof state", "source msgs", "dest msgs", "matched", "source bytes",
-                     "dest bytes", "X-UIDL transformed (msgs / bytes)", "kept expunged", "waived",
-                     "open blocking", "mode", "seconds", "reasons"], rows))
-    p.append("<h2>Great Expectations results</h2>")
+                     "<br>".join(_e(r) for r in st.reason_texts()[:10])])
+    return _table(["mailbox", "protocol", "proof state", "source msgs", "dest msgs", "matched", "source bytes",
+                   "dest bytes", "X-UIDL transformed (msgs / bytes)", "kept expunged", "waived",
+                   "open blocking", "mode", "seconds", "reasons"], rows)
+
+
+def _expectations(gx) -> str:
     grows = []
     for r in gx.result.get("results", []):
         cfg = r.get("expectation_config", {})
@@ -102,39 +91,57 @@ def render(conn, building_id: str, run_id: int, gx, verdicts, errors) -> str:
                       _e(obs if obs is not None else res.get("unexpected_count")),
                       f"<code>{_e(json.dumps(unexpected, ensure_ascii=False, default=str)[:1500])}</code>"
                       if unexpected else ""])
-    p.append(_table(["result", "expectation", "arguments", "meaning", "observed / unexpected count",
-                     "unexpected rows"], grows))
-    p.append("<h2>Waivers</h2>")
-    if all_waivers:
-        addr_of = {m[0]: m[1] for m in mailboxes}
-        p.append(_table(["#", "mailbox", "scope", "target", "reason", "requested by", "approved by", "approved at",
-                         "status"],
-                        [[_e(w.id), _e(addr_of.get(w.mailbox_id)), _e(w.scope),
-                          _e(w.describe().split(" (", 1)[1].split(") by ", 1)[0]), _e(w.reason), _e(w.requested_by),
-                          _e(w.approved_by), _e(w.approved_at),
-                          "<span class='waived'>active</span>" if w.active
-                          else _e(f"revoked {w.revoked_at} by {w.revoked_by}")] for w in all_waivers]))
-    else:
-        p.append("<p>No waivers exist for these mailboxes.</p>")
-    p.append(f"<h2>Findings ({len(findings)})</h2>")
-    if findings:
-        p.append(_table(["#", "mailbox", "kind", "blocks", "source folder", "dest folder", "source UID", "dest UID",
-                         "POP3 UIDL", "detail", "waiver"],
-                        [[_e(i), _e(a), _e(k), "yes" if b else "no", _e(sf), _e(df), _e(su), _e(du), _e(u), _e(d),
-                          _e(f"#{w}" if w else "")] for i, a, k, b, sf, df, su, du, u, d, w in findings]))
-    else:
-        p.append("<p>No findings: every source message is at the destination exactly once, with equal bytes "
-                 "(after reversing declared transformations), flags and INTERNALDATE.</p>")
-    p.append("</body></html>")
+    return _table(["result", "expectation", "arguments", "meaning", "observed / unexpected count",
+                   "unexpected rows"], grows)
+
+
+def _waivers(all_waivers, mailboxes) -> str:
+    if not all_waivers:
+        return "<p>No waivers exist for these mailboxes.</p>"
+    addr_of = {m[0]: m[1] for m in mailboxes}
+    return _table(["#", "mailbox", "scope", "target", "reason", "requested by", "approved by", "approved at",
+                   "status"],
+                  [[_e(w.id), _e(addr_of.get(w.mailbox_id)), _e(w.scope),
+                    _e(w.describe().split(" (", 1)[1].split(") by ", 1)[0]), _e(w.reason), _e(w.requested_by),
+                    _e(w.approved_by), _e(w.approved_at),
+                    "<span class='waived'>active</span>" if w.active
+                    else _e(f"revoked {w.revoked_at} by {w.revoked_by}")] for w in all_waivers])
+
+
+def _findings(findings) -> str:
+    if not findings:
+        return ("<p>No findings: every source message is at the destination exactly once, with equal bytes "
+                "(after reversing declared transformations), flags and INTERNALDATE.</p>")
+    return _table(["#", "mailbox", "kind", "blocks", "source folder", "dest folder", "source UID", "dest UID",
+                   "POP3 UIDL", "detail", "waiver"],
+                  [[_e(i), _e(a), _e(k), "yes" if b else "no", _e(sf), _e(df), _e(su), _e(du), _e(u), _e(d),
+                    _e(f"#{w}" if w else "")] for i, a, k, b, sf, df, su, du, u, d, w in findings])
+
+
+def render(conn, building_id: str, run_id: int, gx, errors) -> str:
+    data = vstore.report_rows(conn, building_id, run_id)
+    mailboxes = data["mailboxes"]
+    ids = [m[0] for m in mailboxes]
+    by_id = {s.mailbox_id: s for s in proof_states(conn, mailbox_ids=ids)} if ids else {}
+    states = {mid: by_id[mid] for mid in ids}
+    p = _head(building_id, run_id, data, gx, errors, states)
+    if errors:
+        p.append("<h3 class='bad'>Mailboxes that could not be verified</h3>")
+        p.append(_table(["mailbox", "error"], [[_e(a), _e(e)] for a, e in errors.items()]))
+    p += ["<h2>Mailboxes</h2>", _mailboxes(mailboxes, states),
+          "<h2>Great Expectations results</h2>", _expectations(gx),
+          "<h2>Waivers</h2>", _waivers(waiver_store.list_waivers(conn, ids), mailboxes),
+          f"<h2>Findings ({len(data['findings'])})</h2>", _findings(data["findings"]),
+          "</body></html>"]
     return "\n".join(p)
 
 
-def write_building_report(conn, building_id: str, run_id: int, gx, verdicts, errors, out_dir: Path) -> Path:
+def write_building_report(conn, building_id: str, run_id: int, gx, errors, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"verify-run-{run_id}.html"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(render(conn, building_id, run_id, gx, verdicts, errors), encoding="utf-8")
+    tmp.write_text(render(conn, building_id, run_id, gx, errors), encoding="utf-8")
     os.replace(tmp, path)
     shutil.copyfile(path, out_dir / "latest.html")
     (out_dir / f"verify-run-{run_id}.gx.json").write_text(json.dumps(gx.result, indent=1, ensure_ascii=False),

@@ -1,0 +1,7 @@
+"""`python -m mailshift.cli ...`, the same as the `mailshift` entry point."""
+
+import sys
+
+from mailshift.cli import main
+
+sys.exit(main())

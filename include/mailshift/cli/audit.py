@@ -1,0 +1,95 @@
+"""`mailshift audit addresses|pop3-logs|rules|report`: the pre-migration audit that finds the
+households the migration will affect before any mail moves."""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import closing
+
+from mailshift.cli import errors
+from mailshift.cli.output import csv_to, print_json
+from mailshift.store import db
+
+
+def cmd_audit_addresses(args) -> int:
+    """Audit every inventory address; store findings and renames (idempotent)."""
+    from mailshift.customers import audit
+    from mailshift.store import audit as store
+
+    with closing(db.connect(args.db)) as conn:
+        stats = audit.run_address_audit(conn, building=args.building, domain=args.domain,
+                                        alias_days=args.alias_days)
+        stats["renames_list"] = store.renames(conn, args.building, args.domain) if args.list else None
+    print_json(stats)
+    return errors.OK
+
+
+def cmd_audit_pop3_logs(args) -> int:
+    """Parse first (no database needed for --dry-run), then store the usage per login."""
+    from mailshift.customers import audit, pop3logs
+
+    t0 = time.monotonic()
+    result = pop3logs.parse_files(args.files, year=args.year)
+    el = time.monotonic() - t0
+    print(f"parsed {result.lines} lines in {el:.1f}s ({result.lines / max(el, 1e-9):,.0f} lines/s),"
+          f" {result.malformed} malformed", file=sys.stderr)
+    if args.dry_run:
+        print_json({"lines": result.lines, "malformed": result.malformed,
+                    "malformed_samples": result.malformed_samples,
+                    "usage": {k: u.as_dict() for k, u in sorted(result.usage.items())}})
+        return errors.OK
+    with closing(db.connect(args.db)) as conn:
+        stats = audit.run_pop3_audit(conn, result, source_system=args.source_system, inputs=args.files)
+    print_json(stats)
+    return errors.OK
+
+
+def cmd_audit_rules(args) -> int:
+    from mailshift.customers import audit
+
+    with closing(db.connect(args.db)) as conn:
+        stats = audit.run_rules_audit(conn, args.export_dir, args.dest)
+    print_json(stats)
+    return errors.OK
+
+
+def cmd_audit_report(args) -> int:
+    from mailshift.customers import reports
+
+    if (args.building is None) == (args.wave is None):
+        return errors.usage("give a BUILDING or --wave N")
+    with closing(db.connect(args.db)) as conn:
+        rows = reports.finding_counts(conn, building=args.building, wave=args.wave)
+    if args.csv:
+        csv_to(args.csv, reports.write_csv, rows, "rows")
+    else:
+        print_json(rows)
+    return errors.OK
+
+
+def register(sub) -> None:
+    au = sub.add_parser("audit", help="pre-migration audit: addresses, POP3 logs, rules, reports")
+    aus = au.add_subparsers(dest="audit_command", required=True)
+    a = aus.add_parser("addresses", help="audit every inventory address (dot-atom, quoted, length, "
+                                         "case-folded duplicates); store findings and renames")
+    a.add_argument("--building")
+    a.add_argument("--domain")
+    a.add_argument("--alias-days", type=int, default=180, help="old address keeps delivering this long")
+    a.add_argument("--list", action="store_true", help="print the rename records too")
+    a.set_defaults(func=cmd_audit_addresses)
+    a = aus.add_parser("pop3-logs", help="parse legacy POP3 logs (Dovecot, Courier; .gz/.xz ok)")
+    a.add_argument("files", nargs="+")
+    a.add_argument("--source-system", help="logins belong to this source system")
+    a.add_argument("--year", type=int, help="year for syslog timestamps without one (default: this year)")
+    a.add_argument("--dry-run", action="store_true", help="print the usage, store nothing")
+    a.set_defaults(func=cmd_audit_pop3_logs)
+    a = aus.add_parser("rules", help="inventory forward/auto-reply rules from an export dir")
+    a.add_argument("export_dir", help="<dir>/<address or login>/{*.sieve,.forward,.qmail*}")
+    a.add_argument("--dest", help="the destination's rules, same layout: compare")
+    a.set_defaults(func=cmd_audit_rules)
+    a = aus.add_parser("report", help="finding counts per building or wave")
+    a.add_argument("building", nargs="?")
+    a.add_argument("--wave", type=int)
+    a.add_argument("--csv", nargs="?", const="-", help="write CSV (to FILE, or stdout)")
+    a.set_defaults(func=cmd_audit_report)

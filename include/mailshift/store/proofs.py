@@ -1,0 +1,117 @@
+"""What the database knows about the proof of each mailbox in a scope, read in a few set queries.
+
+`mailbox_facts` gathers, per mailbox: the latest `proof` row, the ledger's newest change, whether
+an intent row is left, the latest copy `pass`, the blocking findings of the latest verification
+run and every waiver (revoked ones too, for display). It decides nothing: the decision is
+`mailshift.rules.proof.decide`, the one definition of "proven".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+from mailshift.store import waivers as waiver_store
+
+#: a scope is exactly one of these keyword arguments
+SCOPES = ("mailbox_ids", "building", "domain", "wave")
+
+
+@dataclass
+class MailboxFacts:
+    mailbox_id: int
+    address: str
+    building_id: str
+    domain: str
+    proof_id: int | None = None
+    verify_run_id: int | None = None
+    proof_kind: str | None = None
+    verdict: str | None = None
+    ledger_as_of: object = None
+    proven_at: object = None
+    src_messages: int | None = None
+    ledger_now: object = None              # max(message.updated_at); None: nothing in the ledger
+    has_intent: bool = False               # a message row in state intent (an interrupted copy)
+    pass_id: int | None = None             # the latest copy pass
+    pass_kind: str | None = None
+    pass_status: str | None = None
+    pass_started: object = None
+    pass_error: str | None = None
+    findings: list = field(default_factory=list)   # blocking findings of the latest run
+    waivers: list = field(default_factory=list)    # rules.waivers.Waiver, revoked ones included
+
+
+def _where(scope: dict) -> tuple[str, dict]:
+    given = {k: v for k, v in scope.items() if k in SCOPES and v is not None}
+    if len(given) != 1 or len(scope) != len(given):
+        raise ValueError(f"name exactly one scope of {SCOPES}, got {sorted(scope)}")
+    (key, value), = given.items()
+    column = {"mailbox_ids": "s.mailbox_id = ANY(%(v)s)", "building": "s.building_id = %(v)s",
+              "domain": "s.domain = %(v)s", "wave": "s.wave_id = %(v)s"}[key]
+    return column, {"v": list(value) if key == "mailbox_ids" else value}
+
+
+_MAILBOXES = """
+SELECT s.mailbox_id, s.address, s.building_id, s.domain,
+       lp.id, lp.verify_run_id, lp.kind, lp.verdict, lp.ledger_as_of, lp.proven_at, lp.src_messages,
+       (SELECT max(m.updated_at) FROM message m WHERE m.mailbox_id = s.mailbox_id),
+       EXISTS (SELECT 1 FROM message m WHERE m.mailbox_id = s.mailbox_id AND m.state = 0),
+       lpass.id, lpass.kind, lpass.status, lpass.started_at, lpass.detail ->> 'error'
+FROM mailbox_scope s
+LEFT JOIN LATERAL (SELECT p.id, p.verify_run_id, p.kind, p.verdict, p.ledger_as_of, p.proven_at, p.src_messages
+                   FROM proof p WHERE p.mailbox_id = s.mailbox_id
+                   ORDER BY p.proven_at DESC, p.id DESC LIMIT 1) lp ON true
+LEFT JOIN LATERAL (SELECT x.id, x.kind, x.status, x.started_at, x.detail FROM pass x
+                   WHERE x.mailbox_id = s.mailbox_id
+                   ORDER BY x.started_at DESC, x.id DESC LIMIT 1) lpass ON true
+WHERE {where}
+ORDER BY s.building_id, s.address
+"""
+
+_FINDINGS = """
+SELECT f.mailbox_id, f.id, f.kind, f.folder_id, f.src_uid, f.dest_folder, f.dest_uidvalidity, f.dest_uid,
+       f.src_folder, f.detail
+FROM unnest(%s::bigint[], %s::int[]) AS latest(run_id, mailbox_id)
+JOIN reconciliation r ON r.verify_run_id = latest.run_id
+JOIN reconciliation_finding f ON f.reconciliation_id = r.id AND f.mailbox_id = latest.mailbox_id
+WHERE f.blocking
+ORDER BY f.mailbox_id, f.id
+"""
+
+
+def mailbox_facts(conn, **scope) -> list[MailboxFacts]:
+    """Facts for every mailbox of one scope: `mailbox_ids=[...]`, `building=`, `domain=` or `wave=`."""
+    where, params = _where(scope)
+    with conn, conn.cursor() as cur:
+        cur.execute(_MAILBOXES.format(where=where), params)
+        facts = [MailboxFacts(*row) for row in cur.fetchall()]
+        verified = [f for f in facts if f.verify_run_id is not None]
+        if verified:
+            cur.execute(_FINDINGS, ([f.verify_run_id for f in verified], [f.mailbox_id for f in verified]))
+            by_id = {f.mailbox_id: f for f in facts}
+            for mid, *rest in cur.fetchall():
+                fid, kind, folder_id, src_uid, dest_folder, uidvalidity, dest_uid, src_folder, detail = rest
+                by_id[mid].findings.append(SimpleNamespace(
+                    id=fid, kind=kind, folder_id=folder_id, src_uid=src_uid, dest_folder=dest_folder,
+                    dest_uidvalidity=uidvalidity, dest_uid=dest_uid, src_folder=src_folder, detail=detail,
+                    blocking=True, waiver_id=None))
+    if facts:
+        by_id = {f.mailbox_id: f for f in facts}
+        for w in waiver_store.list_waivers(conn, list(by_id)):
+            by_id[w.mailbox_id].waivers.append(w)
+    return facts
+
+
+def domain_exists(conn, domain: str) -> bool:
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM domain WHERE name = %s", (domain,))
+        return cur.fetchone() is not None
+
+
+def copied_totals(conn, mailbox_ids: list[int]) -> tuple[int, int]:
+    """(messages, bytes) in state copied for these mailboxes: one PK range scan each."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*), coalesce(sum(size), 0) FROM message WHERE mailbox_id = ANY(%s) AND state = 1",
+                    (list(mailbox_ids),))
+        n, b = cur.fetchone()
+    return n, int(b)
