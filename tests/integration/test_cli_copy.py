@@ -56,12 +56,12 @@ def test_copy_errors_are_clear(setup):
     assert r.returncode == 2 and "no mailbox 'nobody@nowhere.test'" in r.stderr
     no_conn = {k: v for k, v in env.items() if k != "AIRFLOW_CONN_MAILSHIFT_DEST"}
     r = _run(["copy", mb.address], no_conn)
-    assert r.returncode == 2 and "AIRFLOW_CONN_MAILSHIFT_DEST" in r.stderr
+    assert r.returncode == 3 and "AIRFLOW_CONN_MAILSHIFT_DEST" in r.stderr     # 3: configuration
     r = _run(["copy", mb.address, "--pass", "sideways"], env)
     assert r.returncode == 2 and "invalid choice" in r.stderr
     no_db = {k: v for k, v in env.items() if k != "MAILSHIFT_DB_URL"}
     r = _run(["status"], no_db)
-    assert r.returncode == 2 and "MAILSHIFT_DB_URL" in r.stderr
+    assert r.returncode == 3 and "MAILSHIFT_DB_URL" in r.stderr     # 3: configuration
 
 
 def test_wrong_admin_password_fails_fast_without_leaking_it(setup, lab_config):
@@ -69,5 +69,5 @@ def test_wrong_admin_password_fails_fast_without_leaking_it(setup, lab_config):
     doc = json.loads(env["AIRFLOW_CONN_MAILSHIFT_SRC_B"])
     doc["password"] = "definitely-wrong-S3cret"
     r = _run(["copy", mb.address], {**env, "AIRFLOW_CONN_MAILSHIFT_SRC_B": json.dumps(doc)})
-    assert r.returncode == 3 and "login refused" in r.stderr
+    assert r.returncode == 4 and "login refused" in r.stderr     # 4: authentication refused
     assert "definitely-wrong-S3cret" not in r.stderr + r.stdout

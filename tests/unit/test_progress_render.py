@@ -70,3 +70,25 @@ def test_human_bytes():
 def test_lookup_page_without_match():
     page = html.lookup_html({"query": "x@y", "households": []}, "/mailshift")
     assert "No household matches" in page
+
+
+def test_building_page_shows_the_proof_state_and_why():
+    b = {"id": "B1", "name": "<b>", "domain": "d.example", "source_system": "src-a", "wave_id": 1,
+         "state": "copied", "mailboxes": 2, "mailboxes_copied": 2, "mailboxes_proven": 1, "mailboxes_waived": 1,
+         "mailboxes_failed": 0, "messages_copied": 10, "bytes_copied": 1000, "messages_unsettled": 0}
+
+    def mailbox(mid, state, reasons):
+        return {"mailbox_id": mid, "address": f"u{mid}@d.example", "household_id": "H1", "protocol": "imap",
+                "n_copied": 5, "bytes_copied": 500, "n_intent": 0, "n_refused": 0, "n_failed": 0,
+                "last_pass_kind": "prestage", "last_pass_status": "finished", "last_pass_finished": T0,
+                "proof_state": state, "proof_reasons": reasons, "proven_at": T0, "active_waivers": 0,
+                "open_exceptions": 0}
+
+    page = html.building_html({"building": b, "report": None, "exceptions": [], "waivers": [],
+                               "mailboxes": [mailbox(1, "waived", []),
+                                             mailbox(2, "not_proven", ["never verified <x>"])]},
+                              None, "/mailshift")
+    assert "proven 1 (1 by waivers)" in page
+    assert "<td class='proof ok' title=''>waived</td>" in page
+    assert "<td class='proof warn' title='never verified &lt;x&gt;'>not_proven</td>" in page
+    assert "proven_with_waivers" not in page and "&lt;b&gt;" in page

@@ -12,8 +12,9 @@ exit codes:
   7  identity mismatch (a server or mailbox is not the one the inventory names)
 
 Every mailshift.errors.MailshiftError becomes `mailshift: error: <message>` on stderr (one
-line, never a traceback); psycopg2.OperationalError is the last resort for a database that
-fails mid-command. Anything else is a bug and keeps its traceback.
+line, never a traceback). Last resorts, same shape: psycopg2.OperationalError (a database that
+fails mid-command: 5), a database without the schema (3: run `mailshift db upgrade`), an input
+file that cannot be read (2). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations

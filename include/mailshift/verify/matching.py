@@ -15,10 +15,6 @@ from dataclasses import dataclass, field
 from mailshift.rules import states
 from mailshift.verify.recount import SideFolder, SideMessage
 
-#: finding kinds that block the proof until fixed or waived
-BLOCKING_KINDS = frozenset({"missing_at_dest", "duplicate_at_dest", "unexpected_at_dest", "digest_mismatch",
-                            "size_mismatch", "flags_mismatch", "date_mismatch", "folder_missing",
-                            "uidl_mismatch", "ledger_state"})
 #: source-side message not (correctly) at the destination / destination-side extra
 SOURCE_SIDE = frozenset({"missing_at_dest", "digest_mismatch"})
 DEST_SIDE = frozenset({"duplicate_at_dest", "unexpected_at_dest", "digest_mismatch"})
