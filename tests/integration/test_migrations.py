@@ -13,11 +13,12 @@ import psycopg2.errors
 import psycopg2.extensions
 import pytest
 
+from mailshift import settings
 from mailshift.rules.states import COPIED, FAILED, INTENT, REFUSED, Transform, flags_to_db
 from mailshift.store import db, migrate
 
-BASE_DSN = os.environ.get(db.ENV_VAR)
-pytestmark = pytest.mark.skipif(not BASE_DSN, reason=f"{db.ENV_VAR} not set (source .lab/env)")
+BASE_DSN = os.environ.get(settings.DB_URL)
+pytestmark = pytest.mark.skipif(not BASE_DSN, reason=f"{settings.DB_URL} not set (source .lab/env)")
 
 
 @pytest.fixture
@@ -142,8 +143,8 @@ def test_failed_migration_rolls_back_alone(fresh_dsn, tmp_path):
 
 
 def test_connect_without_dsn_is_clear(monkeypatch):
-    monkeypatch.delenv(db.ENV_VAR, raising=False)
-    with pytest.raises(db.ConfigError, match=db.ENV_VAR):
+    monkeypatch.delenv(settings.DB_URL, raising=False)
+    with pytest.raises(db.ConfigError, match=settings.DB_URL):
         db.connect()
 
 

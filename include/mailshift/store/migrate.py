@@ -28,6 +28,7 @@ import re
 import sys
 from pathlib import Path
 
+from mailshift import settings
 from mailshift.errors import ChecksumMismatch, MigrationError  # noqa: F401  (raised here)
 from mailshift.store import db
 
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mailshift.store.migrate",
                                 description="Apply mailshift's SQL migrations.")
     p.add_argument("command", nargs="?", default="upgrade", choices=["upgrade", "current", "status"])
-    p.add_argument("--dsn", default=None, help=f"libpq URL (default ${db.ENV_VAR})")
+    p.add_argument("--dsn", default=None, help=f"libpq URL (default ${settings.DB_URL})")
     args = p.parse_args(argv)
     try:
         if args.command == "upgrade":

@@ -13,7 +13,7 @@ import pytest
 
 from lab import corpus
 
-INCLUDE = Path(__file__).resolve().parents[2] / "include"
+INCLUDE = Path(__file__).resolve().parents[3] / "include"
 SPECIAL = set(corpus.ALWAYS_SPECIAL) | {"oversize", "big"}
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from mailshift.inventory import InventoryError, exports, parse_exports, spec
 
-FIX = Path(__file__).parent / "fixtures" / "inventory"
+FIX = Path(__file__).parents[1] / "fixtures" / "inventory"
 INVALID = sorted(p for p in (FIX / "invalid").iterdir() if p.is_dir())
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from mailshift.customers import pop3logs
 
-FIX = Path(__file__).parent / "fixtures" / "pop3logs"
+FIX = Path(__file__).parents[1] / "fixtures" / "pop3logs"
 
 
 def test_dovecot_excerpt_exact():
