@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 from mailshift.cli import errors
 from mailshift.cli.output import print_json
+from mailshift.planning.snapshot import DEFAULT_SHARDS
 from mailshift.store import db
 
 
@@ -225,7 +226,8 @@ def register(sub) -> None:
                                     "given keep the latest stored plan's value.")
     _register_limits(pl)
     pl.add_argument("--snapshot-dir", help="default $MAILSHIFT_SNAPSHOT_DIR or <repo>/include/snapshot")
-    pl.add_argument("--shards", type=int, default=16, help="snapshot shards (default 16)")
+    pl.add_argument("--shards", type=int, default=DEFAULT_SHARDS,
+                    help=f"snapshot shards (default {DEFAULT_SHARDS}, one per dags/mailshift_buildings_shard_NN.py)")
     pl.add_argument("--no-snapshot", action="store_true", help="store the plan, write no snapshot")
     pl.add_argument("--dry-run", action="store_true", help="print the plan; store nothing, write nothing")
     pl.add_argument("--created-by", help="recorded in wave_plan.created_by (default: the OS user)")
