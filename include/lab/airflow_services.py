@@ -24,11 +24,26 @@ COMPONENTS = (("api-server", ["api-server", "--host", "127.0.0.1"]), ("scheduler
               ("dag-processor", ["dag-processor"]), ("triggerer", ["triggerer"]))
 
 
+def listen_port(cfg: LabConfig, env: dict[str, str]) -> int:
+    """The API server's port: the one the environment's execution API URL names (what the task
+    runners - LocalExecutor children or Celery workers - call), so the two can never disagree.
+    The Celery lab's environment says base+95, the demo's base+81; only an environment without
+    the URL falls back to `api_port` (MAILSHIFT_AIRFLOW_API_PORT of *that* environment first)."""
+    from urllib.parse import urlsplit
+
+    for key in ("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW__API__BASE_URL"):
+        if env.get(key) and urlsplit(env[key]).port:
+            return int(urlsplit(env[key]).port)
+    if env.get("MAILSHIFT_AIRFLOW_API_PORT"):
+        return int(env["MAILSHIFT_AIRFLOW_API_PORT"])
+    return api_port(cfg)
+
+
 class AirflowServices:
     def __init__(self, cfg: LabConfig, env: dict[str, str], log_dir: Path | None = None):
         self.cfg = cfg
         self.env = {**os.environ, **env}
-        self.port = api_port(cfg)
+        self.port = listen_port(cfg, self.env)
         self.log_dir = Path(log_dir or Path(cfg.root) / "airflow" / "logs-services")
         self.procs: dict[str, subprocess.Popen] = {}
         self.base = f"http://127.0.0.1:{self.port}"

@@ -32,12 +32,13 @@ from urllib.parse import urlsplit
 import psycopg2
 import pytest
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.skipif(os.environ.get("MAILSHIFT_RUN_DISTRIBUTED") != "1",
-                       reason="slow (whole Airflow on Celery): `make test-distributed` (MAILSHIFT_RUN_DISTRIBUTED=1)"),
-]
+pytestmark = [pytest.mark.integration]
+#: the long tests; `test_workers_reach_the_api` (short) runs in the normal suite
+long_only = pytest.mark.skipif(os.environ.get("MAILSHIFT_RUN_DISTRIBUTED") != "1",
+                               reason="slow (whole Airflow on Celery): `make test-distributed` "
+                                      "(MAILSHIFT_RUN_DISTRIBUTED=1)")
+#: the short check's own metadata DB, Redis and API ports (it can run beside the long test)
+SHORT = {"db": "airflow_celery_ci", "redis_offset": 78, "api_offset": 94}
 
 #: pool slots per source system in this test: deliberately below the lab servers' limits (20/10)
 #: so that the pools, not the worker slots, bind and the test can check they are never exceeded
@@ -89,6 +90,36 @@ def _seed_without_oversize(cfg, inv):
         return seed_lab(cfg, inv, workers=4)
     finally:
         corpus.mailbox_messages = original
+
+
+def test_workers_reach_the_api(lab_config, tmp_path):
+    """Short (~1-2 min): the Celery lab as `make test-distributed` starts it - Redis, a worker,
+    the api-server from the same environment - runs `mailshift_selfcheck` on the worker. Fails
+    when the workers are given an execution API URL the api-server does not listen on (the
+    base+95 / base+81 mismatch that broke `make test-distributed` from a fresh clone)."""
+    from lab.airflow_services import AirflowServices, listen_port
+    from lab.celery_lab import CeleryWorkers, RedisServer, celery_airflow_env, ensure_metadata_db, state_dir
+
+    cfg = lab_config
+    env = celery_airflow_env(cfg, db=SHORT["db"], port=cfg.port_base + SHORT["api_offset"],
+                             redis=cfg.port_base + SHORT["redis_offset"])
+    env.update({"MAILSHIFT_SNAPSHOT_DIR": str(tmp_path / "no-snapshot"),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(cfg.port_base + SHORT["api_offset"] + 3)})
+    worker_api = urlsplit(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]).port
+    assert listen_port(cfg, env) == worker_api, "the api-server must listen where the workers call it"
+    ensure_metadata_db(cfg, env)
+    sdir = state_dir(cfg, SHORT["db"])
+    with RedisServer(cfg, int(env["MAILSHIFT_REDIS_PORT"])) as _redis, \
+            CeleryWorkers(cfg, env, log_dir=sdir / "logs-workers") as workers:
+        workers.start("w2", ["default"], 1)
+        with AirflowServices(cfg, env, log_dir=sdir / "logs-services") as af:
+            assert af.port == worker_api
+            af.wait_for_dag("mailshift_selfcheck", timeout=180)
+            run_id = af.trigger("mailshift_selfcheck")
+            state = af.wait_for_run("mailshift_selfcheck", run_id, timeout=240)
+            tis = _task_instances(af, "mailshift_selfcheck", run_id)
+    assert state == "success", (tis, f"see {sdir}/logs-workers/w2.log")
+    assert [t["hostname"] for t in tis] == ["w2"], tis
 
 
 @pytest.fixture(scope="module")
@@ -311,6 +342,8 @@ def _run_wave(c, number, key):
     return facts
 
 
+@pytest.mark.slow
+@long_only
 def test_waves_on_two_celery_workers(cluster):
     """Waves 1 (pilot) and 2 through the scheduler on both workers; every message exactly once."""
     pilot = _run_wave(cluster, 1, "pilot")
@@ -319,6 +352,8 @@ def test_waves_on_two_celery_workers(cluster):
     assert hosts == {"w1", "w2"}, hosts  # the copies were spread over both workers
 
 
+@pytest.mark.slow
+@long_only
 def test_worker_killed_mid_copy(cluster):
     """SIGKILL w1 while it is half-way through a mailbox; the retry runs on w2; exactly once."""
     from mailshift.airflow.building import mailbox_batches

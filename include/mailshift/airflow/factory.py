@@ -82,3 +82,35 @@ def building_dags(shard: int, directory=None, dag_file: str | None = None) -> di
             check_budget(f"snapshot shard {shard}", len(dags), len(buildings), "building DAGs", started,
                          "; re-plan with more shards")
     return dags
+
+
+SELFCHECK_DAG_ID = "mailshift_selfcheck"
+
+
+def selfcheck_dag() -> DAG:
+    """`mailshift_selfcheck`: one task on the `default` queue that reaches the mailshift database.
+    A run that ends `success` proves a worker took the task from the broker, started it through
+    the execution API (the URL the workers are given) and reached the database - the first thing
+    to trigger after deploying workers; the short distributed test in tests/e2e runs it."""
+    from airflow.sdk import task
+
+    @task(task_id="reach", retries=0, queue="default")
+    def reach() -> dict:
+        import socket
+
+        from mailshift.airflow.connections import database_url
+        from mailshift.store import db
+        from mailshift.store.cutover import ping
+
+        conn = db.connect(database_url())
+        try:
+            ping(conn)
+        finally:
+            conn.close()
+        return {"worker": socket.getfqdn(), "database": "reachable"}
+
+    with DAG(dag_id=SELFCHECK_DAG_ID, schedule=None, catchup=False, tags=["mailshift", "selfcheck"],
+             description="a worker runs one task through the execution API and reaches the database",
+             doc_md=selfcheck_dag.__doc__) as dag:
+        reach()
+    return dag

@@ -17,3 +17,10 @@ def domain_mailboxes(conn, domain: str) -> list[tuple[int, str]]:
         cur.execute("SELECT mailbox_id, address FROM mailbox_scope WHERE domain = %s"
                     " ORDER BY building_id, mailbox_id", (domain,))
         return cur.fetchall()
+
+
+def ping(conn) -> None:
+    """One round trip to the database (the self-check DAG)."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        cur.fetchone()
