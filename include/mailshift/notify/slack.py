@@ -28,10 +28,21 @@ def scrub(text: str) -> str:
     return text
 
 
+def escape(text) -> str:
+    """Slack's three control characters as entities (&amp; &lt; &gt;), so text from servers,
+    mailbox names and errors can never form a link, a mention or a broken block."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 @dataclass(frozen=True)
 class Message:
+    """A Slack message. `dedup_key` names the problem: the Airflow glue posts a key once
+    (`store.alerts.claim`), so two callbacks about the same problem page once."""
+
     text: str
     blocks: list | None = None
+    dedup_key: str | None = None
+    kind: str | None = None
 
     def payload(self, channel: str) -> dict:
         out = {"channel": channel, "text": scrub(self.text)}
@@ -41,9 +52,14 @@ class Message:
 
 
 def _scrub_block(block: dict) -> dict:
-    if block.get("type") == "section" and "text" in block:
-        return {**block, "text": {**block["text"], "text": scrub(block["text"]["text"])}}
-    return block
+    out = dict(block)
+    if isinstance(out.get("text"), dict):
+        out["text"] = {**out["text"], "text": scrub(out["text"]["text"])}
+    if out.get("fields"):
+        out["fields"] = [{**f, "text": scrub(f["text"])} for f in out["fields"]]
+    if out.get("elements"):
+        out["elements"] = [_scrub_block(e) for e in out["elements"]]
+    return out
 
 
 def _section(md: str) -> dict:
@@ -56,20 +72,18 @@ def _mb(n: int) -> str:
 
 def task_failed(dag_id: str, task_id: str, try_number: int, error: str, label: str | None = None,
                 url: str | None = None) -> Message:
-    where = f"{dag_id}.{task_id}" + (f" [{label}]" if label else "")
-    text = f":red_circle: mailshift task failed after {try_number} tries: {where}: {error[:300]}"
-    blocks = [_section(f":red_circle: *Task failed* after {try_number} tries\n`{where}`\n>{error[:300]}")]
-    if url:
-        blocks.append(_section(f"<{url}|Open in Airflow>"))
-    return Message(text, blocks)
+    """A task that failed after its retries (see notify.alerts.task_failed for the full alert)."""
+    from mailshift.notify import alerts
+
+    return alerts.task_failed(dag_id, task_id, try_number, error, label=label, run_url=url).message()
 
 
 def gx_failed(building: str, failed: list[str], report: str | None = None) -> Message:
-    text = f":warning: zero-loss expectations FAILED for building {building}: {', '.join(failed)}"
-    body = f":warning: *Proof failed* for building `{building}`\n" + "\n".join(f"• {f}" for f in failed)
-    if report:
-        body += f"\nReport: {report}"
-    return Message(text, [_section(body)])
+    """A building whose proof failed (kept for callers that know only the expectations; the
+    Airflow glue replaces it by notify.alerts.proof_failed with the mailboxes and links)."""
+    from mailshift.notify import alerts
+
+    return alerts.proof_failed(building, failed_checks=failed).message()
 
 
 def wave_started(wave: int | str, buildings: int, mailboxes: int, bytes_: int) -> Message:
