@@ -83,17 +83,20 @@ default_notice_check.description = (  # type: ignore[attr-defined]
 
 
 def evaluate_gate(conn, domain: str, notice_check: NoticeCheck | None = None, *,
-                  proof_kind: str | None = None) -> GateVerdict:
+                  proof_kind: str | None = None, live: bool = False) -> GateVerdict:
     """The gate's verdict for `domain`, with every reason it refuses and a summary.
 
     `proof_kind="final"` (the final proof after the drain) also requires each mailbox's latest
-    proof to be of that kind."""
+    proof to be of that kind. The facts come from index probes and the maintained per-mailbox
+    `mailbox_ledger` (store.proofs, migration 0009), never a scan of the ledger; `live=True` is
+    the full evaluation over every ledger row (the same verdict and reasons: tested)."""
     check = notice_check or default_notice_check
     v = GateVerdict(domain, False)
     if not proofs.domain_exists(conn, domain):
         v.reasons.append(Reason(NO_DOMAIN, None, None, f"domain {domain!r} is not in the inventory"))
         return v
-    found = proof.proof_states(conn, domain=domain, require_kind=proof_kind)
+    facts = proofs.mailbox_facts(conn, domain=domain, live=live)
+    found = [proof.decide(f, require_kind=proof_kind) for f in facts]
     if not found:
         v.reasons.append(Reason(NO_MAILBOXES, None, None, f"no mailbox of {domain} is in the inventory: "
                                                           "nothing to prove, refusing to swap blind"))
@@ -105,13 +108,16 @@ def evaluate_gate(conn, domain: str, notice_check: NoticeCheck | None = None, *,
                                 f"open exception #{e['id']} ({e['kind']}): {e['summary']}"))
     v.reasons.extend(check(conn, domain))
     v.passed = not v.reasons
-    v.summary = _summary(conn, domain, found, check)
+    v.summary = _summary(conn, domain, found, check, {f.mailbox_id: f.ledger_now for f in facts}, live)
     return v
 
 
-def _summary(conn, domain, found: list[proof.ProofState], check) -> dict:
+def _summary(conn, domain, found: list[proof.ProofState], check, newest: dict, live: bool) -> dict:
     ok = [s for s in found if s.ok]
-    messages, bytes_ = proofs.copied_totals(conn, [s.mailbox_id for s in found])
+    if live:
+        (messages, bytes_), counted_live = proofs.copied_totals(conn, list(newest)), len(newest)
+    else:
+        messages, bytes_, counted_live = proofs.summarised_totals(conn, newest)
     waivers = [{"id": w.id, "mailbox": s.address, "scope": w.scope, "approved_by": w.approved_by,
                 "requested_by": w.requested_by, "approved_at": w.approved_at.isoformat() if w.approved_at else None,
                 "reason": w.reason} for s in found for w in s.active_waivers]
@@ -125,5 +131,6 @@ def _summary(conn, domain, found: list[proof.ProofState], check) -> dict:
         "messages": messages,
         "bytes": bytes_,
         "waivers": waivers,
+        "mailboxes_counted_live": counted_live,
         "notice_check": getattr(check, "description", getattr(check, "__name__", repr(check))),
     }

@@ -4,6 +4,16 @@
 an intent row is left, the latest copy `pass`, the blocking findings of the latest verification
 run and every waiver (revoked ones too, for display). It decides nothing: the decision is
 `mailshift.rules.proof.decide`, the one definition of "proven".
+
+At scale (500,000 mailboxes, 1e8 ledger rows) nothing here scans the ledger (migration 0009):
+the newest change is one backward probe of `message_mailbox_updated_idx`, an intent row one
+probe of the partial `message_unsettled_idx`, the latest pass/proof one probe each; findings are
+read only for mailboxes whose latest proof recorded some (verdict not `proven`: a `proven` run
+recorded no blocking finding, `verify.core._verdict`). `live=True` is the former full evaluation
+(aggregate over every ledger row, findings of every verified mailbox), kept to prove the two
+agree (tests/integration/test_cutover_gate_summary.py) and for the benchmark.
+`copied_totals` reads the maintained `mailbox_ledger` rows whose watermark equals the ledger's
+newest change and counts the others live.
 """
 
 from __future__ import annotations
@@ -51,10 +61,15 @@ def _where(scope: dict) -> tuple[str, dict]:
     return column, {"v": list(value) if key == "mailbox_ids" else value}
 
 
+_LIVE_NEWEST = "(SELECT max(m.updated_at) FROM message m WHERE m.mailbox_id = s.mailbox_id)"
+# the same value, as one backward probe of message_mailbox_updated_idx (no aggregate over the rows)
+_PROBE_NEWEST = ("(SELECT m.updated_at FROM message m WHERE m.mailbox_id = s.mailbox_id"
+                 " ORDER BY m.updated_at DESC LIMIT 1)")
+
 _MAILBOXES = """
 SELECT s.mailbox_id, s.address, s.building_id, s.domain,
        lp.id, lp.verify_run_id, lp.kind, lp.verdict, lp.ledger_as_of, lp.proven_at, lp.src_messages,
-       (SELECT max(m.updated_at) FROM message m WHERE m.mailbox_id = s.mailbox_id),
+       {newest},
        EXISTS (SELECT 1 FROM message m WHERE m.mailbox_id = s.mailbox_id AND m.state = 0),
        lpass.id, lpass.kind, lpass.status, lpass.started_at, lpass.detail ->> 'error'
 FROM mailbox_scope s
@@ -79,13 +94,14 @@ ORDER BY f.mailbox_id, f.id
 """
 
 
-def mailbox_facts(conn, **scope) -> list[MailboxFacts]:
-    """Facts for every mailbox of one scope: `mailbox_ids=[...]`, `building=`, `domain=` or `wave=`."""
+def mailbox_facts(conn, *, live: bool = False, **scope) -> list[MailboxFacts]:
+    """Facts for every mailbox of one scope: `mailbox_ids=[...]`, `building=`, `domain=` or `wave=`.
+    `live=True`: the full evaluation (scans every ledger row of the scope; same facts)."""
     where, params = _where(scope)
     with conn, conn.cursor() as cur:
-        cur.execute(_MAILBOXES.format(where=where), params)
+        cur.execute(_MAILBOXES.format(where=where, newest=_LIVE_NEWEST if live else _PROBE_NEWEST), params)
         facts = [MailboxFacts(*row) for row in cur.fetchall()]
-        verified = [f for f in facts if f.verify_run_id is not None]
+        verified = [f for f in facts if f.verify_run_id is not None and (live or f.verdict != "proven")]
         if verified:
             cur.execute(_FINDINGS, ([f.verify_run_id for f in verified], [f.mailbox_id for f in verified]))
             by_id = {f.mailbox_id: f for f in facts}
@@ -109,9 +125,34 @@ def domain_exists(conn, domain: str) -> bool:
 
 
 def copied_totals(conn, mailbox_ids: list[int]) -> tuple[int, int]:
-    """(messages, bytes) in state copied for these mailboxes: one PK range scan each."""
+    """(messages, bytes) in state copied for these mailboxes, counted live: one PK range scan each."""
     with conn, conn.cursor() as cur:
         cur.execute("SELECT count(*), coalesce(sum(size), 0) FROM message WHERE mailbox_id = ANY(%s) AND state = 1",
                     (list(mailbox_ids),))
         n, b = cur.fetchone()
     return n, int(b)
+
+
+_MARKS = """
+SELECT coalesce(sum(ml.n_copied) FILTER (WHERE ml.ledger_now IS NOT DISTINCT FROM x.newest), 0),
+       coalesce(sum(ml.bytes_copied) FILTER (WHERE ml.ledger_now IS NOT DISTINCT FROM x.newest), 0),
+       coalesce(array_agg(x.id) FILTER (WHERE ml.ledger_now IS DISTINCT FROM x.newest), '{}')
+FROM unnest(%s::int[], %s::timestamptz[]) AS x(id, newest)
+LEFT JOIN mailbox_ledger ml ON ml.mailbox_id = x.id
+"""
+
+
+def summarised_totals(conn, newest: dict[int, object]) -> tuple[int, int, int]:
+    """(messages, bytes, mailboxes counted live) in state copied, from `mailbox_ledger`.
+
+    `newest`: {mailbox id: the ledger's newest change as read live (MailboxFacts.ledger_now)}. A
+    summary row is used only when its watermark equals that value; the other mailboxes (a
+    summary behind or ahead of the ledger, e.g. after a delete) are counted live."""
+    ids = list(newest)
+    with conn, conn.cursor() as cur:
+        cur.execute(_MARKS, (ids, [newest[i] for i in ids]))
+        n, b, stale = cur.fetchone()
+    if stale:
+        ln, lb = copied_totals(conn, stale)
+        n, b = n + ln, b + lb
+    return int(n), int(b), len(stale)
