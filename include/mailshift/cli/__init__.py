@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mailshift.cli import audit, copy, db, errors, inventory, notices, plan, status, verify
+from mailshift.cli import audit, check, copy, db, errors, inventory, notices, plan, status, verify
 
 #: command groups in the order `mailshift --help` lists them
-GROUPS = (db, inventory, status, copy, verify, plan, audit, notices)
+GROUPS = (db, inventory, check, status, copy, verify, plan, audit, notices)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,3 +27,17 @@ def status_report(conn) -> dict:
         cur.execute("SELECT state, count(*) FROM folder GROUP BY state ORDER BY state")
         out["folders"] = dict(cur.fetchall())
     return out
+
+
+def sample_login(conn, system: str) -> str | None:
+    """A login to check a server with: the first mailbox of a source system (its source login),
+    or of the whole inventory on the destination (`dest`: its destination login)."""
+    with conn, conn.cursor() as cur:
+        if system == "dest":
+            cur.execute("SELECT dest_login FROM mailbox ORDER BY id LIMIT 1")
+        else:
+            cur.execute("SELECT m.source_login FROM mailbox m JOIN household h ON h.id = m.household_id"
+                        " JOIN building b ON b.id = h.building_id WHERE b.source_system = %s"
+                        " ORDER BY m.id LIMIT 1", (system,))
+        row = cur.fetchone()
+    return row[0] if row else None
