@@ -97,6 +97,11 @@ class LabConfig:
         return {k: v for k, v in self.servers.items() if v.role == "source"}
 
     @property
+    def cyrus(self) -> dict[str, dict]:
+        """The Cyrus IMAP instances (`lab.cyrus`): name -> host, ports, role, admin, dir."""
+        return dict(self.raw.get("cyrus") or {})
+
+    @property
     def dest(self) -> ServerInfo:
         return self.servers["dest"]
 

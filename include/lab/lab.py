@@ -30,6 +30,7 @@ from .config import (
     lab_dir,
     port_base_from_env,
 )
+from .cyrus import CYRUS_NAMES, Cyrus, cyrus_state
 from .dovecot import SHAPES, Dovecot
 from .pg import Postgres, choose_dir
 from .postfix import Postfix
@@ -70,6 +71,7 @@ def build_state(root: Path) -> tuple[dict, list[str]]:
     sec.setdefault("dovecot_admin_password", _secret())
     sec.setdefault("default_user_password", _secret(12))
     sec.setdefault("tsig_secret", base64.b64encode(secrets.token_bytes(32)).decode())
+    sec.setdefault("cyrus_admin_password", _secret())
     sec.setdefault("slack_token", "xoxb-lab-" + secrets.token_hex(16))
 
     base = port_base_from_env() or old.get("port_base") or DEFAULT_PORT_BASE
@@ -123,6 +125,7 @@ def build_state(root: Path) -> tuple[dict, list[str]]:
         "tls": tls,
         "pids": str(root / "run"),
         "notes": notes or old.get("notes", []),
+        "cyrus": cyrus_state(root, base, sec["cyrus_admin_password"]),
     }
     return state, notes
 
@@ -203,6 +206,9 @@ def services(root: Path, state: dict):
                                            d["tsig_algorithm"], d["tsig_secret"], run)))
     out.append(("slack-standin", [state["slack"]["port"]],
                 SlackStandin(root, state["slack"]["port"], run)))
+    for name in CYRUS_NAMES if state.get("cyrus") else ():  # real non-Dovecot servers
+        c = state["cyrus"][name]
+        out.append((name, [p for p in (c["imap_port"], c["pop3_port"]) if p], Cyrus(c, run)))
     if state.get("smtp"):  # lab MTA after the Dovecots (it delivers to their LMTP listeners)
         out.append(("postfix", [state["smtp"]["port"]],
                     Postfix(root, state["smtp"]["port"], run,

@@ -152,3 +152,20 @@ class ChecksumMismatch(MigrationError):
 # raised by mailshift.airflow.factory
 class ShardOverBudget(RuntimeError, MailshiftError):
     """A shard took longer than its budget: re-plan with more shards (`mailshift plan --shards`)."""
+
+
+# raised by mailshift.protocols.imap.session and mailshift.protocols.pop3 (issue #13)
+class IdentityMismatch(MailshiftError):
+    """The session is not provably the intended mailbox, or the server is not the one the inventory
+    names (host/port/tls). Nothing of that mailbox was read or written; a person must look."""
+
+
+# raised by mailshift.protocols.endpoint
+class CredentialsError(ConfigError):
+    """A per-mailbox credential is missing, or its file is unsafe (readable by others) or unreadable."""
+
+
+# raised by mailshift.copy.copier before anything is written
+class FolderCollision(MailshiftError):
+    """Two source folders map to one destination name and the building spec does not say how to
+    resolve it (`folder_map`); nothing was written for that mailbox."""

@@ -25,6 +25,11 @@ FAILPOINTS = "MAILSHIFT_FAILPOINTS"         # tests only: crash at a named point
 SHARD_BUDGET_SECONDS = "MAILSHIFT_SHARD_BUDGET_SECONDS"
 SHARD_BUILD_SHARE = "MAILSHIFT_SHARD_BUILD_SHARE"
 PROGRESS_REFRESH_SECONDS = "MAILSHIFT_PROGRESS_REFRESH_SECONDS"
+# per-mailbox passwords for servers without a master user: <dir>/<connection id>.credentials,
+# mode 0600, lines `login:password` (the connection's extra `credentials` names a file instead)
+CREDENTIALS_DIR = "MAILSHIFT_CREDENTIALS_DIR"
+# seconds a server's answer to the identity probe (authzid / master login) is trusted (default 600)
+IDENTITY_PROBE_TTL = "MAILSHIFT_IDENTITY_PROBE_TTL"
 
 
 def get(name: str, default: str | None = None) -> str | None:

@@ -64,16 +64,17 @@ EXIT_CODES: dict[type[BaseException], int] = {
     E.NotSwapped: NO,
     E.PrerequisiteMismatch: NO,        # the zone is not as expected; nothing was written
     E.ShardOverBudget: NO,
+    E.IdentityMismatch: IDENTITY,      # not provably the intended mailbox/server: nothing was read
+    E.CredentialsError: CONFIG,        # per-mailbox password missing or its file unsafe
+    E.FolderCollision: USAGE,          # two folders map to one name: the building spec must say how
 }
-_identity = getattr(E, "IdentityMismatch", None)
-if _identity is not None:
-    EXIT_CODES[_identity] = IDENTITY
 
 #: appended to the message: what to do, where the exception's own words do not say it
 HINTS = {
     AUTH: "not retried: fix the credentials of that connection",
     UNREACHABLE: "check that it is up and reachable, then run the command again (safe to retry)",
     PROTOCOL: "a person must look at that server (its logs, its answer above)",
+    IDENTITY: "not retried: a person must check that server's login setup or the inventory",
 }
 
 
@@ -82,8 +83,6 @@ def exit_code(exc: BaseException) -> int:
     for cls in type(exc).__mro__:
         if cls in EXIT_CODES:
             return EXIT_CODES[cls]
-        if cls.__name__ == "IdentityMismatch":
-            return IDENTITY
     return NO
 
 

@@ -10,7 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailshift.copy.copier import CopyOptions, MailboxRef, PassSummary, copy_mailbox
-from mailshift.errors import AuthError, UnknownMailbox  # UnknownMailbox: callers import it from here
+from mailshift.errors import (  # UnknownMailbox: callers import it from here
+    AuthError,
+    CredentialsError,
+    IdentityMismatch,
+    UnknownMailbox,
+)
 from mailshift.protocols.endpoint import Endpoint, endpoint_from_env
 from mailshift.store import inventory as inventory_store
 from mailshift.store.ledger import CopyStore
@@ -80,14 +85,14 @@ class BatchResult:
 def copy_mailboxes(conn, mailbox_ids: list[int], pass_kind: str,
                resolve: Callable[[str], Endpoint] = endpoint_from_env,
                dest_conn_id: str = DEFAULT_DEST_CONN, progress=None) -> BatchResult:
-    """One pass over several mailboxes. A refused login is noted and the others are still
-    copied (one broken account must not hold up its batch); any other error propagates, so
+    """One pass over several mailboxes. A refused login (or an unproven session identity, or a
+    missing per-mailbox password) is noted and the others are still copied (one broken account must not hold up its batch); any other error propagates, so
     the caller retries the batch and the ledger skips what is already copied."""
     result = BatchResult()
     for mid in mailbox_ids:
         try:
             result.summaries.append(copy_one(conn, mid, pass_kind, resolve=resolve, dest_conn_id=dest_conn_id,
                                              progress=progress))
-        except AuthError as exc:
+        except (AuthError, IdentityMismatch, CredentialsError) as exc:  # this mailbox only; no retry helps
             result.refused_logins.append(str(exc))
     return result

@@ -12,22 +12,31 @@ Airflow connection, an `AIRFLOW_CONN_*` environment variable or the CLI:
   defaults to `*`); `authzid` uses SASL PLAIN with the mailbox login as authorization identity;
   `user` logs in as the mailbox itself (the password then comes from the caller).
 - `pop3_port`, `pop3_tls` give the POP3 side of the same server (for UIDLs).
+- `imap=false` says the server offers no IMAP at all (a POP3-only legacy system).
+- `credentials` names the per-mailbox password file for `auth=user` (else
+  `$MAILSHIFT_CREDENTIALS_DIR/<connection id>.credentials`): mode 0600, one `login:password` a
+  line, `#` comments. Never stored in the mailshift database, never logged.
 
 The password is a secret: `Endpoint.__repr__` never shows it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import ssl
+import stat
+import threading
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from mailshift import settings
-from mailshift.errors import ConfigError
+from mailshift.errors import ConfigError, CredentialsError
 
 _TLS_MODES = ("starttls", "imaps", "none")
 _AUTH_MODES = ("master", "authzid", "user")
+_OPTIONS = {"tls", "verify", "ca", "auth", "sep", "pop3_port", "pop3_tls", "timeout", "credentials", "imap"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,9 @@ class Endpoint:
     pop3_port: int | None = None
     pop3_tls: str | None = None
     timeout: float = 60.0
+    credentials: str | None = None   # per-mailbox password file (auth=user)
+    conn_id: str | None = None       # the connection id it was resolved from, if known
+    imap: bool = True                # False: the server offers only POP3
 
     def __post_init__(self):
         if self.tls not in _TLS_MODES:
@@ -85,8 +97,7 @@ def parse_endpoint(uri: str) -> Endpoint:
     if not parts.hostname:
         raise ConfigError("connection URI has no host")
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    known = {"tls", "verify", "ca", "auth", "sep", "pop3_port", "pop3_tls", "timeout"}
-    unknown = sorted(set(query) - known)
+    unknown = sorted(set(query) - _OPTIONS)
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(unknown)} in connection URI for {parts.hostname}")
     tls = query.get("tls", "imaps" if parts.scheme == "imaps" else "starttls")
@@ -108,6 +119,8 @@ def parse_endpoint(uri: str) -> Endpoint:
         pop3_port=int(query["pop3_port"]) if "pop3_port" in query else None,
         pop3_tls=query.get("pop3_tls"),
         timeout=float(query.get("timeout", "60")),
+        credentials=query.get("credentials"),
+        imap=_flag(query.get("imap", "true"), "imap"),
     )
 
 
@@ -116,8 +129,7 @@ def endpoint_from_json(doc: dict) -> Endpoint:
     extra = doc.get("extra") or {}
     if isinstance(extra, str):
         extra = json.loads(extra)
-    known = {"tls", "verify", "ca", "auth", "sep", "pop3_port", "pop3_tls", "timeout"}
-    query = urlencode({k: str(v) for k, v in extra.items() if k in known})
+    query = urlencode({k: str(v) for k, v in extra.items() if k in _OPTIONS})
     user = quote(doc.get("login") or "", safe="")
     if doc.get("password"):
         user += ":" + quote(doc["password"], safe="")
@@ -132,4 +144,77 @@ def endpoint_from_env(conn_id: str) -> Endpoint:
     Airflow connection instead.
     """
     _var, value = settings.connection_value(conn_id)
-    return endpoint_from_json(value) if isinstance(value, dict) else parse_endpoint(value)
+    endpoint = endpoint_from_json(value) if isinstance(value, dict) else parse_endpoint(value)
+    return dataclasses.replace(endpoint, conn_id=conn_id)
+
+
+# -- per-mailbox credentials (servers without a master user) ---------------------------------
+_cache_lock = threading.Lock()
+_cache: dict[str, tuple[tuple, dict[str, str]]] = {}
+#: optional lookup (endpoint, login) -> password | None tried before the file, e.g. Airflow's
+#: secrets backend; set by the Airflow glue (`set_password_resolver`)
+_resolver = None
+
+
+def set_password_resolver(resolver) -> None:
+    """Register a secrets-backend lookup `(endpoint, login) -> password or None` (None: unset)."""
+    global _resolver
+    _resolver = resolver
+
+
+def credentials_path(endpoint: Endpoint) -> str | None:
+    """The per-mailbox password file of an endpoint: its `credentials` option, else
+    `$MAILSHIFT_CREDENTIALS_DIR/<connection id>.credentials`; None when neither is set."""
+    if endpoint.credentials:
+        return endpoint.credentials
+    folder = settings.get(settings.CREDENTIALS_DIR)
+    if folder and endpoint.conn_id:
+        return os.path.join(folder, f"{endpoint.conn_id}.credentials")
+    return None
+
+
+def _read_credentials(path: str) -> dict[str, str]:
+    """login -> password of a credentials file; refuses a file group or others may read."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise CredentialsError(f"credentials file {path}: {exc.strerror}; create it (mode 0600, "
+                               "one `login:password` a line)") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise CredentialsError(f"credentials file {path} is mode {stat.S_IMODE(st.st_mode):04o}, readable by "
+                               f"group or others: refused; run `chmod 600 {path}`")
+    key = (st.st_mtime_ns, st.st_size, st.st_ino)
+    with _cache_lock:
+        hit = _cache.get(path)
+        if hit and hit[0] == key:
+            return hit[1]
+    entries: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            login, sep, password = line.partition(":")
+            if not sep or not login.strip() or not password:
+                raise CredentialsError(f"credentials file {path}:{number}: expected `login:password`")
+            entries[login.strip()] = password
+    with _cache_lock:
+        _cache[path] = (key, entries)
+    return entries
+
+
+def mailbox_password(endpoint: Endpoint, login: str) -> str:
+    """The password of mailbox `login` on `endpoint` (auth=user): the registered secrets lookup,
+    then the credentials file. CredentialsError names the file and the login, never a password."""
+    if _resolver is not None:
+        found = _resolver(endpoint, login)
+        if found:
+            return found
+    path = credentials_path(endpoint)
+    if path is None:
+        raise CredentialsError(f"{endpoint.label}: auth=user needs the password of {login}: set the "
+                               f"connection's `credentials` extra or {settings.CREDENTIALS_DIR}")
+    entries = _read_credentials(path)
+    if login not in entries:
+        raise CredentialsError(f"{endpoint.label}: no password for {login} in {path}")
+    return entries[login]

@@ -1,7 +1,12 @@
-"""Read-only POP3: the legacy UIDL list, and its mapping to IMAP UIDs of INBOX.
+"""Read-only POP3: the legacy UIDL list, its mapping to IMAP UIDs of INBOX, and (for a legacy
+system that offers only POP3) the messages themselves.
 
-Only UIDL, LIST, STAT and TOP are ever sent. Never RETR: Dovecot marks a message \\Seen on
-RETR even without QUIT, and the legacy mailbox stays live until the cutover.
+Only UIDL, LIST, STAT, TOP and RETR are ever sent, never DELE, and no session ends with QUIT
+(QUIT is what commits a POP3 session): nothing of a session is ever committed on the legacy
+server. RETR is used only on a POP3-only source (`read_messages`): Dovecot marks a message
+\\Seen on RETR even without QUIT, which is why IMAP-capable sources are read over IMAP.
+Sessions are opened in one place (`open_pop3`), with the same credentials and identity proof
+as IMAP sessions (`mailshift.protocols.imap.session.prove_login_method`).
 """
 
 from __future__ import annotations
@@ -9,10 +14,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import poplib
+import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from mailshift.errors import AuthError, ConfigError, ProtocolError, TransientError
-from mailshift.protocols.endpoint import Endpoint
+from mailshift.errors import AuthError, ConfigError, IdentityMismatch, ProtocolError, TransientError
+from mailshift.protocols.endpoint import Endpoint, mailbox_password
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,15 @@ def _connect(endpoint: Endpoint) -> poplib.POP3:
         return poplib.POP3_SSL(endpoint.host, endpoint.pop3_port, context=ctx, timeout=endpoint.timeout)
     conn = poplib.POP3(endpoint.host, endpoint.pop3_port, timeout=endpoint.timeout)
     if tls == "starttls":
+        try:
+            offers = b"STLS" in conn.capa()
+        except poplib.error_proto:
+            offers = False
+        if not offers:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise ConfigError(f"POP3 {endpoint.host}:{endpoint.pop3_port}: the server does not offer STLS; "
+                              "refusing to send a password in clear: enable TLS on it or set pop3_tls=pop3s")
         conn.stls(context=ctx)
     return conn
 
@@ -43,43 +59,104 @@ def _login(conn: poplib.POP3, endpoint: Endpoint, login: str, user_password: str
         token = base64.b64encode(f"{login}\0{endpoint.admin_user}\0{endpoint.password}".encode()).decode()
         conn._shortcmd(f"AUTH PLAIN {token}")
     else:
-        if user_password is None:
-            raise ConfigError(f"POP3 {endpoint.label}: auth=user needs the password of {login}")
         conn.user(login)
-        conn.pass_(user_password)
+        conn.pass_(user_password or mailbox_password(endpoint, login))
 
 
-def read_uidls(endpoint: Endpoint, login: str, user_password: str | None = None) -> list[Pop3Entry]:
-    """The mailbox's POP3 view: message number, size and UIDL, in server order."""
-    what = f"POP3 {endpoint.label} as {login}"
+def _label(endpoint: Endpoint) -> str:
+    return f"{endpoint.host}:{endpoint.pop3_port}"
+
+
+@contextlib.contextmanager
+def _translated(what: str):
     try:
-        conn = _connect(endpoint)
-    except OSError as exc:
-        raise TransientError(f"{what}: {exc}") from exc
-    try:
-        try:
-            _login(conn, endpoint, login, user_password)
-        except poplib.error_proto as exc:
-            raise AuthError(f"{what}: login refused: {exc}") from exc
-        sizes = {}
-        for line in conn.list()[1]:
-            num, size = line.split()[:2]
-            sizes[int(num)] = int(size)
-        entries = []
-        for line in conn.uidl()[1]:
-            num, uidl = line.split(maxsplit=1)
-            n = int(num)
-            entries.append(Pop3Entry(n, sizes.get(n, -1), uidl.decode("ascii", "replace")))
-        return entries
-    except OSError as exc:
-        raise TransientError(f"{what}: {exc}") from exc
+        yield
+    except (AuthError, ConfigError, TransientError, ProtocolError, IdentityMismatch):
+        raise
+    except ssl.SSLCertVerificationError as exc:
+        raise ConfigError(f"{what}: TLS certificate rejected ({exc.verify_message}): fix the server's "
+                          "certificate or the connection's `ca` option") from exc
+    except ssl.SSLError as exc:
+        raise ConfigError(f"{what}: TLS handshake failed ({exc.reason or exc}): check pop3_tls against the port") from exc
+    except ConnectionRefusedError as exc:
+        raise TransientError(f"{what}: connection refused") from exc
+    except TimeoutError as exc:
+        raise TransientError(f"{what}: no answer (timed out)") from exc
+    except (OSError, EOFError) as exc:
+        raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
     except poplib.error_proto as exc:
         raise ProtocolError(f"{what}: {exc}") from exc
+
+
+def _pop3_probe(endpoint: Endpoint, name: str) -> bool:
+    """True if the server lets the admin credentials in as the non-existent mailbox `name`."""
+    with _translated(f"POP3 {_label(endpoint)} (identity probe)"):
+        conn = _connect(endpoint)
+        try:
+            _login(conn, endpoint, name, None)
+            return True
+        except poplib.error_proto:
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+@contextlib.contextmanager
+def open_pop3(endpoint: Endpoint, login: str, user_password: str | None = None):
+    """A POP3 session proven to be `login` (the ONE place POP3 sessions are opened); closed
+    without QUIT on exit, so nothing of it is ever committed."""
+    from mailshift.protocols.imap.session import prove_login_method
+
+    what = f"POP3 {_label(endpoint)} as {login}"
+    if endpoint.auth == "user" and user_password is None:
+        user_password = mailbox_password(endpoint, login)
+    prove_login_method(endpoint, "POP3", _pop3_probe)
+    with _translated(what):
+        conn = _connect(endpoint)
+    try:
+        with _translated(what):
+            try:
+                _login(conn, endpoint, login, user_password)
+            except poplib.error_proto as exc:
+                raise AuthError(f"{what}: login refused: {exc}") from exc
+            yield conn
     finally:
         # QUIT would commit deletions; we never delete, but leave without it anyway to
         # make sure nothing of this session is ever committed on the legacy server.
         with contextlib.suppress(Exception):
             conn.close()
+
+
+def _entries(conn: poplib.POP3) -> list[Pop3Entry]:
+    sizes = {}
+    for line in conn.list()[1]:
+        num, size = line.split()[:2]
+        sizes[int(num)] = int(size)
+    entries = []
+    for line in conn.uidl()[1]:
+        num, uidl = line.split(maxsplit=1)
+        n = int(num)
+        entries.append(Pop3Entry(n, sizes.get(n, -1), uidl.decode("ascii", "replace")))
+    return entries
+
+
+def read_uidls(endpoint: Endpoint, login: str, user_password: str | None = None) -> list[Pop3Entry]:
+    """The mailbox's POP3 view: message number, size and UIDL, in server order."""
+    with open_pop3(endpoint, login, user_password) as conn:
+        return _entries(conn)
+
+
+def retrieve(conn: poplib.POP3, number: int) -> bytes:
+    """The raw bytes of message `number` (RETR; dot-unstuffed, lines joined with CRLF)."""
+    _resp, lines, _octets = conn.retr(number)
+    return b"".join(line + b"\r\n" for line in lines)
+
+
+def read_messages(conn: poplib.POP3, entries: list[Pop3Entry]) -> Iterator[tuple[Pop3Entry, bytes]]:
+    """(entry, raw bytes) for each entry, in order (a POP3-only source)."""
+    for entry in entries:
+        yield entry, retrieve(conn, entry.number)
 
 
 def map_uidls_to_uids(entries: list[Pop3Entry], inbox: list[tuple[int, int]]) -> dict[int, str]:

@@ -11,15 +11,19 @@ import contextlib
 import datetime
 import imaplib
 import re
+import secrets
 import socket
 import ssl
+import threading
+import time
 
 from imapclient import IMAPClient
 from imapclient import exceptions as imapexc
 from imapclient.fixed_offset import FixedOffset
 
-from mailshift.errors import AuthError, ConfigError, ProtocolError, TransientError
-from mailshift.protocols.endpoint import Endpoint
+from mailshift import settings
+from mailshift.errors import AuthError, ConfigError, IdentityMismatch, ProtocolError, TransientError
+from mailshift.protocols.endpoint import Endpoint, mailbox_password
 
 _NETWORK_ERRORS = (OSError, socket.timeout, imaplib.IMAP4.abort, imapexc.IMAPClientAbortError, EOFError)
 
@@ -29,12 +33,20 @@ def translated_errors(what: str):
     """Re-raise network and protocol failures as mailshift errors naming `what` (no secrets)."""
     try:
         yield
-    except (AuthError, ConfigError, TransientError, ProtocolError):
+    except (AuthError, ConfigError, TransientError, ProtocolError, IdentityMismatch):
         raise
     except ssl.SSLCertVerificationError as exc:
-        raise ConfigError(f"{what}: TLS certificate rejected: {exc.verify_message}") from exc
+        raise ConfigError(f"{what}: TLS certificate rejected ({exc.verify_message}): fix the server's "
+                          "certificate or the connection's `ca` option") from exc
+    except ssl.SSLError as exc:
+        raise ConfigError(f"{what}: TLS handshake failed ({exc.reason or exc}): check the connection's "
+                          "`tls` option (starttls/imaps) against the port") from exc
     except imapexc.LoginError as exc:
         raise AuthError(f"{what}: login refused: {_words(exc)}") from exc
+    except ConnectionRefusedError as exc:
+        raise TransientError(f"{what}: connection refused") from exc
+    except TimeoutError as exc:
+        raise TransientError(f"{what}: no answer (timed out)") from exc
     except _NETWORK_ERRORS as exc:
         raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
     except imaplib.IMAP4.error as exc:
@@ -47,27 +59,110 @@ def _words(exc: Exception) -> str:
 
 
 def open_session(endpoint: Endpoint, login: str, user_password: str | None = None) -> IMAPClient:
-    """Connect, secure and log in as `login`. The caller closes it with `close_session`."""
+    """Connect, secure, prove the server honours the login method, and log in as `login`.
+
+    The ONE place IMAP sessions are opened (copier, lanes, preflight, verifier): a session is
+    returned only when it is provably the mailbox `login` (see `prove_login_method`); otherwise
+    IdentityMismatch before any byte of mail is read. The caller closes it with `close_session`.
+    """
     what = f"IMAP {endpoint.label} as {login}"
+    if not endpoint.imap:
+        raise ConfigError(f"{endpoint.label} offers no IMAP (imap=false): only the POP3 copier reads it")
+    if endpoint.auth == "user" and user_password is None:
+        user_password = mailbox_password(endpoint, login)
+    prove_login_method(endpoint, "IMAP", _imap_probe)
     with translated_errors(what):
-        ctx = endpoint.ssl_context() if endpoint.tls != "none" else None
-        client = IMAPClient(
-            endpoint.host,
-            port=endpoint.port,
-            ssl=endpoint.tls == "imaps",
-            ssl_context=ctx,
-            timeout=endpoint.timeout,
-        )
-        quiet_imaplib(client)
+        client = _connect(endpoint, what)
         try:
-            if endpoint.tls == "starttls":
-                client.starttls(ctx)
             _login(client, endpoint, login, user_password)
         except BaseException:
             with contextlib.suppress(Exception):
                 client.shutdown()
             raise
         return client
+
+
+def _connect(endpoint: Endpoint, what: str) -> IMAPClient:
+    """A connected, secured, not yet authenticated client."""
+    ctx = endpoint.ssl_context() if endpoint.tls != "none" else None
+    client = IMAPClient(endpoint.host, port=endpoint.port, ssl=endpoint.tls == "imaps", ssl_context=ctx,
+                        timeout=endpoint.timeout)
+    quiet_imaplib(client)
+    try:
+        if endpoint.tls == "starttls":
+            if not client.has_capability("STARTTLS"):
+                raise ConfigError(f"{what}: the server does not offer STARTTLS; refusing to send a password in "
+                                  "clear: enable TLS on it or set the connection's tls=imaps")
+            client.starttls(ctx)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.shutdown()
+        raise
+    return client
+
+
+# -- identity: a login method the server cannot silently defeat -------------------------------
+PROBE_PREFIX = "mailshift-identity-probe-"
+_probe_lock = threading.Lock()
+_probed: dict[tuple, float] = {}
+
+
+def probe_identity() -> str:
+    """A login name no real mailbox has (random suffix), for the identity probe."""
+    return PROBE_PREFIX + secrets.token_hex(6)
+
+
+def prove_login_method(endpoint: Endpoint, protocol: str, probe) -> None:
+    """Refuse a server that would log us in as someone else than asked.
+
+    `auth=master` and `auth=authzid` ask the server to act for a mailbox. A server that ignores
+    the authorization identity (or the master-user separator), or grants it for names that do
+    not exist, logs in anyway — into the wrong mailbox. So, before the first session of a server
+    (again after `$MAILSHIFT_IDENTITY_PROBE_TTL` seconds, default 600), `probe(endpoint, name)`
+    logs in with the same credentials as a random, non-existent mailbox: it must be refused. If
+    it is accepted, no session of that server is proven: IdentityMismatch. `auth=user` logs in
+    with the mailbox's own password: the server authenticates exactly that identity.
+    """
+    if endpoint.auth == "user":
+        return
+    port = endpoint.port if protocol == "IMAP" else endpoint.pop3_port
+    key = (protocol, endpoint.host, port, endpoint.auth, endpoint.admin_user, endpoint.master_separator)
+    ttl = settings.get_float(settings.IDENTITY_PROBE_TTL, 600.0)
+    with _probe_lock:
+        if time.monotonic() - _probed.get(key, -1e18) < ttl:
+            return
+    name = probe_identity()
+    if probe(endpoint, name):
+        method = "SASL PLAIN with authorization identity" if endpoint.auth == "authzid" else "master-user login"
+        raise IdentityMismatch(
+            f"{protocol} {endpoint.host}:{port}: the server accepted a {method} for the non-existent mailbox {name!r}: "
+            f"it ignores or does not check the identity asked for, so no session proves its mailbox; nothing "
+            f"was read: use auth=user with per-mailbox credentials, or fix the server's {endpoint.auth} setup")
+    with _probe_lock:
+        _probed[key] = time.monotonic()
+
+
+def forget_probes() -> None:
+    """Forget every probe result (tests; or after a server's configuration changed)."""
+    with _probe_lock:
+        _probed.clear()
+
+
+def _imap_probe(endpoint: Endpoint, name: str) -> bool:
+    """True if the server lets the admin credentials in as the non-existent mailbox `name`."""
+    what = f"IMAP {endpoint.label} (identity probe)"
+    with translated_errors(what):
+        client = _connect(endpoint, what)
+        try:
+            _login(client, endpoint, name, None)
+            return True
+        except (AuthError, imapexc.LoginError):
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                client.logout()
+            with contextlib.suppress(Exception):
+                client.shutdown()
 
 
 def quiet_imaplib(client: IMAPClient) -> None:

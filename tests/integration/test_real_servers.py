@@ -1,0 +1,111 @@
+"""Issue #13 against real non-Dovecot servers (Cyrus IMAP 3.6 from Debian, `lab.cyrus`):
+per-mailbox passwords for a legacy server without a master user, identity proof of every
+session, and the copier + verifier end to end. Every check reads the servers directly."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from mailshift.copy.copy_one import copy_one
+from mailshift.errors import CredentialsError, IdentityMismatch
+from mailshift.protocols.imap.append import OutgoingMessage, multiappend
+from mailshift.protocols.imap.session import forget_probes, open_session
+from mailshift.protocols.pop3 import read_uidls
+from mailshift.verify import verify_mailbox
+from support import realservers as rs
+from support.mail import ledger_states
+
+pytestmark = pytest.mark.integration
+
+WHEN = dt.datetime(2024, 5, 1, 9, 30, tzinfo=dt.timezone(dt.timedelta(hours=9)))
+
+
+def message(i: int, extra: bytes = b"") -> bytes:
+    return (b"From: a@example.net\r\nTo: b@example.net\r\nSubject: m" + str(i).encode() + b"\r\n"
+            + b"Message-ID: <m" + str(i).encode() + b"@example.net>\r\n" + extra + b"\r\nbody " + str(i).encode()
+            + b"\r\n")
+
+
+def fill(cfg, mb, folders: dict[str, list[bytes]]) -> None:
+    with rs.imap(cfg, mb.source, mb.source_login, mb.source_password) as c:
+        for folder, raws in folders.items():
+            if folder != "INBOX":
+                c.create_folder(folder)
+                c.subscribe_folder(folder)
+            for raw in raws:
+                assert multiappend(c, folder, [OutgoingMessage((b"\\Seen",), WHEN, raw)]).ok
+
+
+def resolver(cfg, tmp_path, mb, dest_auth="user", **dest_extra):
+    src_cred = rs.write_credentials(tmp_path / "src.credentials", {mb.source_login: mb.source_password})
+    dst_cred = rs.write_credentials(tmp_path / "dest.credentials", {mb.dest_login: mb.dest_password})
+    eps = {rs.conn_id(mb.source): rs.endpoint(cfg, mb.source, "user", src_cred),
+           "mailshift_dest": rs.endpoint(cfg, "cyrus-dest", dest_auth, dst_cred if dest_auth == "user" else None,
+                                         **dest_extra)}
+    return eps.__getitem__
+
+
+@pytest.fixture(autouse=True)
+def _fresh_probes():
+    forget_probes()
+    yield
+    forget_probes()
+
+
+def test_per_mailbox_passwords_copy_and_prove(lab_config, db, tmp_path):
+    """Legacy Cyrus without any master user -> Cyrus destination, each side logged in with the
+    mailbox's own password from a 0600 credentials file; the verifier proves it the same way."""
+    cfg = lab_config
+    mb = rs.add_mailbox(db, cfg, "cyrus-legacy")
+    fill(cfg, mb, {"INBOX": [message(1), message(2, b"X-Raw: \xe6\x97\xa5\xe6\x9c\xac\r\n")],
+                   "Projects": [message(3)], "Projects/2024": [message(4), message(5)]})
+    resolve = resolver(cfg, tmp_path, mb)
+    summary = copy_one(db, mb.id, "prestage", resolve=resolve)
+    assert (summary.copied, summary.refused) == (5, 0)
+    assert ledger_states(db, mb.id) == {1: 5}
+    src = rs.snapshot(cfg, mb.source, mb.source_login, mb.source_password)
+    dst = rs.snapshot(cfg, "cyrus-dest", mb.dest_login, mb.dest_password)
+    for folder, items in src.items():
+        assert dst[folder] == items, folder
+    verdict = verify_mailbox(db, mb.id, resolve)
+    assert verdict.state == "proven", verdict.as_dict()
+    again = copy_one(db, mb.id, "delta", resolve=resolve)
+    assert (again.copied, again.already) == (0, 5)
+
+
+def test_credentials_file_readable_by_others_is_refused(lab_config, db, tmp_path):
+    cfg = lab_config
+    mb = rs.add_mailbox(db, cfg, "cyrus-legacy")
+    path = rs.write_credentials(tmp_path / "loose.credentials", {mb.source_login: mb.source_password}, mode=0o644)
+    ep = rs.endpoint(cfg, mb.source, "user", path)
+    with pytest.raises(CredentialsError, match=r"mode 0644, readable by group or others: refused; run `chmod 600"):
+        open_session(ep, mb.source_login)
+    path.chmod(0o600)
+    rs.write_credentials(path, {"someone-else": "x"})
+    with pytest.raises(CredentialsError, match=f"no password for {mb.source_login} in {path}"):
+        open_session(ep, mb.source_login)
+
+
+def test_authzid_the_server_does_not_check_is_refused_before_any_byte(lab_config, db, tmp_path):
+    """cyrus-dest grants its admin SASL PLAIN authzid for ANY name (even one that does not exist:
+    it creates the mailbox). The probe catches it: copy, verify and POP3 all refuse with
+    IdentityMismatch, and nothing reaches the ledger as copied or proven."""
+    cfg = lab_config
+    mb = rs.add_mailbox(db, cfg, "cyrus-legacy")
+    fill(cfg, mb, {"INBOX": [message(1)]})
+    resolve = resolver(cfg, tmp_path, mb, dest_auth="authzid")
+    with pytest.raises(IdentityMismatch, match="accepted a SASL PLAIN with authorization identity for the "
+                                               "non-existent mailbox 'mailshift-identity-probe-"):
+        copy_one(db, mb.id, "prestage", resolve=resolve)
+    assert ledger_states(db, mb.id) == {}
+    with pytest.raises(IdentityMismatch):
+        verify_mailbox(db, mb.id, resolve)
+    with db, db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM proof WHERE mailbox_id = %s", (mb.id,))
+        assert cur.fetchone()[0] == 0
+    with pytest.raises(IdentityMismatch, match="^POP3 127.0.0.1:"):
+        read_uidls(resolve("mailshift_dest"), mb.dest_login)
+    # the destination mailbox was never touched: no APPEND, no folder
+    assert rs.snapshot(cfg, "cyrus-dest", mb.dest_login, mb.dest_password) == {"INBOX": {}}
