@@ -83,7 +83,8 @@ def notice_campaign(cfg, dsn: str, inv, exports: Path) -> None:
     set_routes(cfg, {m.address: (inv.system(m.source_system).lab_server, m.login) for m in inv.mailboxes})
     assert cli(["--db", dsn, "audit", "addresses", "--domain", DOMAIN]) == 0
     for n in range(1, 7):
-        assert cli(["--db", dsn, "notices", "send", str(n), "--domain", DOMAIN]) == 0
+        assert cli(["--db", dsn, "notices", "send", str(n), "--domain", DOMAIN,
+                    "--smtp", f"{cfg.smtp_host}:{cfg.smtp_port}"]) == 0
     deadline = time.monotonic() + 180
     while queue_ids(cfg) and time.monotonic() < deadline:
         time.sleep(2)
