@@ -42,8 +42,8 @@ def open_exceptions(conn, *, building_id: str | None = None, domain: str | None 
     with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
         cur.execute(
             "SELECT e.id, e.kind, e.severity, e.building_id, e.mailbox_id, m.address, e.summary, e.opened_at"
-            " FROM exception e LEFT JOIN mailbox m ON m.id = e.mailbox_id"
-            " LEFT JOIN household h ON h.id = m.household_id LEFT JOIN building b ON b.id = coalesce(e.building_id, h.building_id)"
+            " FROM exception e LEFT JOIN mailbox_scope m ON m.mailbox_id = e.mailbox_id"
+            " LEFT JOIN building b ON b.id = coalesce(e.building_id, m.building_id)"
             " WHERE e.status IN ('open', 'acknowledged') AND e.severity = 'blocking'"
             " AND (%s::text IS NULL OR b.id = %s) AND (%s::text IS NULL OR coalesce(e.domain, b.domain) = %s)"
             " ORDER BY e.id",

@@ -36,8 +36,7 @@ def sample_login(conn, system: str) -> str | None:
         if system == "dest":
             cur.execute("SELECT dest_login FROM mailbox ORDER BY id LIMIT 1")
         else:
-            cur.execute("SELECT m.source_login FROM mailbox m JOIN household h ON h.id = m.household_id"
-                        " JOIN building b ON b.id = h.building_id WHERE b.source_system = %s"
-                        " ORDER BY m.id LIMIT 1", (system,))
+            cur.execute("SELECT m.source_login FROM mailbox_scope s JOIN mailbox m ON m.id = s.mailbox_id"
+                        " WHERE s.source_system = %s ORDER BY m.id LIMIT 1", (system,))
         row = cur.fetchone()
     return row[0] if row else None
