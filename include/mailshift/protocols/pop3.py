@@ -88,9 +88,9 @@ def _translated(what: str):
         raise ProtocolError(f"{what}: {exc}") from exc
 
 
-def _pop3_probe(endpoint: Endpoint, name: str) -> bool:
+def _pop3_probe(endpoint: Endpoint, name: str, what: str) -> bool:
     """True if the server lets the admin credentials in as the non-existent mailbox `name`."""
-    with _translated(f"POP3 {_label(endpoint)} (identity probe)"):
+    with _translated(what):
         conn = _connect(endpoint)
         try:
             _login(conn, endpoint, name, None)
@@ -111,7 +111,7 @@ def open_pop3(endpoint: Endpoint, login: str, user_password: str | None = None):
     what = f"POP3 {_label(endpoint)} as {login}"
     if endpoint.auth == "user" and user_password is None:
         user_password = mailbox_password(endpoint, login)
-    prove_login_method(endpoint, "POP3", _pop3_probe)
+    prove_login_method(endpoint, "POP3", lambda ep, name: _pop3_probe(ep, name, what))
     with _translated(what):
         conn = _connect(endpoint)
     try:

@@ -70,7 +70,7 @@ def open_session(endpoint: Endpoint, login: str, user_password: str | None = Non
         raise ConfigError(f"{endpoint.label} offers no IMAP (imap=false): only the POP3 copier reads it")
     if endpoint.auth == "user" and user_password is None:
         user_password = mailbox_password(endpoint, login)
-    prove_login_method(endpoint, "IMAP", _imap_probe)
+    prove_login_method(endpoint, "IMAP", lambda ep, name: _imap_probe(ep, name, what))
     with translated_errors(what):
         client = _connect(endpoint, what)
         try:
@@ -148,9 +148,9 @@ def forget_probes() -> None:
         _probed.clear()
 
 
-def _imap_probe(endpoint: Endpoint, name: str) -> bool:
-    """True if the server lets the admin credentials in as the non-existent mailbox `name`."""
-    what = f"IMAP {endpoint.label} (identity probe)"
+def _imap_probe(endpoint: Endpoint, name: str, what: str) -> bool:
+    """True if the server lets the admin credentials in as the non-existent mailbox `name`
+    (`what` names the session the probe is for, in errors)."""
     with translated_errors(what):
         client = _connect(endpoint, what)
         try:
