@@ -7,7 +7,7 @@ import sys
 import time
 from contextlib import closing
 
-from mailshift.cli import errors
+from mailshift.cli import display, errors
 from mailshift.cli.output import csv_to, print_json
 from mailshift.store import db
 
@@ -25,12 +25,25 @@ def cmd_audit_addresses(args) -> int:
     return errors.OK
 
 
+def _parse_with_progress(pop3logs, args):
+    """pop3logs.parse_files, file by file, with a bar over the files' bytes."""
+    import os
+
+    parser = pop3logs.Pop3LogParser(year=args.year)
+    total = sum(os.path.getsize(f) for f in args.files)
+    with display.progress("reading POP3 logs", total=total, unit="bytes", enabled=display.wanted_by(args)) as bar:
+        for i, path in enumerate(args.files, 1):
+            parser.feed_file(path)
+            bar.advance(os.path.getsize(path), note=f"file {i}/{len(args.files)}")
+    return parser.result
+
+
 def cmd_audit_pop3_logs(args) -> int:
     """Parse first (no database needed for --dry-run), then store the usage per login."""
     from mailshift.customers import audit, pop3logs
 
     t0 = time.monotonic()
-    result = pop3logs.parse_files(args.files, year=args.year)
+    result = _parse_with_progress(pop3logs, args)
     el = time.monotonic() - t0
     print(f"parsed {result.lines} lines in {el:.1f}s ({result.lines / max(el, 1e-9):,.0f} lines/s),"
           f" {result.malformed} malformed", file=sys.stderr)
@@ -83,6 +96,7 @@ def register(sub) -> None:
     a.add_argument("--source-system", help="logins belong to this source system")
     a.add_argument("--year", type=int, help="year for syslog timestamps without one (default: this year)")
     a.add_argument("--dry-run", action="store_true", help="print the usage, store nothing")
+    display.add_flag(a)
     a.set_defaults(func=cmd_audit_pop3_logs)
     a = aus.add_parser("rules", help="inventory forward/auto-reply rules from an export dir")
     a.add_argument("export_dir", help="<dir>/<address or login>/{*.sieve,.forward,.qmail*}")

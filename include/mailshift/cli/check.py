@@ -6,7 +6,7 @@ sample mailbox (`--mailbox`, else the first of that system in the inventory) wit
 connection's auth mode and, when that is refused, with the other admin modes; then shows the
 capabilities, TLS (version, cipher, certificate), APPENDLIMIT, namespace prefix and separator,
 the sample mailbox's folders and message counts, the POP3 UIDL format, and what will not work.
-Read-only: SELECT is never issued (folder counts come from STATUS), POP3 never RETRs.
+Read-only: folders are counted with STATUS and never opened; POP3 never RETRs.
 
 Exit 0: nothing blocks; 1: something will not work (listed); the usual codes when the server
 cannot be reached at all (cli/errors.py).

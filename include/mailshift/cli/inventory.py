@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import closing
 
+from mailshift.cli import display
 from mailshift.store import db
 
 
@@ -11,7 +12,8 @@ def cmd_inventory_load(args) -> int:
     """An InventoryError (every problem found, nothing written) reaches main(): exit 2."""
     from mailshift.inventory.load import load_inventory
 
-    with closing(db.connect(args.db)) as conn:
+    with closing(db.connect(args.db)) as conn, \
+            display.progress(f"validating and loading {args.export_dir}", enabled=display.wanted_by(args)):
         report = load_inventory(conn, args.export_dir)
     print(report)
     return 0
@@ -22,4 +24,5 @@ def register(sub) -> None:
     invs = inv.add_subparsers(dest="inventory_command", required=True)
     load = invs.add_parser("load", help="validate and load legacy exports (all or nothing)")
     load.add_argument("export_dir")
+    display.add_flag(load)
     load.set_defaults(func=cmd_inventory_load)

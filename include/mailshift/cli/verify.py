@@ -5,18 +5,42 @@ from __future__ import annotations
 
 from contextlib import closing
 
-from mailshift.cli import errors
+from mailshift.cli import display, errors
 from mailshift.cli.output import print_json
 from mailshift.rules import states
 from mailshift.store import db
 
 
-def _verify_building(conn, args) -> tuple[dict, bool]:
-    from mailshift.protocols.endpoint import endpoint_from_env
-    from mailshift.verify import verify_building
+def _verify_building_with_progress(conn, args):
+    """verify.verify_building, one mailbox at a time so the bar can move (same run, same calls)."""
+    import time
 
-    bv = verify_building(conn, args.building, endpoint_from_env, args.mode, reports=args.reports_dir,
-                         dest_conn_id=args.dest_conn, kind=args.kind, dsn=args.db, sample_rate=args.sample_rate)
+    from mailshift.protocols.endpoint import endpoint_from_env
+    from mailshift.store import verification as vstore
+    from mailshift.verify.core import building_mailboxes, close_building_run, open_building_run, verify_batch
+
+    started = time.monotonic()
+    mailboxes = building_mailboxes(conn, args.building)
+    run_id = open_building_run(conn, args.building, args.kind, args.mode, len(mailboxes))
+    verdicts, failed = [], {}
+    with display.progress(f"verifying {args.building}", total=len(mailboxes), unit="mailboxes",
+                          enabled=display.wanted_by(args)) as bar:
+        try:
+            for mb in mailboxes:
+                v, e = verify_batch(conn, run_id, [mb], endpoint_from_env, args.mode, dest_conn_id=args.dest_conn,
+                                    kind=args.kind, sample_rate=args.sample_rate)
+                verdicts += v
+                failed.update(e)
+                bar.advance(1, note=f"{len(failed)} could not be verified" if failed else "")
+        except BaseException as exc:
+            vstore.finish_run(conn, run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
+            raise
+    return close_building_run(conn, args.building, run_id, verdicts, failed, started, mailboxes=len(mailboxes),
+                              reports=args.reports_dir, dsn=args.db)
+
+
+def _verify_building(conn, args) -> tuple[dict, bool]:
+    bv = _verify_building_with_progress(conn, args)
     out = {"building": bv.building_id, "verify_run_id": bv.verify_run_id, "proven": bv.proven,
            "gx_success": bv.gx_success, "report": bv.report_path, "errors": bv.errors,
            "seconds": round(bv.seconds, 2),
@@ -28,8 +52,9 @@ def _verify_mailbox(conn, args) -> tuple[dict, bool]:
     from mailshift.protocols.endpoint import endpoint_from_env
     from mailshift.verify import verify_mailbox
 
-    v = verify_mailbox(conn, args.mailbox, endpoint_from_env, args.mode, dest_conn_id=args.dest_conn,
-                       kind=args.kind, sample_rate=args.sample_rate)
+    with display.progress(f"verifying {args.mailbox}", enabled=display.wanted_by(args)):
+        v = verify_mailbox(conn, args.mailbox, endpoint_from_env, args.mode, dest_conn_id=args.dest_conn,
+                           kind=args.kind, sample_rate=args.sample_rate)
     out = {k: val for k, val in v.as_dict().items() if k != "findings"}
     out["findings"] = [f.label() for f in v.findings]
     return out, v.state in states.PROOF_OK
@@ -93,6 +118,7 @@ def _register_verify(sub) -> None:
     vf.add_argument("--reports-dir", help="where HTML reports go (default $MAILSHIFT_REPORTS_DIR or ./reports)")
     vf.add_argument("--dest-conn", default="mailshift_dest",
                     help="connection id of the destination (env AIRFLOW_CONN_<ID>)")
+    display.add_flag(vf)
     vf.set_defaults(func=cmd_verify)
 
 
