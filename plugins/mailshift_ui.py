@@ -212,12 +212,31 @@ async def _not_authenticated(request: Request, exc: NotAuthenticated):
     return RedirectResponse(login, status_code=302)
 
 
-@app.middleware("http")
-async def _no_store(request: Request, call_next):
-    response = await call_next(request)
+#: our pages load nothing from elsewhere; only Airflow's own pages (same origin) may frame them
+CSP = ("default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'")
+
+
+def _security_headers(response):
     response.headers["Cache-Control"] = "no-store"   # customer data: never cached
     response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    response.headers["Referrer-Policy"] = "same-origin"
     return response
+
+
+def _has_nul(request: Request) -> bool:
+    raw = request.scope.get("raw_path") or b""
+    return (b"\x00" in raw or b"%00" in raw.lower() or "\x00" in request.url.path
+            or b"%00" in (request.scope.get("query_string") or b"") or "\x00" in str(request.query_params))
+
+
+@app.middleware("http")
+async def _no_store(request: Request, call_next):
+    if _has_nul(request):     # PostgreSQL cannot hold a NUL: refuse before any route sees it
+        return _security_headers(JSONResponse({"detail": "NUL byte in the request"}, status_code=400))
+    return _security_headers(await call_next(request))
 
 
 def _json(obj) -> JSONResponse:
@@ -314,19 +333,62 @@ async def proof_report(building_id: str):
     return FileResponse(path, media_type="text/html")
 
 
+# -- support desk ----------------------------------------------------------------------------
+PREFIX_SEARCHES_PER_MINUTE = 20
+_searches: dict[str, list[float]] = {}
+_searches_lock = threading.Lock()
+
+
+def may_see_contact_details(user) -> bool:
+    """Phone numbers and postal addresses: only for users Airflow lets read connections (roles
+    Op and Admin of the simple auth manager; a FAB role with can_read on Connections). The
+    support role (Viewer, User) sees what a call needs: household, mailboxes, migration, notices."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    try:
+        return bool(get_auth_manager().is_authorized_connection(method="GET", user=user))
+    except Exception:  # noqa: BLE001 - when in doubt, hide
+        return False
+
+
+def _rate_limited(user, q: str) -> bool:
+    """A prefix search (3+ characters) counts; more than PREFIX_SEARCHES_PER_MINUTE a minute per
+    user is refused (429): nobody pages through the customer base."""
+    from mailshift.progress import queries
+
+    if len(queries.normalise(q)) < queries.MIN_PREFIX:
+        return False
+    now, key = time.monotonic(), _username(user)
+    with _searches_lock:
+        recent = [t for t in _searches.get(key, []) if now - t < 60.0]
+        limited = len(recent) >= PREFIX_SEARCHES_PER_MINUTE
+        if not limited:
+            recent.append(now)
+        _searches[key] = recent
+    return limited
+
+
+async def _lookup(request: Request, q: str):
+    from mailshift.progress import queries
+
+    user = _user(request)
+    if _rate_limited(user, q):
+        raise HTTPException(status_code=429, detail=f"more than {PREFIX_SEARCHES_PER_MINUTE} searches a minute; "
+                                                    "wait a minute", headers={"Retry-After": "60"})
+    return await _db(lambda conn: queries.lookup(conn, q, contact_details=may_see_contact_details(user)))
+
+
 @app.get("/lookup", response_class=HTMLResponse)
 async def lookup_page(request: Request, q: str | None = None):
-    from mailshift.progress import html, queries
+    from mailshift.progress import html
 
-    res = await _db(queries.lookup, q) if q else None
+    res = await _lookup(request, q) if q else None
     return HTMLResponse(html.lookup_html(res, _base(request), _username(_user(request))))
 
 
 @app.get("/api/lookup")
-async def lookup_api(q: str):
-    from mailshift.progress import queries
-
-    return _json(await _db(queries.lookup, q))
+async def lookup_api(request: Request, q: str):
+    return _json(await _lookup(request, q))
 
 
 class MailshiftUIPlugin(AirflowPlugin):

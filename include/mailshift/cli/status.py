@@ -105,7 +105,7 @@ def cmd_lookup(args) -> int:
     from mailshift.progress import queries
 
     with closing(db.connect(args.db)) as conn:
-        res = queries.lookup(conn, args.query)
+        res = queries.lookup(conn, args.query, contact_details=args.contact_details)
     found = errors.OK if res["households"] else errors.NO
     if args.json:
         print_json(res)
@@ -157,7 +157,9 @@ def register(sub) -> None:
 
     lk = sub.add_parser("lookup", help="support desk: a household by mailbox address (or prefix) or household ID "
                                        "(exit 1: no match)")
-    lk.add_argument("query", metavar="ADDRESS")
+    lk.add_argument("query", metavar="QUERY", help="household ID, mailbox address, contact name, phone, or the "
+                                                 "beginning (3+ characters) of an address, name or postal address")
+    lk.add_argument("--contact-details", action="store_true", help="also print phone and postal address")
     g = lk.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true")
     g.add_argument("--csv", action="store_true")

@@ -205,10 +205,13 @@ def building_html(bp: dict, dag_runs: list[dict] | None, base: str, user: str | 
 def lookup_html(res: dict | None, base: str, user: str | None = None) -> str:
     q = (res or {}).get("query", "")
     p = ["<h1>Household lookup</h1>",
-         f"<form action='{base}/lookup' method='get'><label>mailbox address (or its beginning) or household ID "
+         f"<form action='{base}/lookup' method='get'><label>household ID, mailbox address, contact name, phone "
+         "or the beginning (3+ characters) of an address, name or postal address "
          f"<input name='q' id='q' size=40 value='{escape(q)}'></label> <button id='search'>search</button></form>"]
     if res is None:
         return page("mailshift: lookup", "".join(p), base, user)
+    if res.get("note"):
+        p.append(f"<p class=muted id='lookup-note'>{escape(res['note'])}</p>")
     if not res["households"]:
         p.append(f"<p id='no-match'>No household matches <b>{escape(q)}</b>.</p>")
     for h in res["households"]:
@@ -217,6 +220,10 @@ def lookup_html(res: dict | None, base: str, user: str | None = None) -> str:
                  f"<p>building <a href='{base}/building/{quote(h['building_id'])}'>{_e(h['building_id'])}</a> "
                  f"{_e(h['building_name'])}, domain {_e(h['domain'])}, wave {_e(h['wave_id'])} "
                  f"(planned start {_e(h['wave_start'])}); MX switched: {_e(h['cutover_at'])}</p>"
+                 + (f"<p class='contact'>phone <span class='phone'>{_e(h['phone'])}</span>, postal address "
+                    f"<span class='postal'>{_e(h['postal_address'])}</span></p>" if "phone" in h else
+                    "<p class='contact muted'>contact details hidden (not granted)</p>")
+                 +
                  "<table class='lookup-mailboxes'><tr><th>address</th><th>protocol</th><th>migrated</th>"
                  "<th>first copied</th><th>last copied</th><th>last pass</th><th>messages copied</th>"
                  "<th>proof</th><th>proven at</th><th>why not proven</th><th>open exceptions</th></tr>")

@@ -11,6 +11,8 @@ refresh in the summaries.
 from __future__ import annotations
 
 import datetime as dt
+import re
+import unicodedata
 from pathlib import Path
 
 from mailshift import settings
@@ -200,19 +202,49 @@ def building_report(conn, building_id: str) -> dict | None:
 
 
 # -- support-desk lookup ------------------------------------------------------------------------
-def lookup(conn, query: str, limit: int = 20) -> dict:
-    """Support-desk lookup by mailbox address (exact, or a prefix) or household ID: the household,
-    its mailboxes (migrated or not, when, proof state) and the notices sent."""
+MIN_PREFIX = 3               # a prefix search needs at least this many characters
+MIN_PHONE_DIGITS = 6
+#: household fields only a user granted contact details sees (phone, postal address)
+CONTACT_FIELDS = ("phone", "postal_address")
+
+
+def normalise(text: str) -> str:
+    """A contact name or postal address as the look-up compares it (store.progress.NORM_NAME):
+    NFKC (full-width letters and digits become ASCII), no white space (also U+3000), lower case."""
+    return re.sub(r"\s", "", unicodedata.normalize("NFKC", text)).lower()
+
+
+def _phone_digits(q: str) -> str | None:
+    digits = re.sub(r"\D", "", unicodedata.normalize("NFKC", q))
+    return digits if re.fullmatch(r"[\d\s()+\-.]+", unicodedata.normalize("NFKC", q)) and \
+        len(digits) >= MIN_PHONE_DIGITS else None
+
+
+def lookup(conn, query: str, limit: int = 20, *, contact_details: bool = False) -> dict:
+    """Support-desk lookup by household ID, mailbox address, contact name (Japanese included) or
+    phone number (exactly), or the beginning (at least MIN_PREFIX characters) of an address, a
+    contact name or a postal address: the household, its mailboxes (migrated or not, when, proof
+    state) and the notices sent. Phone and postal address only with `contact_details`."""
     q = (query or "").strip()
     if not q:
-        return {"query": q, "households": []}
+        return {"query": q, "households": [], "prefix": False}
+    norm = normalise(q)
+    prefix = len(norm) >= MIN_PREFIX
     households = []
-    for hid in sorted(store.find_households(conn, q, limit)):
+    for hid in sorted(store.find_households(conn, q, limit, norm=norm or None, digits=_phone_digits(q),
+                                            prefix=prefix)):
         h = store.household_rows(conn, hid)
         if h is None:
             continue
+        if not contact_details:
+            for k in CONTACT_FIELDS:
+                h.pop(k, None)
+        h["contact_details"] = "shown" if contact_details else "hidden (not granted)"
         _with_proof_states(conn, h["mailboxes"])
         for mb in h["mailboxes"]:
             mb["migrated"] = bool(mb["first_copied_at"])
         households.append(h)
-    return {"query": q, "households": households}
+    out = {"query": q, "households": households, "prefix": prefix}
+    if not prefix:
+        out["note"] = f"exact matches only: a search by the beginning needs at least {MIN_PREFIX} characters"
+    return out

@@ -471,19 +471,37 @@ def building_rows(conn, building_id: str) -> dict | None:
             "verify_runs": verify_runs}
 
 
-def find_households(conn, query: str, limit: int = 20) -> list[str]:
-    """Household ids matching a household id, a mailbox address (any case) or an address prefix."""
-    prefix = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+#: normalised text for look-ups (migration 0011 indexes these expressions): NFKC, no spaces, lower case
+NORM_NAME = "lower(regexp_replace(normalize(h.contact_name, NFKC), '\\s', '', 'g'))"
+NORM_POSTAL = "lower(regexp_replace(normalize(h.postal_address, NFKC), '\\s', '', 'g'))"
+PHONE_DIGITS = "regexp_replace(h.phone, '\\D', '', 'g')"
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def find_households(conn, query: str, limit: int = 20, *, norm: str | None = None, digits: str | None = None,
+                    prefix: bool = True) -> list[str]:
+    """Household ids matching a household id, a mailbox address, a contact name (`norm`: the
+    query normalised like NORM_NAME) or a phone number (`digits`), exactly; and with `prefix`,
+    the beginning of an address, a contact name or a postal address."""
+    parts = ["SELECT id FROM household WHERE id = %(q)s",
+             "SELECT household_id FROM mailbox WHERE lower(address) = lower(%(q)s)"]
+    if norm:
+        parts.append(f"SELECT h.id FROM household h WHERE {NORM_NAME} = %(norm)s")
+    if digits:
+        parts.append(f"SELECT h.id FROM household h WHERE {PHONE_DIGITS} = %(digits)s")
+    if prefix:
+        parts.append("(SELECT household_id FROM mailbox WHERE lower(address) LIKE lower(%(like)s)"
+                     " ORDER BY lower(address) LIMIT %(limit)s)")
+        if norm:
+            parts.append(f"(SELECT h.id FROM household h WHERE {NORM_NAME} LIKE %(norm_like)s LIMIT %(limit)s)")
+            parts.append(f"(SELECT h.id FROM household h WHERE {NORM_POSTAL} LIKE %(norm_like)s LIMIT %(limit)s)")
+    sql = "SELECT DISTINCT x FROM (" + " UNION ALL ".join(parts) + ") AS m(x) LIMIT %(limit)s"
     with conn, conn.cursor() as cur:
-        cur.execute(
-            """
-            SELECT DISTINCT household_id FROM (
-                SELECT id AS household_id FROM household WHERE id = %s
-                UNION ALL SELECT household_id FROM mailbox WHERE lower(address) = lower(%s)
-                UNION ALL (SELECT household_id FROM mailbox
-                           WHERE lower(address) LIKE lower(%s) || '%%' ORDER BY lower(address) LIMIT %s)) x
-            LIMIT %s
-            """, (query, query, prefix, limit, limit))
+        cur.execute(sql, {"q": query, "norm": norm, "digits": digits, "like": _like_prefix(query),
+                          "norm_like": _like_prefix(norm or ""), "limit": limit})
         return [r[0] for r in cur.fetchall()]
 
 
