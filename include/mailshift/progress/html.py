@@ -58,7 +58,27 @@ def _state_class(state: str | None) -> str:
     return {rs.PROVEN: "ok", rs.WAIVED: "ok", rs.NOT_PROVEN: "warn"}.get(state or "", "muted")
 
 
+def computing_html(ov: dict, base: str, user: str | None = None) -> str:
+    """Before the first summary exists no figure is shown: zeros would read as 'nothing copied'."""
+    body = ("<h1>Migration progress</h1><p id='computing' class='warn'>computing the first summary of the "
+            f"ledger (started {_e(ov['as_of'])}); figures appear once it is done. This page refreshes itself.</p>"
+            "<meta http-equiv='refresh' content='10'>")
+    return page("mailshift: migration progress (computing)", body, base, user)
+
+
+def _throughput_card(tp: dict) -> str:
+    """'throughput now' only while a pass runs; otherwise say that nothing is copying."""
+    if not tp["running_passes"]:
+        return ('<div class="card" id="card-throughput">throughput now<b>no pass running</b>'
+                f'last {tp["window_minutes"]} min: {human_bytes(tp["bytes"])} copied</div>')
+    return (f'<div class="card" id="card-throughput">throughput now<b>{human_bytes(tp["bytes_per_s"])}/s</b>'
+            f'{tp["messages_per_s"]:.1f} msg/s over {tp["window_minutes"]} min; {_n(tp["running_passes"])} '
+            f'passes running</div>')
+
+
 def overview_html(ov: dict, base: str, user: str | None = None) -> str:
+    if ov.get("summary_refreshed_at") is None:
+        return computing_html(ov, base, user)
     t = ov["totals"]
     tp = ov["throughput"]
     states = list(t["buildings_by_state"].keys())
@@ -71,9 +91,7 @@ def overview_html(ov: dict, base: str, user: str | None = None) -> str:
              f'{_n(t["messages_total"])}</b>{_pct(t["messages_copied"], t["messages_total"])}</div>'
              f'<div class="card" id="card-bytes">bytes copied<b>{human_bytes(t["bytes_copied"])} / '
              f'{human_bytes(t["bytes_total"])}</b>{_pct(t["bytes_copied"], t["bytes_total"])}</div>'
-             f'<div class="card" id="card-throughput">throughput now<b>{human_bytes(tp["bytes_per_s"])}/s</b>'
-             f'{tp["messages_per_s"]:.1f} msg/s over {tp["window_minutes"]} min; {_n(tp["running_passes"])} '
-             f'passes running</div>'
+             + _throughput_card(tp) +
              f'<div class="card" id="card-unproven">unproven mailboxes<b class="{"bad" if t["unproven_mailboxes"] else "ok"}">'
              f'{_n(t["unproven_mailboxes"])}</b>{_n(t["mailboxes_failed"])} with a failed verification; '
              f'{_n(t["mailboxes_waived"])} proven by waivers</div>'

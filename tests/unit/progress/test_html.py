@@ -92,3 +92,17 @@ def test_building_page_shows_the_proof_state_and_why():
     assert "<td class='proof ok' title=''>waived</td>" in page
     assert "<td class='proof warn' title='never verified &lt;x&gt;'>not_proven</td>" in page
     assert "proven_with_waivers" not in page and "&lt;b&gt;" in page
+
+
+def test_no_figure_before_the_first_summary():
+    ov = overview_fixture()
+    ov["summary_refreshed_at"] = None
+    out = html.overview_html(ov, "/mailshift")
+    assert "id='computing'" in out and "card-mailboxes" not in out and "summaries refreshed" not in out
+
+
+def test_no_throughput_while_no_pass_runs():
+    ov = overview_fixture()
+    ov["throughput"]["running_passes"] = 0
+    out = html.overview_html(ov, "/mailshift")
+    assert "no pass running" in out and "/s</b>" not in out.split("card-throughput")[1].split("</div>")[0]
