@@ -169,3 +169,15 @@ class CredentialsError(ConfigError):
 class FolderCollision(MailshiftError):
     """Two source folders map to one destination name and the building spec does not say how to
     resolve it (`folder_map`); nothing was written for that mailbox."""
+
+
+# raised by mailshift.customers (audit, notices, reports) and their CLI commands (issue #15)
+class UnknownScope(UnknownMailbox):
+    """A building, domain, wave, source system or mailbox named by the caller is not in the
+    inventory (or an audit input does not exist): an error, never an empty success."""
+
+
+# raised by mailshift.customers.provider_probe and mailshift.customers.rule_move
+class DestinationError(ProtocolError):
+    """The destination did not behave as the probe or the rule installer needed; nothing was
+    recorded as known about it."""

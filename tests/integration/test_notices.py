@@ -99,9 +99,23 @@ def test_campaign_mails_csvs_and_gate(campaign_lab, capsys, tmp_path):
     log = Path(cfg.servers["src-b"].log_dir) / "dovecot.log"
     res = pop3logs.parse_files([log])
     assert res.usage[login].apop_logins == 1
-    # H4 keeps mail on the server: not affected, no letter/call
-    res.get(p["H4"][1]).retr_sessions = res.get(p["H4"][1]).keep_sessions = 3
+    # H4 keeps mail on the server (PLAIN logins, 3 sessions without DELE): the destination keeps
+    # UIDLs (X-UIDL), and a person waived its unknown LAST by name: not affected, no letter/call
+    h4 = res.get(p["H4"][1])
+    h4.logins = h4.method_logins = 3
+    h4.methods = {"PLAIN": 3}
+    h4.method_sources = {"dovecot log"}
+    h4.formats = {"dovecot"}
+    h4.retr_sessions = h4.keep_sessions = 3
+    h4.dele_sources = {"dovecot log"}
     audit.run_pop3_audit(conn, res, source_system="src-b")
+    rc, out, err = _cli(capsys, dsn, "audit", "waive", "pop3_last_unknown", "--building", "B-src-b",
+                        "--mailbox", p["H4"][2], "--by", "Sato (support desk)",
+                        "--reason", "called: Outlook 2019, no LAST")
+    assert rc == 0, err
+    with conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO dest_capability (destination, keeps_uidl, uidl_detail,"
+                    " test_account) VALUES ('mailshift_dest', true, 'X-UIDL kept', 'probe')")
 
     reasons = notices.notice_gate_check(conn, domain)
     assert {r.kind for r in reasons} == {NOTICE}
@@ -184,6 +198,8 @@ def test_campaign_mails_csvs_and_gate(campaign_lab, capsys, tmp_path):
     rows = list(csv.DictReader(io.StringIO(out)))
     kinds = {r["kind"]: r for r in rows}
     assert kinds["pop3_apop"]["open"] == "1" and kinds["pop3_leave_on_server"]["open"] == "1"
+    assert kinds["fact_last_unknown"]["mailboxes"] == "2" and kinds["fact_apop_yes"]["mailboxes"] == "1"
+    assert kinds["waived_pop3_last_unknown"]["open"] == "1"
     assert kinds["households_affected"]["open"] == "1"
     assert kinds["notice_call_acknowledged"]["households"] == "1"
     with conn.cursor() as cur:

@@ -45,8 +45,17 @@ def test_pop3_and_rules_cli(lab_config, capsys, tmp_path):
         st = json.loads(out)
         assert rc == 0 and st["malformed"] == 4 and st["mailboxes"] == 4
         assert st["unknown_logins"] == 1  # poptest2 is not in this inventory
+        # the normal logs cannot show LAST: unknown for all; Courier cannot show APOP or DELE
         assert _findings(conn) == [("hanako..takahashi", "pop3_apop", "open"),
-                                   ("sato.ichiro", "pop3_leave_on_server", "open")]
+                                   ("hanako..takahashi", "pop3_last_unknown", "open"),
+                                   ("sato.ichiro", "pop3_last_unknown", "open"),
+                                   ("sato.ichiro", "pop3_leave_on_server", "open"),
+                                   ("suzuki", "pop3_apop_unknown", "open"),
+                                   ("suzuki", "pop3_last_unknown", "open"),
+                                   ("suzuki", "pop3_leave_on_server_unknown", "open"),
+                                   ("takahashi.misaki.", "pop3_apop_unknown", "open"),
+                                   ("takahashi.misaki.", "pop3_last_unknown", "open"),
+                                   ("takahashi.misaki.", "pop3_leave_on_server_unknown", "open")]
 
         src, dst = tmp_path / "src", tmp_path / "dst"
         (src / "sato.ichiro@x.example").mkdir(parents=True)
@@ -61,7 +70,7 @@ def test_pop3_and_rules_cli(lab_config, capsys, tmp_path):
             'require "vacation";\nredirect "alarm@kanri.example";\nvacation "away";\n')
         rc, out = _cli(capsys, dsn, "audit", "rules", str(src), "--dest", str(dst))
         assert json.loads(out)["resolved"] == 2
-        got = [f for f in _findings(conn) if f[1].startswith("rule_")]
+        got = [f for f in _findings(conn) if f[1].startswith("rule_")]  # noqa: E501
         assert got == [("sato.ichiro", "rule_autoreply_lost", "resolved"),
                        ("sato.ichiro", "rule_forward_lost", "resolved"),
                        ("suzuki", "rule_program_lost", "open")]

@@ -47,6 +47,9 @@ def cmd_audit_pop3_logs(args) -> int:
     el = time.monotonic() - t0
     print(f"parsed {result.lines} lines in {el:.1f}s ({result.lines / max(el, 1e-9):,.0f} lines/s),"
           f" {result.malformed} malformed", file=sys.stderr)
+    for name, fs in result.by_file.items():
+        if fs.malformed:
+            print(f"  {name}: {fs.malformed} malformed of {fs.lines} lines ({fs.kind})", file=sys.stderr)
     if args.dry_run:
         print_json({"lines": result.lines, "malformed": result.malformed,
                     "malformed_samples": result.malformed_samples,
@@ -64,6 +67,17 @@ def cmd_audit_rules(args) -> int:
     with closing(db.connect(args.db)) as conn:
         stats = audit.run_rules_audit(conn, args.export_dir, args.dest)
     print_json(stats)
+    return errors.OK
+
+
+def cmd_audit_waive(args) -> int:
+    """A person accepts an unknown (e.g. pop3_last_unknown) of a building or one mailbox, by name."""
+    from mailshift.customers import audit
+
+    with closing(db.connect(args.db)) as conn:
+        res = audit.waive(conn, args.kind, building=args.building, by=args.by, reason=args.reason,
+                          mailbox=args.mailbox)
+    print_json(res)
     return errors.OK
 
 
@@ -91,8 +105,9 @@ def register(sub) -> None:
     a.add_argument("--alias-days", type=int, default=180, help="old address keeps delivering this long")
     a.add_argument("--list", action="store_true", help="print the rename records too")
     a.set_defaults(func=cmd_audit_addresses)
-    a = aus.add_parser("pop3-logs", help="parse legacy POP3 logs (Dovecot, Courier; .gz/.xz ok)")
-    a.add_argument("files", nargs="+")
+    a = aus.add_parser("pop3-logs", help="parse legacy POP3 logs (Dovecot, Courier; .gz/.xz ok) and "
+                                         "Dovecot rawlogs (*.in files or directories)")
+    a.add_argument("files", nargs="+", help="log files, rawlog files or directories")
     a.add_argument("--source-system", help="logins belong to this source system")
     a.add_argument("--year", type=int, help="year for syslog timestamps without one (default: this year)")
     a.add_argument("--dry-run", action="store_true", help="print the usage, store nothing")
@@ -102,6 +117,13 @@ def register(sub) -> None:
     a.add_argument("export_dir", help="<dir>/<address or login>/{*.sieve,.forward,.qmail*}")
     a.add_argument("--dest", help="the destination's rules, same layout: compare")
     a.set_defaults(func=cmd_audit_rules)
+    a = aus.add_parser("waive", help="a person accepts an unknown (KIND ending in _unknown), by name")
+    a.add_argument("kind", help="e.g. pop3_last_unknown")
+    a.add_argument("--building", required=True)
+    a.add_argument("--mailbox", help="one address of the building (default: the whole building)")
+    a.add_argument("--by", required=True, help="the name of the person who accepts it")
+    a.add_argument("--reason", required=True)
+    a.set_defaults(func=cmd_audit_waive)
     a = aus.add_parser("report", help="finding counts per building or wave")
     a.add_argument("building", nargs="?")
     a.add_argument("--wave", type=int)

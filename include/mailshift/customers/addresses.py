@@ -136,25 +136,54 @@ def compliant_local(local: str, fallback: str = "user") -> str:
     return s[:MAX_LOCAL].rstrip(".") or "user"
 
 
-def _unique(local: str, domain: str, taken: set[str]) -> str:
+def _free(cand: str, mailbox_id: int, holders: dict[str, set[int]]) -> bool:
+    return holders.get(cand.casefold(), set()) <= {mailbox_id}
+
+
+def _unique(local: str, domain: str, mailbox_id: int, holders: dict[str, set[int]]) -> str:
     cand = f"{local}@{domain}"
     n = 2
-    while cand.casefold() in taken or len(cand) > MAX_ADDRESS:
+    while not _free(cand, mailbox_id, holders) or len(cand) > MAX_ADDRESS:
         suffix = f"-{n}"
         cand = f"{local[:MAX_LOCAL - len(suffix)].rstrip('.')}{suffix}@{domain}"
         n += 1
-    taken.add(cand.casefold())
+    holders.setdefault(cand.casefold(), set()).add(mailbox_id)
     return cand
 
 
+def _keep_previous(m: MailboxAddress, domain: str, previous: dict, holders: dict) -> str | None:
+    """The mailbox's earlier target when it may stay: always once past `proposed` (approved,
+    applied), else while it is compliant, on the same domain and held by no other mailbox."""
+    prev = previous.get(m.mailbox_id)
+    if prev is None:
+        return None
+    addr, status = prev
+    if status not in ("proposed", "cancelled"):
+        return addr
+    if split_address(addr)[1].lower() == domain and not check_address(addr) \
+            and _free(addr, m.mailbox_id, holders):
+        holders.setdefault(addr.casefold(), set()).add(m.mailbox_id)
+        return addr
+    return None
+
+
 def audit_addresses(mailboxes, *, today: _dt.date, alias_days: int = DEFAULT_ALIAS_DAYS,
-                    existing: set[str] | None = None) -> AddressAudit:
+                    existing: set[str] | None = None, holders: dict[str, set[int]] | None = None,
+                    previous: dict[int, tuple[str, str]] | None = None) -> AddressAudit:
     """Audit an inventory (iterable of MailboxAddress). Deterministic: mailboxes are handled in
     mailbox id order. `existing`: addresses known elsewhere (other domains' inventories, the
-    new provider's reserved names) that proposals must not collide with."""
+    new provider's reserved names) that proposals must not collide with; `holders`: address ->
+    the mailbox ids holding or planning it (addresses, destination logins, rename targets);
+    `previous`: mailbox id -> (target, status) of earlier proposals, kept unless they now
+    collide. A proposal never names an address another mailbox holds or plans."""
     mbs = sorted(mailboxes, key=lambda m: m.mailbox_id)
     res = AddressAudit(checked=len(mbs))
-    taken = {m.address.casefold() for m in mbs} | {a.casefold() for a in existing or ()}
+    held: dict[str, set[int]] = {k.casefold(): set(v) for k, v in (holders or {}).items()}
+    for m in mbs:
+        held.setdefault(m.address.casefold(), set()).add(m.mailbox_id)
+    for a in existing or ():
+        held.setdefault(a.casefold(), set()).add(-1)
+    previous = previous or {}
     first_by_fold: dict[str, int] = {}
     alias_until = today + _dt.timedelta(days=alias_days)
     for m in mbs:
@@ -169,7 +198,8 @@ def audit_addresses(mailboxes, *, today: _dt.date, alias_days: int = DEFAULT_ALI
             continue
         local, domain = split_address(m.address)
         domain = domain.lower()
-        proposed = _unique(compliant_local(local, m.login), domain, taken)
+        proposed = _keep_previous(m, domain, previous, held) or \
+            _unique(compliant_local(local, m.login), domain, m.mailbox_id, held)
         for kind, detail in problems:
             res.findings.append(AddressFinding(m.mailbox_id, m.address, kind, detail, proposed,
                                                m.household_id, m.building_id))

@@ -35,6 +35,7 @@ from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING
 
 from mailshift.customers.addresses import check_address, split_address
+from mailshift.customers.audit import UIDL_DEPENDENT, require_scope
 from mailshift.errors import RecordError  # raised here; the CLI catches notices.RecordError
 from mailshift.protocols.smtp import SmtpRelay
 from mailshift.store import audit as audit_store
@@ -92,6 +93,22 @@ CHANGE_TEXT = {
                            "service.",
     "rule_program_lost": "Your mail is passed to a program ({target}); the new service cannot do "
                          "this, and such notifications will stop arriving.",
+    "rule_not_movable": "Your mail rule ({target}) could not be moved to the new service "
+                        "automatically; please set it up again there.",
+    "pop3_apop_unknown": "We could not tell from the old server's records whether your mail "
+                         "program signs in with APOP, which the new service does not accept. "
+                         "Please check that it uses a normal password login with SSL/TLS.",
+    "pop3_last_unknown": "We could not tell from the old server's records whether your mail "
+                         "program uses the old POP3 LAST command, which the new service does not "
+                         "offer. Please check that your mail program is up to date.",
+    "pop3_leave_on_server_unknown": "We could not tell whether your mail program keeps mail on "
+                                    "the server. {uidl}",
+}
+UIDL_TEXT = {
+    False: "The new service cannot keep the message numbers your mail program remembers: it "
+           "will download every message still on the server once more after the move.",
+    None: "We have not been able to confirm that the new service keeps the message numbers your "
+          "mail program remembers: it may download messages still on the server once more.",
 }
 
 
@@ -102,9 +119,14 @@ def change_text(kind: str, data: dict | None, alias_until=None) -> str:
     tmpl = CHANGE_TEXT.get(kind) or (CHANGE_TEXT["address_"] if kind.startswith("address_")
                                      else f"Change for your mailbox: {kind}.")
     rule = data.get("rule") or {}
-    return tmpl.format(address=data.get("address", ""), proposed=data.get("proposed", ""),
+    text = tmpl.format(address=data.get("address", ""),
+                       proposed=data.get("new_address") or data.get("proposed", ""),
                        alias_until=alias_until or "the end of the transition period",
-                       target=rule.get("target", ""))
+                       target=rule.get("target", "") or rule.get("origin", ""),
+                       uidl=UIDL_TEXT.get(data.get("keeps_uidl"), ""))
+    if kind == "pop3_leave_on_server" and data.get("keeps_uidl") is not True:
+        text += " " + UIDL_TEXT[data.get("keeps_uidl")]
+    return text
 
 
 # -- who is affected ----------------------------------------------------------------------------
@@ -120,34 +142,74 @@ class Household:
     policy: NoticePolicy
     mailboxes: dict  # mailbox id -> address
     changes: list    # (mailbox id, address, kind, sentence)
+    destination: str = "mailshift_dest"
 
     @property
     def affected(self) -> bool:
         return bool(self.changes)
 
 
+DEFAULT_DESTINATION = "mailshift_dest"
+
+
+def destination_of(spec: dict | None) -> str:
+    """The destination (connection id) a building moves to: `spec.destination` or the default."""
+    return (spec or {}).get("destination") or DEFAULT_DESTINATION
+
+
+def _keeps_uidl(conn, hhs: dict[str, Household]) -> dict[str, bool | None]:
+    """building -> does its destination keep POP3 UIDLs (None: never probed)."""
+    out, cache = {}, {}
+    for hh in hhs.values():
+        dest = hh.destination
+        if dest not in cache:
+            cap = audit_store.capability(conn, dest)
+            cache[dest] = cap["keeps_uidl"] if cap else None
+        out[hh.building_id] = cache[dest]
+    return out
+
+
+def _add_findings(conn, out: dict[str, Household], building, domain) -> set[int]:
+    """The open findings that change something for each household; returns the mailboxes whose
+    address change is stated. Unknowns waived by name are left out; leave-on-server (yes or
+    unknown) counts only where the destination does not keep UIDLs or was never probed."""
+    waived = audit_store.waivers(conn, building=building, domain=domain)
+    keeps = _keeps_uidl(conn, out)
+    addressed = set()   # mailboxes with an address change already stated (one sentence each)
+    for hid, mid, address, kind, data, alias_until, bid, new_address in \
+            audit_store.open_customer_findings(conn, building=building, domain=domain,
+                                               also_kinds=tuple(UIDL_DEPENDENT)):
+        hh = out.get(hid)
+        if hh is None or (bid, mid, kind) in waived or (bid, None, kind) in waived:
+            continue
+        if kind in UIDL_DEPENDENT:
+            if keeps.get(bid) is True:
+                continue
+            data = {**(data or {}), "keeps_uidl": keeps.get(bid)}
+        if kind.startswith("address_"):
+            if mid in addressed:
+                continue
+            addressed.add(mid)
+            data = {**(data or {}), "new_address": new_address}
+        hh.changes.append((mid, address, kind, change_text(kind, data, alias_until)))
+    return addressed
+
+
 def households(conn, *, building: str | None = None, domain: str | None = None
                ) -> dict[str, Household]:
-    """Every household in scope with its mailboxes, policy and the changes that affect it."""
+    """Every household in scope with its mailboxes, policy and the changes that affect it;
+    UnknownScope when the building or domain does not exist."""
+    require_scope(conn, building=building, domain=domain)
     out: dict[str, Household] = {}
     for r in store.recipients(conn, building=building, domain=domain):
         hh = out.get(r.household_id)
         if hh is None:
             hh = out[r.household_id] = Household(
                 r.household_id, r.building_id, r.building_name, r.domain, r.contact_name, r.phone,
-                r.postal_address, NoticePolicy.from_spec(r.building_spec), {}, [])
+                r.postal_address, NoticePolicy.from_spec(r.building_spec), {}, [],
+                destination_of(r.building_spec))
         hh.mailboxes[r.mailbox_id] = r.address
-    addressed = set()   # mailboxes with an address change already stated (one sentence each)
-    for hid, mid, address, kind, data, alias_until in audit_store.open_customer_findings(
-            conn, building=building, domain=domain):
-        hh = out.get(hid)
-        if hh is None:
-            continue
-        if kind.startswith("address_"):
-            if mid in addressed:
-                continue
-            addressed.add(mid)
-        hh.changes.append((mid, address, kind, change_text(kind, data, alias_until)))
+    addressed = _add_findings(conn, out, building, domain)
     # live address check: an address that breaks the rules affects the household even when
     # no audit has stored it (or the stored finding was wrongly resolved)
     for hh in out.values():
@@ -208,7 +270,7 @@ def send_round(conn, round_no: int, *, building: str | None = None, domain: str 
     after the relay accepted (or refused) the mail, so a crash re-sends at most the one in
     flight; an unreachable relay raises TransientError and a re-run resumes."""
     if round_no < 1:
-        raise ValueError("rounds start at 1")
+        raise RecordError([f"round {round_no}: rounds start at 1"])
     hhs = households(conn, building=building, domain=domain)
     kind = f"email_round_{round_no}"
     done = store.mailboxes_with(conn, campaign=campaign, kind=kind, channel="email",
@@ -393,6 +455,7 @@ def notice_gate_check(conn, domain: str, *, at: _dt.datetime | None = None,
 
     at = at or _dt.datetime.now(_dt.UTC)
     with conn:   # read-only; leaves no transaction open on the gate's connection
+        require_scope(conn, domain=domain)
         affected = [hh for hh in households(conn, domain=domain).values() if hh.affected]
         notes = store.of_households(conn, [hh.id for hh in affected], campaign)
     reasons = []

@@ -12,11 +12,19 @@ Formats (auto-detected per line, so a concatenation of both works):
   ip=[..], port=[..], top=0, retr=2, rcvd=40, sent=9999, time=3` (`pop3d:` / `pop3d-ssl:`
   prefixes too).
 
-What each format can tell (None in the usage means "this log cannot tell"):
-| | APOP | LAST | RETR without DELE | UIDL | client |
-|---|---|---|---|---|---|
-| Dovecot | method=APOP | no | retr=n, del=0 with messages left | no | no |
-| Courier | (no APOP in Courier) | no | retr=n (no DELE count) | no | no |
+- Dovecot rawlog (`rawlog`, `mailshift.customers.rawlog`): `rawlog_dir = .../%u` writes one
+  `<date>-<time>.<pid>.<n>.in` / `.out` pair per session; the `.in` file holds every command the
+  client sent (LAST, UIDL, RETR, DELE; APOP/USER with a pre-login rawlog). The login is the
+  directory name. Files (`*.in`; `*.out` are skipped) and directories (searched) are accepted.
+
+What each source can tell (`facts()`: yes / no / unknown, with the evidence and the source):
+| | APOP | LAST | leave on server (RETR without DELE) | UIDL |
+|---|---|---|---|---|
+| Dovecot log | method=APOP | cannot tell | retr=n, del=0 with messages left | cannot tell |
+| Courier log | only if `method=` is logged | cannot tell | cannot tell (no DELE count) | cannot tell |
+| Dovecot rawlog | APOP (pre-login rawlog) | LAST | RETR/TOP and no DELE | UIDL |
+A fact is `no` only when a source that can tell saw the login and saw no use; when no source
+can tell it stays `unknown` (never a silent "no").
 Lines that look like POP3 lines of a known format but do not parse are `malformed`: counted,
 the first `sample_size` kept with their line numbers, never fatal. Lines of other services are
 `ignored`. Memory is bounded by the number of distinct logins, not by the log size: the file
@@ -34,6 +42,34 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
+
+from mailshift.customers import rawlog
+
+YES, NO, UNKNOWN = "yes", "no", "unknown"
+RAWLOG = "dovecot rawlog"
+FACTS = ("apop", "last", "leave_on_server", "uidl")
+
+
+class Fact(NamedTuple):
+    """One three-valued audit fact: its value, what decided it, and the log source."""
+    value: str       # yes | no | unknown
+    evidence: str
+    source: str
+
+
+SOURCE_NAMES = {"dovecot": "dovecot log", "courier": "courier log", "rawlog": RAWLOG}
+
+
+def _printable(raw: bytes) -> str:
+    """A log line for a sample: control characters (NUL cannot be stored) shown escaped."""
+    text = raw.decode("utf-8", "replace").rstrip()
+    return "".join(c if c.isprintable() or c == "\t" else f"\\x{ord(c):02x}" for c in text)
+
+
+def _counts(d: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(d.items())) or "-"
+
 
 MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -73,22 +109,77 @@ class Pop3Usage:
     clients: dict = field(default_factory=dict)
     ips: dict = field(default_factory=dict)
     formats: set = field(default_factory=set)
+    method_logins: int = 0             # logins whose method the log records
+    method_sources: set = field(default_factory=set)
+    dele_sources: set = field(default_factory=set)   # sources with DELE counts for this login
+    blind_dl_sessions: int = 0         # downloading sessions whose log has no DELE count
+    raw_sessions: int = 0              # POP3 rawlog sessions (post-login commands seen)
+    raw_auth_sessions: int = 0         # rawlog sessions with the login command (pre-login)
+    raw_apop: int = 0
+    raw_last: int = 0
+    raw_uidl: int = 0
 
     @property
     def leave_on_server(self) -> bool:
-        """Downloads without deleting, every time it downloaded (the client keeps mail on the
+        """At least one session downloaded without deleting (the client keeps mail on the
         server; after a UIDL change it downloads everything again)."""
-        return self.retr_sessions > 0 and self.keep_sessions == self.retr_sessions
+        return self.keep_sessions > 0
+
+    def _sources(self) -> str:
+        return ", ".join(sorted(SOURCE_NAMES.get(f, f) for f in self.formats))
+
+    def facts(self) -> dict[str, Fact]:
+        """APOP, LAST, leave-on-server and UIDL use: yes / no / unknown, evidence, source."""
+        return {"apop": self._apop(), "last": self._raw_cmd("LAST", self.raw_last),
+                "leave_on_server": self._leave(), "uidl": self._raw_cmd("UIDL", self.raw_uidl)}
+
+    def _apop(self) -> Fact:
+        src = ", ".join(sorted(self.method_sources)) or "logs"
+        if self.apop_logins or self.raw_apop:
+            return Fact(YES, f"{self.apop_logins + self.raw_apop} APOP logins "
+                        f"({self.logins} logins logged)", src if self.apop_logins else RAWLOG)
+        if self.logins and self.method_logins == self.logins:
+            return Fact(NO, f"{self.logins} logins, methods {_counts(self.methods)}", src)
+        if self.raw_auth_sessions:
+            return Fact(NO, f"{self.raw_auth_sessions} rawlog sessions logged in without APOP",
+                        RAWLOG)
+        return Fact(UNKNOWN, f"{self.logins - self.method_logins} of {self.logins} logins logged "
+                    "without the login method" if self.logins else "no login seen",
+                    self._sources())
+
+    def _raw_cmd(self, cmd: str, n: int) -> Fact:
+        if n:
+            return Fact(YES, f"{cmd} in {n} of {self.raw_sessions} rawlog sessions", RAWLOG)
+        if self.raw_sessions:
+            return Fact(NO, f"{self.raw_sessions} rawlog sessions, none sent {cmd}", RAWLOG)
+        return Fact(UNKNOWN, f"the logs read do not record POP3 commands ({cmd}); give the "
+                    "Dovecot rawlog files of this login", self._sources())
+
+    def _leave(self) -> Fact:
+        src = ", ".join(sorted(self.dele_sources))
+        if self.keep_sessions:
+            return Fact(YES, f"{self.keep_sessions} of {self.retr_sessions} downloading sessions "
+                        "deleted nothing", src)
+        if self.retr_sessions and not self.blind_dl_sessions:
+            return Fact(NO, f"each of {self.retr_sessions} downloading sessions deleted", src)
+        if self.retr_sessions:
+            return Fact(UNKNOWN, f"{self.retr_sessions} sessions deleted, {self.blind_dl_sessions}"
+                        " more downloaded in a log without DELE counts",
+                        self._sources())
+        return Fact(UNKNOWN, f"{self.blind_dl_sessions} downloading sessions in a log without DELE "
+                    "counts" if self.blind_dl_sessions else
+                    f"no downloading session in the logs read ({self.sessions} sessions)",
+                    self._sources())
 
     def findings(self) -> list[tuple[str, str]]:
+        """(kind, detail) per fact that is yes (`pop3_<fact>`) or unknown (`pop3_<fact>_unknown`);
+        UIDL use is a fact only (it matters with leave-on-server, which is a finding)."""
         out = []
-        if self.apop_logins:
-            out.append(("pop3_apop", f"{self.apop_logins} of {self.logins} logins used APOP"))
-        if self.last_cmds:
-            out.append(("pop3_last", f"LAST used {self.last_cmds} times"))
-        if self.leave_on_server:
-            out.append(("pop3_leave_on_server",
-                        f"{self.retr_sessions} downloading sessions, none deleted"))
+        for name, f in self.facts().items():
+            if name == "uidl" or f.value == NO:
+                continue
+            out.append((f"pop3_{name}" if f.value == YES else f"pop3_{name}_unknown",
+                        f"{f.evidence} [{f.source}]" if f.source else f.evidence))
         return out
 
     def as_dict(self) -> dict:
@@ -101,7 +192,18 @@ class Pop3Usage:
                 "last_login": self.last_login.isoformat() if self.last_login else None,
                 "clients": dict(self.clients),
                 "ips": dict(sorted(self.ips.items(), key=lambda kv: -kv[1])[:5]),
-                "formats": sorted(self.formats)}
+                "formats": sorted(self.formats),
+                "facts": {k: f._asdict() for k, f in self.facts().items()}}
+
+
+@dataclass
+class FileStats:
+    """What one input file gave: lines, events, ignored and malformed lines."""
+    kind: str            # log | rawlog | rawlog-out | rawlog-imap
+    lines: int = 0
+    events: int = 0
+    ignored: int = 0
+    malformed: int = 0
 
 
 @dataclass
@@ -114,6 +216,7 @@ class ParseResult:
     malformed_samples: list[tuple[str, int, str]] = field(default_factory=list)
     bytes: int = 0
     by_format: Counter = field(default_factory=Counter)
+    by_file: dict[str, FileStats] = field(default_factory=dict)
 
     def get(self, login: str) -> Pop3Usage:
         u = self.usage.get(login)
@@ -171,15 +274,18 @@ class Pop3LogParser:
         self.norm = normalize_login
         self.result = ParseResult()
         self._file = "-"
+        self._stats: FileStats | None = None
         self._ts_cache: dict[bytes, _dt.datetime | None] = {}
 
     def _bad(self, lineno: int, line: bytes, why: str) -> None:
         r = self.result
         r.malformed += 1
+        if self._stats is not None:
+            self._stats.malformed += 1
         if len(r.malformed_samples) < self.sample_size:
             r.malformed_samples.append(
                 (f"{self._file}:{lineno}", lineno,
-                 f"{why}: {line[:300].decode('utf-8', 'replace').rstrip()}"))
+                 f"{why}: {_printable(line[:300])}"))
 
     def feed(self, line: bytes, lineno: int = 0) -> None:
         r = self.result
@@ -208,6 +314,8 @@ class Pop3LogParser:
             u = self.get(m.group("user"), "dovecot")
             method = m.group("method").decode("ascii", "replace").upper()
             u.logins += 1
+            u.method_logins += 1
+            u.method_sources.add("dovecot log")
             u.methods[method] = u.methods.get(method, 0) + 1
             if method == "APOP":
                 u.apop_logins += 1
@@ -237,6 +345,7 @@ class Pop3LogParser:
         else:
             n_retr, n_del, n_msgs = int(c[1]) + int(c[2]), int(c[3]), int(c[4])
         u = self.get(m.group("user"), "dovecot")
+        u.dele_sources.add("dovecot log")
         self._session(u, n_retr, n_del, n_msgs)
         r.events += 1
         r.by_format["dovecot"] += 1
@@ -256,7 +365,10 @@ class Pop3LogParser:
         if ev == b"LOGIN":
             u = self.get(user, "courier")
             u.logins += 1
-            method = kv.get(b"method", b"USER").decode("ascii", "replace").upper()
+            if b"method" in kv:   # most Courier builds do not log it: APOP stays unknown
+                u.method_logins += 1
+                u.method_sources.add("courier log")
+            method = kv.get(b"method", b"UNLOGGED").decode("ascii", "replace").upper()
             u.methods[method] = u.methods.get(method, 0) + 1
             if method == "APOP":
                 u.apop_logins += 1
@@ -304,14 +416,32 @@ class Pop3LogParser:
     @staticmethod
     def _session(u: Pop3Usage, retr: int, dele: int | None, msgs: int | None) -> None:
         u.sessions += 1
+        if retr > 0 and dele is None:
+            u.blind_dl_sessions += 1
         if retr > 0 and dele is not None:
             u.retr_sessions += 1
             if dele == 0 and (msgs or 0) > 0:
                 u.keep_sessions += 1
 
     def feed_file(self, path: str | Path) -> None:
+        """One input: a log file, a Dovecot rawlog file (`*.in`; `*.out` are skipped) or a
+        directory (every file under it, rawlog or log). Counts per file in result.by_file."""
         path = Path(path)
+        if path.is_dir():
+            for f in sorted(x for x in path.rglob("*") if x.is_file()):
+                self.feed_file(f)
+            return
+        if rawlog.is_rawlog(path):
+            self._file = str(path)
+            self._stats = st = self.result.by_file[str(path)] = FileStats("rawlog")
+            try:
+                rawlog.feed_session(self, path, st)
+            finally:
+                self._stats = None
+            return
         self._file = str(path)
+        self._stats = st = self.result.by_file[str(path)] = FileStats("log")
+        before = (self.result.lines, self.result.events, self.result.ignored)
         # the cyclic GC would rescan the growing per-login table over and over (half the
         # time on a 5 GB log); nothing here makes reference cycles
         was = gc.isenabled()
@@ -326,6 +456,13 @@ class Pop3LogParser:
         finally:
             if was:
                 gc.enable()
+            self._stats = None
+        st.lines, st.events, st.ignored = (a - b for a, b in zip(
+            (self.result.lines, self.result.events, self.result.ignored), before, strict=True))
+
+    def bad_line(self, lineno: int, line: bytes, why: str) -> None:
+        """Count a malformed line of the current file (used by the rawlog reader too)."""
+        self._bad(lineno, line, why)
 
 
 def parse_files(paths, **kw) -> ParseResult:

@@ -1,5 +1,6 @@
-"""Audit tables: `audit_run`, `audit_finding`, `address_rename`, `pop3_usage`, `mail_rule`, and
-the counts the audit reports show.
+"""Audit tables: `audit_run`, `audit_finding`, `address_rename`, `pop3_usage`, `pop3_fact`,
+`audit_waiver`, `dest_capability`, `mail_rule`, `mail_rule_move`, and the counts the audit
+reports show.
 
 Findings are idempotent: each has a dedup key; a run re-sees existing ones and resolves the
 open findings of its own source and scope that it no longer sees. What is a finding and whom
@@ -30,6 +31,20 @@ def _scope_sql(building: str | None, domain: str | None) -> tuple[str, list]:
     if domain:
         return "s.domain = %s", [domain]
     return "true", []
+
+
+def scope_exists(conn, *, building: str | None = None, domain: str | None = None,
+                 wave: int | None = None, source_system: str | None = None) -> bool:
+    """Does the named building / domain / wave / source system exist in the inventory?"""
+    table, value = next((t, v) for t, v in (("building", building), ("domain", domain),
+                                            ("wave", wave), ("source_system", source_system),
+                                            ("", None)) if v is not None or not t)
+    if not table:
+        return True
+    col = "name" if table == "domain" else "id"
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT 1 FROM {table} WHERE {col} = %s", (value,))
+        return cur.fetchone() is not None
 
 
 def inventory(conn, building: str | None = None, domain: str | None = None) -> list[tuple]:
@@ -100,10 +115,43 @@ def reserved_addresses(conn, excluding_mailboxes: list[int]) -> set[str]:
         return {r[0] for r in cur.fetchall()}
 
 
-def save_renames(conn, renames: list, run_id: int, scope_mailboxes: list[int]) -> None:
-    """Upsert the proposed renames (a rename past `proposed` keeps its address and alias
-    period) and cancel the proposals of scope mailboxes that no longer need one."""
+def planned_addresses(conn) -> dict[int, set[str]]:
+    """Per mailbox, every address it holds or will hold (lower case): its address, its
+    destination login, its non-cancelled rename target; a proposal must avoid other mailboxes'."""
+    out: dict[int, set[str]] = {}
     with conn.cursor() as cur:
+        cur.execute("""SELECT m.id, lower(m.address), lower(coalesce(m.dest_login, m.address)),
+                              lower(r.new_address)
+                       FROM mailbox m LEFT JOIN address_rename r ON r.mailbox_id = m.id
+                            AND r.status <> 'cancelled'""")
+        for mid, a, dl, new in cur.fetchall():
+            out[mid] = {x for x in (a, dl if "@" in dl else None, new) if x}
+    return out
+
+
+def rename_state(conn, mailbox_ids: list[int]) -> dict[int, tuple[str, str]]:
+    """mailbox id -> (new address, status) of its rename record, any status."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT mailbox_id, new_address, status FROM address_rename"
+                    " WHERE mailbox_id = ANY(%s)", (sorted(mailbox_ids),))
+        return {r[0]: (r[1], r[2]) for r in cur.fetchall()}
+
+
+def save_renames(conn, renames: list, run_id: int, scope_mailboxes: list[int]) -> list[tuple]:
+    """Upsert the proposed renames (a rename past `proposed` keeps its address and alias
+    period; a cancelled one comes back as proposed) and cancel the proposals of scope mailboxes
+    that no longer need one. Rows whose target changes are first taken out of the unique index
+    (status cancelled) so that two proposals may swap targets in one run. Returns the changed
+    proposals: (mailbox id, old target, new target)."""
+    before = rename_state(conn, [r.mailbox_id for r in renames])
+    changed = [(r.mailbox_id, before[r.mailbox_id][0], r.new_address) for r in renames
+               if r.mailbox_id in before and before[r.mailbox_id][1] in ("proposed", "cancelled")
+               and before[r.mailbox_id][0].lower() != r.new_address.lower()]
+    with conn.cursor() as cur:
+        cur.execute("""UPDATE address_rename SET status = 'cancelled'
+                       WHERE status = 'proposed' AND mailbox_id = ANY(%s)""",
+                    ([c[0] for c in changed] + [mid for mid in scope_mailboxes
+                                                if mid not in {r.mailbox_id for r in renames}],))
         if renames:
             execute_values(cur, """
                 INSERT INTO address_rename (mailbox_id, old_address, new_address,
@@ -111,16 +159,19 @@ def save_renames(conn, renames: list, run_id: int, scope_mailboxes: list[int]) -
                 ON CONFLICT (mailbox_id) DO UPDATE SET reasons = EXCLUDED.reasons,
                     run_id = EXCLUDED.run_id,
                     old_address = EXCLUDED.old_address,
-                    new_address = CASE WHEN address_rename.status = 'proposed'
+                    previous_addresses = CASE WHEN address_rename.status IN
+                        ('proposed', 'cancelled') AND lower(address_rename.new_address)
+                        <> lower(EXCLUDED.new_address) THEN address_rename.previous_addresses
+                        || address_rename.new_address ELSE address_rename.previous_addresses END,
+                    new_address = CASE WHEN address_rename.status IN ('proposed', 'cancelled')
                         THEN EXCLUDED.new_address ELSE address_rename.new_address END,
-                    alias_until = CASE WHEN address_rename.status = 'proposed'
-                        THEN EXCLUDED.alias_until ELSE address_rename.alias_until END""",
+                    alias_until = CASE WHEN address_rename.status IN ('proposed', 'cancelled')
+                        THEN EXCLUDED.alias_until ELSE address_rename.alias_until END,
+                    status = CASE WHEN address_rename.status = 'cancelled' THEN 'proposed'
+                        ELSE address_rename.status END""",
                 [(r.mailbox_id, r.old_address, r.new_address, r.alias_until,
                   list(r.reasons), run_id) for r in renames])
-        cur.execute("""UPDATE address_rename SET status = 'cancelled'
-                       WHERE status = 'proposed' AND mailbox_id = ANY(%s)
-                         AND NOT (mailbox_id = ANY(%s))""",
-                    (sorted(scope_mailboxes), [r.mailbox_id for r in renames]))
+    return changed
 
 
 def renames(conn, building: str | None = None, domain: str | None = None) -> list[dict]:
@@ -174,6 +225,95 @@ def save_pop3_usage(conn, rows: list[tuple]) -> None:
                 formats = EXCLUDED.formats, run_id = EXCLUDED.run_id""", rows)
 
 
+def save_pop3_facts(conn, rows: list[tuple]) -> None:
+    """Upsert pop3_fact rows (mailbox_id, fact, value, evidence, source, run_id)."""
+    if not rows:
+        return
+    with conn.cursor() as cur:
+        execute_values(cur, """
+            INSERT INTO pop3_fact (mailbox_id, fact, value, evidence, source, run_id) VALUES %s
+            ON CONFLICT (mailbox_id, fact) DO UPDATE SET value = EXCLUDED.value,
+                evidence = EXCLUDED.evidence, source = EXCLUDED.source,
+                run_id = EXCLUDED.run_id, updated_at = now()""", rows)
+
+
+def pop3_facts(conn, mailbox_ids: list[int]) -> dict[int, dict[str, tuple[str, str, str]]]:
+    """mailbox id -> {fact: (value, evidence, source)}."""
+    out: dict[int, dict[str, tuple[str, str, str]]] = {}
+    with conn.cursor() as cur:
+        cur.execute("SELECT mailbox_id, fact, value, evidence, source FROM pop3_fact"
+                    " WHERE mailbox_id = ANY(%s)", (sorted(mailbox_ids),))
+        for mid, fact, *rest in cur.fetchall():
+            out.setdefault(mid, {})[fact] = tuple(rest)
+    return out
+
+
+def pop3_mailboxes(conn, source_system: str) -> list[int]:
+    """The POP3 mailboxes (protocol pop3) of one source system."""
+    with conn.cursor() as cur:
+        cur.execute("""SELECT s.mailbox_id FROM mailbox_scope s JOIN mailbox m
+                       ON m.id = s.mailbox_id WHERE s.source_system = %s AND m.protocol = 'pop3'
+                       ORDER BY 1""", (source_system,))
+        return [r[0] for r in cur.fetchall()]
+
+
+def building_mailbox(conn, building: str, address: str) -> int | None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT mailbox_id FROM mailbox_scope WHERE building_id = %s"
+                    " AND lower(address) = lower(%s)", (building, address))
+        row = cur.fetchone()
+        return row[0] if row else None
+
+
+def add_waiver(conn, building: str, mailbox_id: int | None, kind: str, by: str,
+               reason: str) -> int:
+    with conn.cursor() as cur:
+        cur.execute("""INSERT INTO audit_waiver (building_id, mailbox_id, kind, waived_by, reason)
+                       VALUES (%s, %s, %s, %s, %s)
+                       ON CONFLICT (building_id, coalesce(mailbox_id, 0), kind) DO UPDATE SET
+                           waived_by = EXCLUDED.waived_by, reason = EXCLUDED.reason,
+                           created_at = now()
+                       RETURNING id""", (building, mailbox_id, kind, by, reason))
+        return cur.fetchone()[0]
+
+
+def waivers(conn, *, building: str | None = None, domain: str | None = None
+            ) -> dict[tuple[str, int | None, str], str]:
+    """(building, mailbox id or None, kind) -> who waived it, for the buildings in scope."""
+    where, params = ("b.id = %s", [building]) if building else ("b.domain = %s", [domain])
+    with conn.cursor() as cur:
+        cur.execute(f"""SELECT w.building_id, w.mailbox_id, w.kind, w.waived_by
+                        FROM audit_waiver w JOIN building b ON b.id = w.building_id
+                        WHERE {where}""", params)
+        return {(r[0], r[1], r[2]): r[3] for r in cur.fetchall()}
+
+
+# -- the destination's capabilities (preflight probe) -------------------------------------------
+CAPABILITY_COLUMNS = ("destination", "keeps_uidl", "uidl_detail", "appendlimit", "folder_rules",
+                      "size_behaviour", "quota_behaviour", "test_account", "probed_by",
+                      "probed_at")
+
+
+def save_capability(conn, cap: dict) -> None:
+    cols = CAPABILITY_COLUMNS[:-1]
+    vals = [Json(cap.get(c) or {}) if c in ("folder_rules", "size_behaviour", "quota_behaviour")
+            else cap.get(c) for c in cols]
+    with conn.cursor() as cur:
+        cur.execute(f"""INSERT INTO dest_capability ({", ".join(cols)})
+                        VALUES ({", ".join(["%s"] * len(cols))})
+                        ON CONFLICT (destination) DO UPDATE SET
+                        {", ".join(f"{c} = EXCLUDED.{c}" for c in cols[1:])},
+                        probed_at = now()""", vals)
+
+
+def capability(conn, destination: str) -> dict | None:
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT {', '.join(CAPABILITY_COLUMNS)} FROM dest_capability"
+                    " WHERE destination = %s", (destination,))
+        row = cur.fetchone()
+        return dict(zip(CAPABILITY_COLUMNS, row, strict=True)) if row else None
+
+
 def mailboxes_by_name(conn) -> dict[str, int]:
     """Every name a rules export may use for a mailbox (address, source login, destination
     login; lower case) -> mailbox id; the first mailbox wins a shared name."""
@@ -200,21 +340,24 @@ def replace_mail_rules(conn, mailbox_ids: list[int], rows: list[tuple]) -> None:
 
 
 # -- what the notices and reports read ----------------------------------------------------------
-def open_customer_findings(conn, *, building: str | None = None,
-                           domain: str | None = None) -> list[tuple]:
-    """Open findings that change something for the customer, in scope: (household, mailbox,
-    address, kind, data, alias_until of the mailbox's rename or None)."""
+def open_customer_findings(conn, *, building: str | None = None, domain: str | None = None,
+                           also_kinds: tuple[str, ...] = ()) -> list[tuple]:
+    """Open findings that change something for the customer (or whose kind is in `also_kinds`),
+    in scope: (household, mailbox, address, kind, data, alias_until of the mailbox's rename or
+    None, building, the rename's new address or None)."""
     if not (building or domain):
         raise ValueError("a building or a domain is required")
     where, params = _scope_sql(building, domain)
     with conn.cursor() as cur:
         cur.execute(f"""SELECT f.household_id, f.mailbox_id, s.address, f.kind, f.data,
-                               r.alias_until
+                               r.alias_until, s.building_id, r.new_address
                         FROM audit_finding f JOIN mailbox_scope s ON s.mailbox_id = f.mailbox_id
                         LEFT JOIN address_rename r ON r.mailbox_id = f.mailbox_id
                              AND r.status <> 'cancelled'
-                        WHERE f.status = 'open' AND f.affects_customer AND {where}
-                        ORDER BY f.household_id, f.mailbox_id, f.kind, f.id""", params)
+                        WHERE f.status = 'open' AND (f.affects_customer OR f.kind = ANY(%s))
+                          AND {where}
+                        ORDER BY f.household_id, f.mailbox_id, f.kind, f.id""",
+                    [list(also_kinds), *params])
         return cur.fetchall()
 
 
@@ -254,6 +397,19 @@ def report_counts(conn, *, building: str | None = None, wave: int | None = None)
             FROM building b JOIN audit_finding f ON f.building_id = b.id
             WHERE {where} AND f.status = 'open' AND f.affects_customer
             GROUP BY 1, 2, 3""", params)
+        rows += cur.fetchall()
+        cur.execute(f"""
+            SELECT b.wave_id, b.id, b.domain, 'fact_' || p.fact || '_' || p.value,
+                   count(*), 0, count(DISTINCT p.mailbox_id), count(DISTINCT s.household_id)
+            FROM building b JOIN mailbox_scope s ON s.building_id = b.id
+            JOIN pop3_fact p ON p.mailbox_id = s.mailbox_id
+            WHERE {where} GROUP BY 1, 2, 3, 4""", params)
+        rows += cur.fetchall()
+        cur.execute(f"""
+            SELECT b.wave_id, b.id, b.domain, 'waived_' || w.kind, count(*), 0,
+                   count(w.mailbox_id), 0
+            FROM building b JOIN audit_waiver w ON w.building_id = b.id
+            WHERE {where} GROUP BY 1, 2, 3, 4""", params)
         rows += cur.fetchall()
     return [dict(zip(REPORT_COLUMNS, r, strict=True)) for r in rows]
 

@@ -153,3 +153,22 @@ def of_households(conn, household_ids: list[str], campaign: str) -> dict[str, li
         for hid, *rest in cur.fetchall():
             out.setdefault(hid, []).append(NoticeRow(*rest))
     return out
+
+
+def reissue_letters(conn, changed: dict[int, tuple[str, str]]) -> int:
+    """A rename target changed after letters named it: the household's letters that went out
+    are planned again (detail says why). Returns the number of letters planned again."""
+    if not changed:
+        return 0
+    n = 0
+    with conn.cursor() as cur:
+        for mid, (old, new) in sorted(changed.items()):
+            cur.execute("""UPDATE notice n SET status = 'planned', sent_at = NULL,
+                               delivered_at = NULL, acknowledged_at = NULL,
+                               detail = coalesce(n.detail, '{}'::jsonb) || jsonb_build_object(
+                                   'reissue', %s, 'previous_status', n.status)
+                           FROM mailbox m WHERE m.id = %s AND n.household_id = m.household_id
+                             AND n.channel = 'letter' AND n.status <> 'planned'""",
+                        (f"the new address of mailbox {mid} changed from {old} to {new}", mid))
+            n += cur.rowcount
+    return n

@@ -27,9 +27,15 @@ def test_dovecot_excerpt_exact():
     assert (s.logins, s.apop_logins, s.sessions, s.retr_sessions, s.keep_sessions) == (2, 0, 2, 1, 1)
     assert s.last_login == dt.datetime(2025, 11, 26, 7, 15, 2)
     got = {k: [f[0] for f in u.findings()] for k, u in r.usage.items()}
-    assert got == {"poptest2": ["pop3_apop", "pop3_leave_on_server"],
-                   "hanako..takahashi": ["pop3_apop"],
-                   "sato.ichiro": ["pop3_leave_on_server"]}
+    # the normal log never shows LAST: unknown, never "no"
+    assert got == {"poptest2": ["pop3_apop", "pop3_last_unknown", "pop3_leave_on_server"],
+                   "hanako..takahashi": ["pop3_apop", "pop3_last_unknown"],
+                   "sato.ichiro": ["pop3_last_unknown", "pop3_leave_on_server"]}
+    f = s.facts()
+    assert f["apop"] == ("no", "2 logins, methods PLAIN=2", "dovecot log")
+    assert f["leave_on_server"].value == "yes" and f["uidl"].value == "unknown"
+    assert h.facts()["leave_on_server"] == ("no", "each of 1 downloading sessions deleted",
+                                            "dovecot log")
 
 
 def test_courier_excerpt_exact():
@@ -41,7 +47,13 @@ def test_courier_excerpt_exact():
     assert (t.logins, t.sessions, t.apop_logins) == (1, 1, 0)
     assert t.ips == {"203.0.113.50": 1}
     assert t.retr_sessions == 0  # Courier logs no DELE: leave-on-server unknown
-    assert t.findings() == []
+    facts = t.facts()
+    assert {k: f.value for k, f in facts.items()} == {
+        "apop": "unknown", "last": "unknown", "leave_on_server": "unknown", "uidl": "unknown"}
+    assert facts["leave_on_server"].source == "courier log"
+    assert "without DELE counts" in facts["leave_on_server"].evidence
+    assert [k for k, _ in t.findings()] == ["pop3_apop_unknown", "pop3_last_unknown",
+                                            "pop3_leave_on_server_unknown"]
     assert r.usage["suzuki"].logins == 1
     assert r.by_format == {"courier": 4}
 
@@ -61,3 +73,43 @@ def test_garbage_never_fatal():
     r = pop3logs.parse_lines(lines, year=2025)
     assert r.lines == 5 and r.malformed >= 2
     assert "ユーザ" in r.usage
+
+
+RAW = FIX / "rawlog"   # real Dovecot 2.3 rawlog_dir output (lab src-a, pop3_enable_last = yes)
+
+
+def test_rawlog_directory_gives_last_uidl_and_dele():
+    r = pop3logs.parse_files([RAW], year=2026)
+    k, d = r.usage["keeper"].facts(), r.usage["deleter"].facts()
+    assert k["last"] == ("yes", "LAST in 1 of 1 rawlog sessions", "dovecot rawlog")
+    assert k["uidl"].value == "yes" and k["leave_on_server"].value == "yes"
+    assert d["last"] == ("no", "1 rawlog sessions, none sent LAST", "dovecot rawlog")
+    assert d["leave_on_server"].value == "no" and d["uidl"].value == "yes"
+    assert k["apop"].value == "unknown"     # post-login rawlog: the login is not in it
+    kinds = {f.kind for f in r.by_file.values()}
+    assert kinds == {"rawlog", "rawlog-out"} and r.malformed == 0
+    assert r.usage["keeper"].last_cmds == 1
+
+
+def test_rawlog_plus_normal_log_combine(tmp_path):
+    """The normal log decides APOP, the rawlog LAST: one usage, each fact from its source."""
+    log = tmp_path / "dovecot.log"
+    log.write_text("2026-12-06T23:07:54 pop3-login: Info: Login: user=<keeper>, method=APOP, "
+                   "rip=127.0.0.1, lip=127.0.0.1, mpid=1, session=<a>\n")
+    r = pop3logs.parse_files([log, next((RAW / "keeper").glob("*.in"))])
+    f = r.usage["keeper"].facts()
+    assert f["apop"].value == "yes" and f["apop"].source == "dovecot log"
+    assert f["last"].source == "dovecot rawlog"
+
+
+def test_rawlog_malformed_and_imap_sessions(tmp_path):
+    d = tmp_path / "u1"
+    d.mkdir()
+    (d / "20260101-000000.1.1.in").write_bytes(b"1.5 x\r\n1796598474.1 UIDL\r\n\xff\xfe junk\r\n")
+    (d / "20260101-000000.2.1.in").write_bytes(b"1796598474.1 a1 CAPABILITY\r\n")
+    r = pop3logs.parse_files([tmp_path])
+    st = r.by_file[str(d / "20260101-000000.1.1.in")]
+    assert (st.kind, st.malformed, st.lines) == ("rawlog", 2, 1)
+    assert r.by_file[str(d / "20260101-000000.2.1.in")].kind == "rawlog-imap"
+    assert r.usage["u1"].facts()["uidl"].value == "yes"
+    assert all("\x00" not in s[2] for s in r.malformed_samples)
