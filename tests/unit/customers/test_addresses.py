@@ -62,3 +62,21 @@ def test_compliant_local_edge_cases():
     assert compliant_local("a.-b") == "a.b"
     assert compliant_local("ユーザ", "user9") == "user9"
     assert check_local("ok+tag") == []
+
+
+def test_proposals_avoid_holders_and_keep_stable_targets():
+    import datetime as _dt
+
+    from mailshift.customers.addresses import MailboxAddress, audit_addresses
+
+    today = _dt.date(2026, 1, 1)
+    mbs = [MailboxAddress(1, "a..b@x.example"), MailboxAddress(2, "c..d@x.example")]
+    # c.d is another mailbox's destination login; a.b was proposed for mailbox 1 before
+    res = audit_addresses(mbs, today=today, holders={"c.d@x.example": {7}, "a.b@x.example": {1}},
+                          previous={1: ("a.b@x.example", "proposed")})
+    assert [r.new_address for r in res.renames] == ["a.b@x.example", "c.d-2@x.example"]
+    # later a mailbox 9 holds a.b: the proposal moves; an approved one never moves
+    res = audit_addresses(mbs + [MailboxAddress(9, "a.b@x.example")], today=today,
+                          previous={1: ("a.b@x.example", "proposed"),
+                                    2: ("c.d-7@x.example", "approved")})
+    assert [r.new_address for r in res.renames] == ["a.b-2@x.example", "c.d-7@x.example"]
