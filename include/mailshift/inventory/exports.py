@@ -29,6 +29,7 @@ so the loader can list every error at once. Cross-record checks live in `load.py
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import unicodedata
 from dataclasses import dataclass, fields
@@ -104,6 +105,8 @@ BETA = Format(
     "\r\n", True)
 
 FORMATS = {"alpha": ALPHA, "beta": BETA}
+#: encodings a system's export may declare in systems.yaml (`encoding`, default: the format's)
+ENCODINGS = ("utf-8", "cp932", "shift_jis", "euc-jp")
 UNLIMITED = {"", "無制限", "unlimited", "-"}
 
 
@@ -186,10 +189,44 @@ def _nfkc_int(v: str) -> int:
     return int(unicodedata.normalize("NFKC", v).replace(",", "").strip())
 
 
-def parse(format_name: str, data: bytes, fname: str, issues: list[Issue]) -> list[ExportRow]:
-    """Parse one export file; append problems to `issues`; return the rows that parsed."""
+def _fits(data: bytes, fmt: Format, encoding: str) -> bool:
+    """The bytes decode in `encoding` and the header then names the format's columns."""
+    try:
+        text = data.decode("utf-8-sig" if encoding == "utf-8" else encoding)
+    except UnicodeDecodeError:
+        return False
+    header = [h.strip() for h in next(csv.reader([text.split("\n", 1)[0].rstrip("\r")]), [])]
+    return all(c in header for c in fmt.required)
+
+
+def likely_encoding(data: bytes, fmt: Format) -> str | None:
+    """The first of ENCODINGS in which the whole file decodes with the format's header."""
+    return next((e for e in ENCODINGS if _fits(data, fmt, e)), None)
+
+
+def _wrong_encoding(data: bytes, fmt: Format, enc: str, fname: str, issues: list[Issue]) -> bool:
+    """True (one issue recorded) when the file does not fit `enc` but plainly fits another."""
+    if _fits(data, fmt, enc):
+        return False
+    likely = likely_encoding(data, fmt)
+    if likely is None or likely == enc:
+        return False
+    issues.append(Issue(fname, 1, "encoding", f"the file is in {likely}, not {enc}: set "
+                        f"`encoding: {likely}` for this system in systems.yaml or save the "
+                        f"file as {enc}"))
+    return True
+
+
+def parse(format_name: str, data: bytes, fname: str, issues: list[Issue],
+          encoding: str | None = None) -> list[ExportRow]:
+    """Parse one export file; append problems to `issues`; return the rows that parsed.
+    `encoding` (systems.yaml) overrides the format's; a file that is plainly in another
+    encoding is one issue naming it, not one per garbled line."""
     fmt = FORMATS[format_name]
-    text, bad_lines = _decode_lines(data, fmt, fname, issues)
+    enc = encoding or fmt.encoding
+    if _wrong_encoding(data, fmt, enc, fname, issues):
+        return []
+    text, bad_lines = _decode_lines(data, dataclasses.replace(fmt, encoding=enc), fname, issues)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)

@@ -17,6 +17,7 @@ errors.
 """
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,9 +51,11 @@ SYSTEMS_SCHEMA = {
                     "max_connections": {"type": "integer", "minimum": 1},
                     "airflow_conn_id": {"type": "string", "minLength": 1},
                     "export_format": {"enum": sorted(exports.FORMATS)},
+                    "encoding": {"enum": list(exports.ENCODINGS)},
                 },
             },
         },
+        "new_buildings": {"type": "array", "items": {"type": "string", "minLength": 1}},
         "domains": {
             "type": "array",
             "items": {
@@ -75,6 +78,9 @@ class ParsedInventory:
     buildings: dict[str, dict]  # id -> name, domain, source_system, spec, pinned_wave
     households: dict[str, dict]  # id -> building_id, contact_name, phone, postal_address
     mailboxes: list[dict]  # household_id, address, source_login, dest_login, protocol, quota_bytes
+    origins: dict = field(default_factory=dict)  # ("mailbox"|"household"|"building", key) -> (file, line, record)
+    declared_new: set = field(default_factory=set)  # systems.yaml new_buildings
+    overridden: set = field(default_factory=set)  # buildings with their own buildings/<id>.yaml
 
 
 @dataclass
@@ -82,6 +88,7 @@ class LoadReport:
     export_dir: str
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # table -> inserted/updated/unchanged
     not_in_exports: list[str] = field(default_factory=list)  # addresses in the DB but not in the exports
+    spec_changes: list[str] = field(default_factory=list)  # every building spec change, and specs kept
 
     @property
     def changed(self) -> int:
@@ -92,6 +99,8 @@ class LoadReport:
         s = "inventory loaded from " + self.export_dir + ": " + ", ".join(parts)
         if self.not_in_exports:
             s += f"; {len(self.not_in_exports)} mailbox(es) in the database are not in the exports"
+        if self.spec_changes:
+            s += "\nbuilding specs:\n" + "\n".join("  " + c for c in self.spec_changes)
         return s
 
 
@@ -188,7 +197,8 @@ def _read_export_files(d: Path, systems: list[dict], issues: list[Issue]) -> lis
                                     f"unknown source system {sid!r} (not in systems.yaml)"))
             continue
         fmt = sys_by_id[sid]["export_format"]
-        for r in exports.parse(fmt, csv_path.read_bytes(), csv_path.name, issues):
+        for r in exports.parse(fmt, csv_path.read_bytes(), csv_path.name, issues,
+                               sys_by_id[sid].get("encoding")):
             rows.append((sid, r))
     for i, s in enumerate(systems):
         if not (d / f"{s['id']}.csv").exists():
@@ -252,6 +262,7 @@ class _Collected:
     buildings: dict[str, dict] = field(default_factory=dict)
     households: dict[str, dict] = field(default_factory=dict)
     mailboxes: list[dict] = field(default_factory=list)
+    origins: dict = field(default_factory=dict)
     addr_seen: dict[str, exports.ExportRow] = field(default_factory=dict)
     login_seen: dict[tuple[str, str], exports.ExportRow] = field(default_factory=dict)
 
@@ -322,6 +333,8 @@ def _collect_row(acc: _Collected, sid: str, r: exports.ExportRow, fmt: str, doma
     _merge_household(acc, r, where, err)
     if domain_list is None:
         acc.domains.setdefault(r.domain.lower(), None)
+    for key in (("mailbox", r.address.lower()), ("household", r.household_id), ("building", r.building_id)):
+        acc.origins.setdefault(key, (where[0], where[1], rec))
     acc.mailboxes.append({"household_id": r.household_id, "address": r.address, "source_login": r.login,
                           "dest_login": r.address.lower(), "protocol": r.protocol,
                           "quota_bytes": None if r.quota_mb is None else r.quota_mb * 1024 * 1024})
@@ -406,12 +419,79 @@ def parse_exports(export_dir) -> ParsedInventory:
     for sid, r in _read_export_files(d, systems, issues):
         _collect_row(acc, sid, r, formats[sid], domain_list, issues)
     defaults = _read_defaults(d, issues)
-    overrides = _read_overrides(d, acc.buildings, systems, systems_ok, issues)
+    # a whole file in the wrong encoding is one issue: no follow-on "building in no export"
+    exports_ok = systems_ok and not any(i.field == "encoding" for i in issues)
+    overrides = _read_overrides(d, acc.buildings, systems, exports_ok, issues)
     if issues:
         raise InventoryError(issues)
     _apply_specs(acc, overrides, defaults)
     return ParsedInventory(systems=systems, domains=acc.domains, buildings=acc.buildings,
-                           households=acc.households, mailboxes=acc.mailboxes)
+                           households=acc.households, mailboxes=acc.mailboxes, origins=acc.origins,
+                           declared_new=_declared_new(d), overridden=set(overrides))
+
+
+def _declared_new(d: Path) -> set[str]:
+    """systems.yaml `new_buildings`: building ids a later load may add (already validated)."""
+    doc = yaml.safe_load((d / "systems.yaml").read_text(encoding="utf-8")) or {}
+    return {str(b) for b in doc.get("new_buildings") or ()}
+
+
+# ---------------------------------------------------------------------------------------------
+# the invariants against what is already loaded (first load or later, full or partial)
+
+
+def _issue(parsed: ParsedInventory, kind: str, key: str, fld: str, problem: str) -> Issue:
+    file, line, rec = parsed.origins.get((kind, key), ("-", 0, ""))
+    return Issue(file, line, fld, problem, rec)
+
+
+def _check_loaded(parsed: ParsedInventory, existing: dict) -> list[Issue]:
+    """Case-insensitive address uniqueness over the whole inventory, a household stays in its
+    building, a building the inventory lacks is an error unless declared new (or the first load
+    of its source system, or it has its own buildings/<id>.yaml)."""
+    issues = []
+    for m in parsed.mailboxes:
+        for mid, addr in existing["addresses"].get(m["address"].lower(), ()):
+            if addr != m["address"]:
+                issues.append(_issue(parsed, "mailbox", m["address"].lower(), "address",
+                                     f"duplicate address {m['address']!r} (case-insensitive): mailbox "
+                                     f"{mid} {addr!r} is already in the inventory"))
+    for hid, h in parsed.households.items():
+        was = existing["households"].get(hid)
+        if was is not None and was != h["building_id"]:
+            issues.append(_issue(parsed, "household", hid, "household_id",
+                                 f"household {hid} belongs to building {was} in the inventory, not "
+                                 f"{h['building_id']}"))
+    loaded = existing["buildings"]
+    for bid, b in parsed.buildings.items():
+        if bid in loaded or bid in parsed.declared_new or bid in parsed.overridden \
+                or b["source_system"] not in existing["systems_with_buildings"]:
+            continue
+        near = difflib.get_close_matches(bid, list(loaded), n=1)
+        issues.append(_issue(parsed, "building", bid, "building_id",
+                             f"unknown building {bid!r}: not in the inventory"
+                             + (f" (did you mean {near[0]!r}?)" if near else "")
+                             + "; if it is new, list it under new_buildings in systems.yaml"))
+    return issues
+
+
+def _keep_or_list_specs(parsed: ParsedInventory, existing: dict) -> list[str]:
+    """A loaded building's spec changes only through its own buildings/<id>.yaml: without one
+    the stored spec is kept; every change (and every reset avoided) is listed."""
+    notes = []
+    for bid, b in sorted(parsed.buildings.items()):
+        old = existing["buildings"].get(bid)
+        if old is None or old["spec"] == b["spec"]:
+            continue
+        if bid not in parsed.overridden:
+            b["spec"], b["pinned_wave"] = old["spec"], old["pinned_wave"]
+            notes.append(f"{bid}: spec kept as loaded (no buildings/{bid}.yaml in this load)")
+            continue
+        for key in sorted(set(old["spec"]) | set(b["spec"])):
+            if old["spec"].get(key) != b["spec"].get(key):
+                notes.append(f"{bid}: {key}: {old['spec'].get(key)!r} -> {b['spec'].get(key)!r} "
+                             f"(buildings/{bid}.yaml)")
+    return notes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,9 +507,17 @@ def load_inventory(conn, export_dir) -> LoadReport:
         from mailshift.store import db
 
         conn = db.connect(conn)
+    notes: list[str] = []
+
+    def check(existing: dict) -> None:   # under the load lock, in the load's transaction
+        issues = _check_loaded(parsed, existing)
+        if issues:
+            raise InventoryError(issues)
+        notes.extend(_keep_or_list_specs(parsed, existing))
+
     try:
-        counts, not_in_exports = inventory_store.upsert_inventory(conn, parsed)
+        counts, not_in_exports = inventory_store.upsert_inventory(conn, parsed, check=check)
     finally:
         if own:
             conn.close()
-    return LoadReport(str(export_dir), counts, not_in_exports)
+    return LoadReport(str(export_dir), counts, not_in_exports, notes)

@@ -85,8 +85,27 @@ def _upsert_all(cur, parsed) -> dict[str, dict[str, int]]:
     return counts
 
 
-def upsert_inventory(conn, parsed) -> tuple[dict[str, dict[str, int]], list[str]]:
+def _existing(cur, parsed) -> dict:
+    """What is already loaded that a load must agree with: addresses equal case-insensitively,
+    the households' buildings, the buildings (spec, pinned wave), systems that have buildings."""
+    out: dict = {"addresses": {}, "households": {}, "buildings": {}}
+    cur.execute("SELECT lower(address), id, address FROM mailbox WHERE lower(address) = ANY(%s)",
+                ([m["address"].lower() for m in parsed.mailboxes],))
+    for low, mid, addr in cur.fetchall():
+        out["addresses"].setdefault(low, []).append((mid, addr))
+    cur.execute("SELECT id, building_id FROM household WHERE id = ANY(%s)", (list(parsed.households),))
+    out["households"] = dict(cur.fetchall())
+    cur.execute("SELECT id, spec, pinned_wave FROM building")
+    out["buildings"] = {r[0]: {"spec": r[1], "pinned_wave": r[2]} for r in cur.fetchall()}
+    cur.execute("SELECT DISTINCT source_system FROM building")
+    out["systems_with_buildings"] = {r[0] for r in cur.fetchall()}
+    return out
+
+
+def upsert_inventory(conn, parsed, check=None) -> tuple[dict[str, dict[str, int]], list[str]]:
     """Write a validated inventory (`inventory.load.ParsedInventory`) in one transaction.
+    `check(existing)` runs first, under the load lock, with what is already loaded (see
+    `_existing`); it may adjust `parsed` or raise (nothing is written).
 
     Returns the counts per table and the addresses in the database that the exports no longer
     list: they are reported, never deleted (a mailbox with a ledger is evidence)."""
@@ -95,6 +114,8 @@ def upsert_inventory(conn, parsed) -> tuple[dict[str, dict[str, int]], list[str]
         conn.autocommit = False
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LOAD_LOCK,))
+            if check is not None:
+                check(_existing(cur, parsed))
             counts = _upsert_all(cur, parsed)
             cur.execute("SELECT address FROM mailbox WHERE NOT (address = ANY(%s)) ORDER BY address",
                         ([m["address"] for m in parsed.mailboxes],))
