@@ -19,6 +19,7 @@ from lab.lab import services
 from mailshift.copy.copier import CopyOptions, MailboxRef, copy_mailbox
 from mailshift.protocols.endpoint import parse_endpoint
 from mailshift.protocols.imap.append import OutgoingMessage, multiappend
+from mailshift.protocols.imap.session import close_session, open_session
 from mailshift.store.ledger import CopyStore
 from support.faultproxy import FaultProxy
 from support.mail import add_mailbox, fresh_database, imap, ordered_digests, snapshot, unique_login
@@ -83,6 +84,8 @@ def test_connections_cut_mid_append(lab_config, mailbox):
 def test_connections_cut_mid_fetch(lab_config, mailbox):
     db, mb = mailbox
     with FaultProxy(lab_config.servers["src-a"].imap_port) as proxy:
+        # the identity probe's connection (once per server and process) comes before the cuts
+        close_session(open_session(parse_endpoint(_via(imap_uri(lab_config, "src-a"), proxy.port)), mb.source_login))
         proxy.cut_after(downstream_bytes=200_000, times=2)
         summary = _copy(db, lab_config, mb, source_uri=_via(imap_uri(lab_config, "src-a"), proxy.port))
     assert proxy.cuts == 2 and summary.attempts == 3

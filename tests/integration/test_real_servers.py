@@ -109,3 +109,58 @@ def test_authzid_the_server_does_not_check_is_refused_before_any_byte(lab_config
         read_uidls(resolve("mailshift_dest"), mb.dest_login)
     # the destination mailbox was never touched: no APPEND, no folder
     assert rs.snapshot(cfg, "cyrus-dest", mb.dest_login, mb.dest_password) == {"INBOX": {}}
+
+
+def src_a_to_cyrus(cfg, tmp_path, mb):
+    from lab.connections import imap_uri
+    from mailshift.protocols.endpoint import parse_endpoint
+
+    dst_cred = rs.write_credentials(tmp_path / "dest.credentials", {mb.dest_login: mb.dest_password})
+    eps = {"mailshift_src_a": parse_endpoint(imap_uri(cfg, "src-a")),
+           "mailshift_dest": rs.endpoint(cfg, "cyrus-dest", "user", dst_cred)}
+    return eps.__getitem__
+
+
+def test_folders_the_destination_refuses_stay_folder_level(lab_config, db, tmp_path):
+    """Dovecot (src-a) holds `{brace}`, `quote"d`, `back\\slash`, `per%cent`; Cyrus refuses to
+    CREATE each. Each refusal is recorded with Cyrus's words, the other folders copy, the proof is
+    blocked, and a rerun does the same without a traceback."""
+    cfg = lab_config
+    mb = rs.add_mailbox(db, cfg, "src-a")
+    bad = ["{brace}", 'quote"d', "back\\slash", "per%cent"]
+    fill(cfg, mb, {"INBOX": [message(1)], "Good": [message(2)], **{name: [message(10 + i)] for i, name in enumerate(bad)}})
+    resolve = src_a_to_cyrus(cfg, tmp_path, mb)
+    for kind in ("prestage", "delta"):
+        summary = copy_one(db, mb.id, kind, resolve=resolve)
+        refused = {r["folder"]: r for r in summary.folders_refused}
+        assert sorted(refused) == sorted(bad)
+        assert all(r["command"] == "CREATE" and r["reason"] == "create failed: Invalid mailbox name"
+                   for r in refused.values())
+        assert summary.copied == (2 if kind == "prestage" else 0)
+    with db, db.cursor() as cur:
+        cur.execute("SELECT src_name, state, detail FROM folder WHERE mailbox_id = %s AND state = 'unmappable'",
+                    (mb.id,))
+        rows = {r[0]: r[2] for r in cur.fetchall()}
+    assert sorted(rows) == sorted(bad)
+    assert rows["per%cent"] == "destination refused CREATE 'per%cent': create failed: Invalid mailbox name"
+    dst = rs.snapshot(cfg, "cyrus-dest", mb.dest_login, mb.dest_password)
+    assert sum(dst["INBOX"].values()) == 1 and sum(dst["Good"].values()) == 1
+    verdict = verify_mailbox(db, mb.id, resolve)
+    assert (verdict.state, verdict.verdict) == ("not_proven", "failed")
+    blocking = {f.src_folder for f in verdict.findings if f.blocking}
+    assert blocking >= set(bad) and "Good" not in blocking and "INBOX" not in blocking
+
+
+def test_collision_is_refused_before_anything_is_written(lab_config, db, tmp_path):
+    """The building spec's folder_map sends `Old` onto `Keep`, which also exists at the source:
+    refused before any folder is created or message appended."""
+    from mailshift.errors import FolderCollision
+
+    cfg = lab_config
+    mb = rs.add_mailbox(db, cfg, "src-a", spec={"folder_map": {"Old": "Keep"}})
+    fill(cfg, mb, {"INBOX": [message(1)], "Old": [message(2)], "Keep": [message(3)]})
+    resolve = src_a_to_cyrus(cfg, tmp_path, mb)
+    with pytest.raises(FolderCollision, match=r"'Keep', 'Old' -> 'Keep'|'Old', 'Keep' -> 'Keep'"):
+        copy_one(db, mb.id, "prestage", resolve=resolve)
+    assert ledger_states(db, mb.id) == {}
+    assert rs.snapshot(cfg, "cyrus-dest", mb.dest_login, mb.dest_password) == {"INBOX": {}}

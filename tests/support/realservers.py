@@ -83,9 +83,17 @@ def add_mailbox(conn, cfg: LabConfig, source: str, dest: str = "cyrus-dest", pro
                 spec: dict | None = None) -> RealMailbox:
     """Inventory rows (source system = the Cyrus instance) and users on both servers, each with
     its own password; the destination login is not the address."""
-    src_login, src_pw = new_user(cfg, source)
+    if source in cfg.servers:  # a lab Dovecot source (master user) into a Cyrus destination
+        from lab import users
+
+        src_login, src_pw = "d" + uuid.uuid4().hex[:10], secrets.token_urlsafe(12)
+        users.ensure_users(cfg, source, [(src_login, src_pw, None)])
+        s = cfg.servers[source]
+        c = {"host": s.host, "imap_port": s.imap_port, "pop3_port": s.pop3_port}
+    else:
+        src_login, src_pw = new_user(cfg, source)
+        c = cfg.cyrus[source]
     dest_login, dest_pw = new_user(cfg, dest, "n" + src_login[1:])
-    c = cfg.cyrus[source]
     address = f"{src_login}@{DOMAIN}"
     building = f"B-{source}-{src_login}"
     with conn, conn.cursor() as cur:
@@ -105,10 +113,16 @@ def add_mailbox(conn, cfg: LabConfig, source: str, dest: str = "cyrus-dest", pro
 
 @contextlib.contextmanager
 def imap(cfg: LabConfig, name: str, login: str, password: str):
-    c = cfg.cyrus[name]
-    client = IMAPClient(c["host"], port=c["imap_port"], ssl=False, timeout=60)
+    """A session as the mailbox itself (Cyrus) or through the master user (lab Dovecot)."""
+    if name in cfg.servers:
+        s = cfg.servers[name]
+        client = IMAPClient(s.host, port=s.imap_port, ssl=False, timeout=60)
+        client.login(s.master_login(login), s.admin_password)
+    else:
+        c = cfg.cyrus[name]
+        client = IMAPClient(c["host"], port=c["imap_port"], ssl=False, timeout=60)
+        client.login(login, password)
     client.normalise_times = False
-    client.login(login, password)
     try:
         yield client
     finally:

@@ -15,6 +15,7 @@ header (Message-ID or other) is ever used to decide whether a message was copied
 from __future__ import annotations
 
 import hashlib
+import imaplib
 import logging
 import time
 from collections import defaultdict, deque
@@ -25,7 +26,7 @@ from imapclient import IMAPClient
 
 from mailshift.copy import failpoints
 from mailshift.copy.lanes import AppendJob, AppendLanes
-from mailshift.errors import ProtocolError, TransientError
+from mailshift.errors import FolderCollision, ProtocolError, TransientError
 from mailshift.protocols.endpoint import Endpoint
 from mailshift.protocols.imap.append import OutgoingMessage, appendlimit
 from mailshift.protocols.imap.folders import SPECIAL_USES, FolderPlan, Namespace, namespace_of, plan_folder
@@ -101,6 +102,7 @@ class PassSummary:
     attempts: int = 0
     seconds: float = 0.0
     folders_gone: list = field(default_factory=list)
+    folders_refused: list = field(default_factory=list)   # {folder, dest_folder, side, command, reason}
     renamed_folders: list = field(default_factory=list)
     refusals: list = field(default_factory=list)
 
@@ -121,6 +123,32 @@ def split_flags(flags) -> tuple[int, tuple[str, ...]]:
 
 def join_flags(sys_flags: int, keywords: tuple[str, ...]) -> tuple[str, ...]:
     return states.db_to_flags(sys_flags, keywords)
+
+
+# -- folder collisions -----------------------------------------------------------------------
+def check_collisions(address: str, plans: list[FolderPlan], folder_map: dict | None) -> None:
+    """Refuse, before anything is written, two source folders that land in one destination folder.
+
+    Allowed only when the merge is declared: every folder of the group is sent there by the
+    building spec's `folder_map`, or by its special-use role (e.g. "Sent Items" and "Sent" both
+    into the destination's \\Sent folder, which the verifier matches as one group). Anything
+    else — two names that differ only by a renamed separator, or a map sending one folder onto
+    another's name — is a FolderCollision naming the folders; the spec must say how to resolve it.
+    """
+    groups: dict[str, list[FolderPlan]] = defaultdict(list)
+    for plan in plans:
+        groups[plan.dest_name].append(plan)
+    bad = []
+    for dest_name, group in sorted(groups.items()):
+        if len(group) < 2:
+            continue
+        declared = all(p.special_use or (p.note or "").startswith("folder_map:") for p in group)
+        if not declared:
+            bad.append(f"{', '.join(repr(p.src_name) for p in group)} -> {dest_name!r}")
+    if bad:
+        raise FolderCollision(f"mailbox {address}: source folders would be merged into one destination folder: "
+                              f"{'; '.join(bad)}; nothing was written: map them apart (or together, on purpose) "
+                              "with the building spec's folder_map")
 
 
 # -- the copier -----------------------------------------------------------------------------
@@ -186,35 +214,61 @@ class MailboxCopier:
         with translated_errors(f"mailbox {mb.address}"):
             src_ns = namespace_of(self.src)
             dst_ns = namespace_of(self.dst)
-            src_folders = self.src.list_folders()
             subscribed = {name for _, _, name in self.src.list_sub_folders()}
-            dest_listing = self.dst.list_folders()
-            dest_names = {name for _, _, name in dest_listing}
-            dest_special = {}
-            for flags, _, name in dest_listing:
-                for f in flags:
-                    if _flag_text(f) in SPECIAL_USES:
-                        dest_special.setdefault(_flag_text(f), name)
+            dest_names, dest_special = self._dest_listing()
+            plans = [(plan_folder(name, src_ns, dst_ns, tuple(flags), dest_special, self.opt.folder_map), flags)
+                     for flags, _, name in self.src.list_folders()]
+            check_collisions(mb.address, [p for p, _ in plans], self.opt.folder_map)  # before any write
             self.limit = appendlimit(self.dst)
             self.lanes = AppendLanes(self.dest, mb.dest_login, self.opt.append_lanes, f"mailbox {mb.address}")
             self._in_flight.clear()
             self._floors.clear()
             uidl_map = self._legacy_uidls() if self._wants_x_uidl() else {}
-            present = []
             self.summary.folders = 0
-            for flags, _, name in src_folders:
-                present.append(name)
-                plan = plan_folder(name, src_ns, dst_ns, tuple(flags), dest_special, self.opt.folder_map)
+            self.summary.folders_refused = []
+            for plan, flags in plans:
+                name = plan.src_name
                 if plan.note and plan.note not in self.summary.renamed_folders:
                     self.summary.renamed_folders.append(f"{name}: {plan.note}")
                 selectable = not any(_flag_text(f).lower() in ("\\noselect", "\\nonexistent") for f in flags)
-                self._ensure_dest_folder(plan, name in subscribed, dest_names, dst_ns)
+                if not self._ensure_dest_folder(plan, name in subscribed, dest_names, dst_ns):
+                    continue
                 if selectable:
                     self.summary.folders += 1
-                    self._copy_folder(plan, name in subscribed,
-                                      uidl_map if name.upper() == "INBOX" else {})
+                    self._copy_folder(plan, name in subscribed, uidl_map if name.upper() == "INBOX" else {})
             self._settle_all()
-            self.summary.folders_gone = self.store.mark_folders_gone(mb.id, present)
+            self.summary.folders_gone = self.store.mark_folders_gone(mb.id, [p.src_name for p, _ in plans])
+
+    def _dest_listing(self) -> tuple[set, dict]:
+        """Destination folder names, and the folder holding each special use."""
+        listing = self.dst.list_folders()
+        special: dict[str, str] = {}
+        for flags, _, name in listing:
+            for f in flags:
+                if _flag_text(f) in SPECIAL_USES:
+                    special.setdefault(_flag_text(f), name)
+        return {name for _, _, name in listing}, special
+
+    def _folder_refused(self, plan: FolderPlan, side: str, command: str, name: str, exc: Exception) -> None:
+        """A folder the server refuses stays a folder-level fault: recorded (folder, the server's
+        words) on the ledger's folder row — the verifier then finds the folder missing, which blocks
+        the proof — and the pass goes on with the other folders."""
+        words = str(exc)[:300]
+        detail = f"{side} refused {command} {name!r}: {words}"
+        self.store.mark_folder_unmappable(self.mailbox.id, plan.src_name, detail)
+        self.summary.folders_refused.append({"folder": plan.src_name, "dest_folder": plan.dest_name,
+                                             "side": side, "command": command, "reason": words})
+        log.warning("%s: folder %r: %s", self.mailbox.address, plan.src_name, detail)
+
+    def _select(self, client: IMAPClient, plan: FolderPlan, side: str, name: str, readonly: bool):
+        """SELECT/EXAMINE a folder; None (recorded) when the server refuses it with NO/BAD."""
+        try:
+            return client.select_folder(name, readonly=readonly)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as exc:
+            self._folder_refused(plan, side, "EXAMINE" if readonly else "SELECT", name, exc)
+            return None
 
     # -- POP3 UIDLs ---------------------------------------------------------------------
     def _wants_x_uidl(self) -> bool:
@@ -238,32 +292,33 @@ class MailboxCopier:
         return sorted((uid, d[b"RFC822.SIZE"]) for uid, d in data.items())
 
     # -- folders ------------------------------------------------------------------------
-    def _ensure_dest_folder(self, plan: FolderPlan, subscribed: bool, dest_names: set, dst_ns: Namespace):
-        if plan.dest_name in dest_names:
-            if subscribed:
-                self.dst.subscribe_folder(plan.dest_name)
-            return
-        # Create parents first: some servers do not create intermediate levels.
-        parts = plan.dest_name.split(dst_ns.separator) if dst_ns.separator else [plan.dest_name]
-        for i in range(1, len(parts) + 1):
-            name = dst_ns.separator.join(parts[:i])
-            if name in dest_names or name == dst_ns.prefix.rstrip(dst_ns.separator):
-                continue
-            try:
-                self.dst.create_folder(name)
-            except Exception as exc:  # ALREADYEXISTS races are fine; anything else is recorded
-                if "exist" not in str(exc).lower():
-                    self.store.mark_folder_unmappable(self.mailbox.id, plan.src_name,
-                                                      f"destination refused CREATE {name!r}: {exc}")
-                    raise ProtocolError(f"mailbox {self.mailbox.address}: destination refused folder "
-                                        f"{name!r} (from {plan.src_name!r}): {exc}") from exc
-            dest_names.add(name)
+    def _ensure_dest_folder(self, plan: FolderPlan, subscribed: bool, dest_names: set, dst_ns: Namespace) -> bool:
+        """Create the destination folder (parents first: some servers do not create intermediate
+        levels). False when the destination refuses it: recorded, the other folders go on."""
+        if plan.dest_name not in dest_names:
+            parts = plan.dest_name.split(dst_ns.separator) if dst_ns.separator else [plan.dest_name]
+            for i in range(1, len(parts) + 1):
+                name = dst_ns.separator.join(parts[:i])
+                if name in dest_names or name == dst_ns.prefix.rstrip(dst_ns.separator):
+                    continue
+                try:
+                    self.dst.create_folder(name)
+                except imaplib.IMAP4.abort:
+                    raise
+                except imaplib.IMAP4.error as exc:  # ALREADYEXISTS races are fine
+                    if "exist" not in str(exc).lower():
+                        self._folder_refused(plan, "destination", "CREATE", name, exc)
+                        return False
+                dest_names.add(name)
         if subscribed:
             self.dst.subscribe_folder(plan.dest_name)
+        return True
 
     def _copy_folder(self, plan: FolderPlan, subscribed: bool, uidl_map: dict[int, str]) -> None:
         mb = self.mailbox
-        info = self.src.select_folder(plan.src_name, readonly=True)
+        info = self._select(self.src, plan, "source", plan.src_name, readonly=True)
+        if info is None:
+            return
         uidvalidity = int(info[b"UIDVALIDITY"])
         folder = self.store.folder(mb.id, plan.src_name, uidvalidity, plan.dest_name, plan.special_use,
                                    subscribed, plan.note)
@@ -271,7 +326,10 @@ class MailboxCopier:
         if info.get(b"EXISTS"):
             meta = fetch_range(self.src, "1:*", ["RFC822.SIZE", "FLAGS", "INTERNALDATE"])
         self.summary.source_messages += len(meta)
-        dinfo = self.dst.select_folder(folder.dest_name)
+        dinfo = self._select(self.dst, plan, "destination", folder.dest_name, readonly=False)
+        if dinfo is None:
+            return
+        self.store.clear_folder_refusal(mb.id, plan.src_name)
         dest_uidvalidity = int(dinfo[b"UIDVALIDITY"])
         dest_uidnext = int(dinfo[b"UIDNEXT"])
         rows = self.store.rows(mb.id, folder.id)

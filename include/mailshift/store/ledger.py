@@ -143,6 +143,16 @@ class CopyStore:
                 (mailbox_id, src_name, detail),
             )
 
+    def clear_folder_refusal(self, mailbox_id: int, src_name: str) -> None:
+        """The folder copies now: forget an earlier recorded refusal of it (its placeholder row)."""
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(
+                "DELETE FROM folder WHERE mailbox_id = %s AND src_name = %s AND src_uidvalidity = 0"
+                " AND state = 'unmappable' AND NOT EXISTS (SELECT 1 FROM message m WHERE m.mailbox_id = %s"
+                " AND m.folder_id = folder.id)",
+                (mailbox_id, src_name, mailbox_id),
+            )
+
     # -- messages -----------------------------------------------------------------------
     def rows(self, mailbox_id: int, folder_id: int) -> dict[int, LedgerRow]:
         with self.conn, self.conn.cursor() as cur:

@@ -8,6 +8,7 @@ worth a retry (`TransientError`) and which are not (`AuthError`, `ConfigError`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import imaplib
 import re
@@ -103,6 +104,7 @@ def _connect(endpoint: Endpoint, what: str) -> IMAPClient:
 
 # -- identity: a login method the server cannot silently defeat -------------------------------
 PROBE_PREFIX = "mailshift-identity-probe-"
+PROBE_TIMEOUT = 15.0
 _probe_lock = threading.Lock()
 _probed: dict[tuple, float] = {}
 
@@ -132,7 +134,9 @@ def prove_login_method(endpoint: Endpoint, protocol: str, probe) -> None:
         if time.monotonic() - _probed.get(key, -1e18) < ttl:
             return
     name = probe_identity()
-    if probe(endpoint, name):
+    # servers delay a refused login on purpose (Dovecot: auth_failure_delay, 2 s): the probe's
+    # refusal is the expected answer, so it gets a longer timeout than the endpoint's
+    if probe(dataclasses.replace(endpoint, timeout=max(endpoint.timeout, PROBE_TIMEOUT)), name):
         method = "SASL PLAIN with authorization identity" if endpoint.auth == "authzid" else "master-user login"
         raise IdentityMismatch(
             f"{protocol} {endpoint.host}:{port}: the server accepted a {method} for the non-existent mailbox {name!r}: "
