@@ -123,38 +123,41 @@ def deliver_late(cfg, inv) -> str:
 
 
 def final_summary(cfg, dsn: str) -> bool:
+    """The zero-loss proof per domain, in the product's own words (rules.proof), and the MX now served."""
     from lab.zone import current_mx
+    from mailshift.rules import states
+    from mailshift.rules.proof import proof_states, tally
 
     conn = psycopg2.connect(dsn)
     with conn, conn.cursor() as cur:
         cur.execute(
             """WITH latest AS (SELECT DISTINCT ON (p.mailbox_id) p.* FROM proof p ORDER BY p.mailbox_id, p.id DESC)
-               SELECT b.domain, count(*), count(*) FILTER (WHERE l.kind = 'final'),
-                      count(*) FILTER (WHERE l.verdict = 'proven'),
-                      count(*) FILTER (WHERE l.verdict = 'proven_with_waivers'),
-                      count(*) FILTER (WHERE l.verdict = 'failed' OR l.verdict IS NULL),
-                      coalesce(sum(l.src_messages), 0), coalesce(sum(l.matched), 0), coalesce(sum(l.waived), 0)
-               FROM mailbox m JOIN household h ON h.id = m.household_id JOIN building b ON b.id = h.building_id
-               LEFT JOIN latest l ON l.mailbox_id = m.id GROUP BY b.domain ORDER BY b.domain""")
+               SELECT s.domain, coalesce(sum(l.src_messages), 0), coalesce(sum(l.matched), 0),
+                      coalesce(sum(l.waived), 0)
+               FROM mailbox_scope s LEFT JOIN latest l ON l.mailbox_id = s.mailbox_id
+               GROUP BY s.domain ORDER BY s.domain""")
         rows = cur.fetchall()
         cur.execute("SELECT kind, status, old_rdata, new_rdata, approved_by, applied_at FROM dns_change"
                     " WHERE domain = %s ORDER BY id", (DOMAIN,))
         changes = cur.fetchall()
         cur.execute("SELECT count(*) FROM waiver WHERE revoked_at IS NULL")
         waivers = cur.fetchone()[0]
-    conn.close()
-    mx, ttl = current_mx(cfg)
+    final = tally(proof_states(conn, domain=DOMAIN, require_kind=states.FINAL))
     print("\n================ zero-loss proof ================")
     ok = True
-    for domain, n, final, proven, with_waivers, failed, src, matched, waived in rows:
-        print(f"{domain}: {n} mailboxes; latest proof: {proven} proven, {with_waivers} proven with waivers, "
-              f"{failed} NOT proven ({final} final); source messages {src}, matched exactly once {matched}, "
-              f"waived {waived}")
+    for domain, src, matched, waived in rows:
+        t = tally(proof_states(conn, domain=domain))
+        print(f"{domain}: {t['mailboxes']} mailboxes: {t[states.PROVEN]} {states.PROVEN}, {t[states.WAIVED]} "
+              f"{states.WAIVED}, {t[states.NOT_PROVEN]} NOT proven"
+              + (f" ({final['ok']} by the final proof)" if domain == DOMAIN else "")
+              + f"; source messages {src}, matched exactly once {matched}, waived {waived}")
         if domain == DOMAIN:
-            ok = ok and failed == 0 and final == n and matched + waived >= src
+            ok = ok and t[states.NOT_PROVEN] == 0 and final["ok"] == t["mailboxes"] and matched + waived >= src
+    conn.close()
     print(f"waivers on record (each with a named approver): {waivers}")
     for kind, status, old, new, who, at in changes:
         print(f"dns_change {kind}: {status}; {old} -> {new}; approved by {who or '-'}; applied {at or '-'}")
+    mx, ttl = current_mx(cfg)
     print(f"{DOMAIN} MX now served: {mx} (TTL {ttl})")
     print("=================================================")
     return ok and any("mx-new" in r for r in mx)
