@@ -87,6 +87,16 @@ def test_airflow_package_has_no_rules_imports():
             assert "psycopg2" not in _imports(tree), f"{name} talks to the database itself"
 
 
+def test_environment_is_read_in_settings_only():
+    """settings.py names every variable mailshift reads; GX's own analytics switch is set, not read."""
+    for name, _path, tree in MODULES:
+        if name in ("mailshift.settings", "mailshift.verify.gx_suites"):
+            continue
+        reads = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr in ("environ", "getenv")
+                 and isinstance(n.value, ast.Name) and n.value.id == "os"]
+        assert reads == [], f"{name} reads the environment at lines {reads}: use mailshift.settings"
+
+
 def test_plugin_has_no_sql():
     assert _sql_in(ast.parse(PLUGIN.read_text())) == []
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import signal
 
+from mailshift import settings
+
 _armed: dict[str, int] = {}
 
 
 def _from_env() -> None:
-    spec = os.environ.get("MAILSHIFT_FAILPOINTS", "")
+    spec = settings.get(settings.FAILPOINTS, "")
     for item in filter(None, (s.strip() for s in spec.split(","))):
         name, _, count = item.partition("=")
         _armed[name] = int(count or 1)

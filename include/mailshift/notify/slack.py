@@ -8,7 +8,6 @@ MAILSHIFT_SLACK_BASE_URL. Every text passes `scrub()` as a last line of defence.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 
@@ -111,10 +110,13 @@ def web_client(token: str | None = None, base_url: str | None = None):
     """A slack-sdk WebClient from arguments or MAILSHIFT_SLACK_TOKEN / MAILSHIFT_SLACK_BASE_URL."""
     from slack_sdk import WebClient
 
-    token = token or os.environ.get("MAILSHIFT_SLACK_TOKEN")
+    from mailshift import settings
+    from mailshift.errors import ConfigError
+
+    token = token or settings.get(settings.SLACK_TOKEN)
     if not token:
-        raise RuntimeError("no Slack token: set MAILSHIFT_SLACK_TOKEN or use the Airflow connection")
-    base_url = base_url or os.environ.get("MAILSHIFT_SLACK_BASE_URL") or "https://slack.com/api/"
+        raise ConfigError(f"no Slack token: set {settings.SLACK_TOKEN} or use the Airflow connection mailshift_slack")
+    base_url = base_url or settings.get(settings.SLACK_BASE_URL, "https://slack.com/api/")
     return WebClient(token=token, base_url=base_url)
 
 
