@@ -56,13 +56,13 @@ airflow: lab-up
 	$(PY) -m lab.airflow_services
 
 demo: lab-up
-	$(PY) -m lab.airflow_home > $(LAB_DIR)/airflow.env && source $(LAB_DIR)/airflow.env && $(PY) -m lab.demo
+	(umask 077; $(PY) -m lab.airflow_home > $(LAB_DIR)/airflow.env) && chmod 600 $(LAB_DIR)/airflow.env && source $(LAB_DIR)/airflow.env && $(PY) -m lab.demo
 
 lint: venv
 	$(VENV)/bin/ruff check include dags plugins tests bench
 
 test: lab-up lint
-	$(PY) -m lab.airflow_home > $(LAB_DIR)/airflow.env && source $(LAB_DIR)/airflow.env && MAILSHIFT_REQUIRE_LAB=1 $(VENV)/bin/pytest -q tests
+	(umask 077; $(PY) -m lab.airflow_home > $(LAB_DIR)/airflow.env) && chmod 600 $(LAB_DIR)/airflow.env && source $(LAB_DIR)/airflow.env && MAILSHIFT_REQUIRE_LAB=1 $(VENV)/bin/pytest -q tests
 
 test-distributed: lab-up
 	MAILSHIFT_RUN_DISTRIBUTED=1 MAILSHIFT_REQUIRE_LAB=1 $(VENV)/bin/pytest -q -s tests/e2e/test_distributed.py
