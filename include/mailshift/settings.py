@@ -85,3 +85,7 @@ def connection_value(conn_id: str) -> tuple[str, str | dict]:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{var} is not valid JSON: {exc.msg} at {exc.pos}") from exc
     return var, value
+
+# issue #15: where each household's client-settings kit is published (the notice mails link to
+# <url>/<household id>/); unset: the mails carry no link
+CLIENT_SETTINGS_URL = "MAILSHIFT_CLIENT_SETTINGS_URL"

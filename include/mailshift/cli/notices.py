@@ -74,6 +74,20 @@ def cmd_notices_gate(args) -> int:
     return errors.OK if not reasons else errors.NO
 
 
+def cmd_notices_client_settings(args) -> int:
+    """Write every household's client-settings kit (Thunderbird, Outlook, Apple) under --out."""
+    from mailshift.customers import client_settings
+
+    if (args.building is None) == (args.domain is None):
+        return errors.usage("give --building or --domain")
+    profiles = client_settings.load_profiles(args.profile)
+    with closing(db.connect(args.db)) as conn:
+        res = client_settings.export_kits(conn, args.out, profiles, building=args.building,
+                                          domain=args.domain)
+    print_json(res)
+    return errors.OK
+
+
 def _register_send(nos) -> None:
     a = nos.add_parser("send", help="send one email round to every mailbox in scope (idempotent)")
     a.add_argument("round", type=int)
@@ -102,6 +116,13 @@ def register(sub) -> None:
     a.add_argument("--by", help="who records (default: the OS user)")
     a.add_argument("--campaign", default="migration")
     a.set_defaults(func=cmd_notices_record)
+    a = nos.add_parser("client-settings", help="write each household's mail-program settings "
+                                                 "(Thunderbird autoconfig, Outlook Autodiscover, Apple profile)")
+    a.add_argument("--building")
+    a.add_argument("--domain")
+    a.add_argument("--profile", required=True, help="YAML: the destination's hosts, ports, TLS, IMAP prefix")
+    a.add_argument("--out", required=True, help="directory: <out>/<household>/<address>/...")
+    a.set_defaults(func=cmd_notices_client_settings)
     a = nos.add_parser("gate", help="the cutover gate's notice condition for a domain (exit 1: refused)")
     a.add_argument("domain")
     a.add_argument("--campaign", default="migration")

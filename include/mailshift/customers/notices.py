@@ -34,6 +34,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING
 
+from mailshift import settings
 from mailshift.customers.addresses import check_address, split_address
 from mailshift.customers.audit import UIDL_DEPENDENT, require_scope
 from mailshift.errors import RecordError  # raised here; the CLI catches notices.RecordError
@@ -224,8 +225,16 @@ def households(conn, *, building: str | None = None, domain: str | None = None
 
 
 # -- email rounds -------------------------------------------------------------------------------
+def kit_url(household_id: str) -> str | None:
+    """The household's client-settings kit (`client_settings`), published under
+    $MAILSHIFT_CLIENT_SETTINGS_URL/<household>/; None when that is not set."""
+    base = settings.get(settings.CLIENT_SETTINGS_URL)
+    return f"{base.rstrip('/')}/{household_id}/" if base else None
+
+
 def render_email(hh: Household, mailbox_id: int, round_no: int, *, sender: str,
-                 campaign: str, cutover: str | None = None) -> EmailMessage:
+                 campaign: str, cutover: str | None = None,
+                 settings_url: str | None = None) -> EmailMessage:
     """The notice mail of one round to one mailbox: every change of the household, or that
     nothing changes (every mailbox is told, affected or not)."""
     address = hh.mailboxes[mailbox_id]
@@ -247,6 +256,9 @@ def render_email(hh: Household, mailbox_id: int, round_no: int, *, sender: str,
     else:
         lines.append("Nothing changes for your household: your address, password and mail "
                      "program settings keep working.")
+    if settings_url:
+        lines += ["", "Settings for your mail program (Thunderbird, Outlook, Apple Mail / iPhone):",
+                  settings_url]
     lines += ["", "Questions: call the support desk.", "",
               f"Household {hh.id}, notice {round_no} of {hh.policy.email_rounds}."]
     msg.set_content("\n".join(lines) + "\n")
@@ -288,7 +300,7 @@ def send_round(conn, round_no: int, *, building: str | None = None, domain: str 
                     continue
                 frm = sender or f"notices@{hh.domain}"
                 msg = render_email(hh, mid, round_no, sender=frm, campaign=campaign,
-                                   cutover=cutover)
+                                   cutover=cutover, settings_url=kit_url(hh.id))
                 err = relay.send(msg, sender=frm, recipient=address)
                 with conn:
                     store.upsert(conn, hh.id, mid, campaign, kind, "email",

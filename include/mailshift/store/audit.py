@@ -314,6 +314,21 @@ def capability(conn, destination: str) -> dict | None:
         return dict(zip(CAPABILITY_COLUMNS, row, strict=True)) if row else None
 
 
+def mailbox_accounts(conn, mailbox_ids: list[int]) -> dict[int, tuple[str, str, str]]:
+    """mailbox id -> (address after its rename, destination login, protocol) for the
+    client-settings kit."""
+    with conn.cursor() as cur:
+        cur.execute("""SELECT m.id, coalesce(r.new_address, m.address),
+                              CASE WHEN r.new_address IS NOT NULL AND (m.dest_login IS NULL
+                                        OR lower(m.dest_login) = lower(m.address))
+                                   THEN r.new_address ELSE coalesce(m.dest_login, m.address) END,
+                              m.protocol
+                       FROM mailbox m LEFT JOIN address_rename r ON r.mailbox_id = m.id
+                            AND r.status <> 'cancelled'
+                       WHERE m.id = ANY(%s)""", (sorted(mailbox_ids),))
+        return {r[0]: tuple(r[1:]) for r in cur.fetchall()}
+
+
 def mailboxes_by_name(conn) -> dict[str, int]:
     """Every name a rules export may use for a mailbox (address, source login, destination
     login; lower case) -> mailbox id; the first mailbox wins a shared name."""
