@@ -81,6 +81,19 @@ def cmd_audit_waive(args) -> int:
     return errors.OK
 
 
+def cmd_audit_probe_destination(args) -> int:
+    """Try the destination on a test account (UIDLs via X-UIDL, APPENDLIMIT, folder names,
+    size and quota) and store what it does; exit 1 when it does not keep POP3 UIDLs."""
+    from mailshift.customers import provider_probe
+    from mailshift.protocols.endpoint import endpoint_from_env
+
+    endpoint = endpoint_from_env(args.destination)
+    with closing(db.connect(args.db)) as conn:
+        cap = provider_probe.probe_and_store(conn, endpoint, args.account, args.destination)
+    print_json(cap)
+    return errors.OK if cap["keeps_uidl"] is not False else errors.NO
+
+
 def cmd_audit_report(args) -> int:
     from mailshift.customers import reports
 
@@ -124,6 +137,11 @@ def register(sub) -> None:
     a.add_argument("--by", required=True, help="the name of the person who accepts it")
     a.add_argument("--reason", required=True)
     a.set_defaults(func=cmd_audit_waive)
+    a = aus.add_parser("probe-destination", help="try the destination on a test account: POP3 UIDLs "
+                                                 "kept (X-UIDL), APPENDLIMIT, folder names, size, quota")
+    a.add_argument("--account", required=True, help="the test account's login at the destination")
+    a.add_argument("--destination", default="mailshift_dest", help="its connection id (default mailshift_dest)")
+    a.set_defaults(func=cmd_audit_probe_destination)
     a = aus.add_parser("report", help="finding counts per building or wave")
     a.add_argument("building", nargs="?")
     a.add_argument("--wave", type=int)
