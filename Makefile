@@ -12,8 +12,8 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONPATH := $(CURDIR)/include
 
 # Debian packages the lab needs: binary -> package.
-SYSTEM_PACKAGES := postgresql dovecot-imapd dovecot-pop3d dovecot-lmtpd bind9 bind9-dnsutils redis-server postfix openssl chromium chromium-driver fonts-ipafont-gothic cyrus-imapd cyrus-pop3d sasl2-bin
-SYSTEM_BINARIES := /usr/lib/postgresql/15/bin/initdb /usr/sbin/dovecot /usr/lib/dovecot/pop3 /usr/lib/dovecot/lmtp /usr/sbin/named /usr/bin/dig /usr/bin/nsupdate /usr/bin/redis-server /usr/sbin/postfix /usr/bin/chromium /usr/bin/chromedriver /usr/lib/cyrus/bin/master /usr/lib/cyrus/bin/imapd /usr/lib/cyrus/bin/pop3d /usr/lib/cyrus/bin/lmtpd /usr/sbin/saslpasswd2
+SYSTEM_PACKAGES := postgresql dovecot-imapd dovecot-pop3d dovecot-lmtpd bind9 bind9-dnsutils redis-server postfix openssl chromium chromium-driver fonts-ipafont-gothic cyrus-imapd cyrus-pop3d sasl2-bin dovecot-sieve dovecot-managesieved
+SYSTEM_BINARIES := /usr/lib/postgresql/15/bin/initdb /usr/sbin/dovecot /usr/lib/dovecot/pop3 /usr/lib/dovecot/lmtp /usr/sbin/named /usr/bin/dig /usr/bin/nsupdate /usr/bin/redis-server /usr/sbin/postfix /usr/bin/chromium /usr/bin/chromedriver /usr/lib/cyrus/bin/master /usr/lib/cyrus/bin/imapd /usr/lib/cyrus/bin/pop3d /usr/lib/cyrus/bin/lmtpd /usr/sbin/saslpasswd2 /usr/lib/dovecot/managesieve-login
 
 .PHONY: all venv system-deps lab-up lab-down lab-status airflow demo test test-unit test-distributed lint bench clean
 

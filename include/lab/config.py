@@ -23,6 +23,7 @@ IMAPS_OFFSET = {k: v + 20 for k, v in IMAP_OFFSET.items()}
 LMTP_OFFSET = {k: v + 30 for k, v in IMAP_OFFSET.items()}  # Dovecot LMTP (lab MTA -> mailbox)
 SMTP_OFFSET = 25  # lab MTA (Postfix instance), SMTP on 127.0.0.1
 PG_OFFSET = 40
+MANAGESIEVE_OFFSET = 41  # dest Dovecot ManageSieve (Pigeonhole, RFC 5804)
 DNS_OFFSET = 53
 SLACK_OFFSET = 80
 
@@ -104,6 +105,11 @@ class LabConfig:
     @property
     def dest(self) -> ServerInfo:
         return self.servers["dest"]
+
+    @property
+    def managesieve_port(self) -> int:
+        """The dest Dovecot's ManageSieve port (base+41)."""
+        return self.port_base + MANAGESIEVE_OFFSET
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client context that verifies the lab servers against the lab CA."""

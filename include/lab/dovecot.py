@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from . import proc
+from .config import IMAP_OFFSET, MANAGESIEVE_OFFSET
 from .users import HEADER, check_password, read_passwd, ssha256, write_passwd
 
 MAIL_USER = "mail"  # Debian's system user (uid 8) owns all lab mail
@@ -43,6 +44,14 @@ SHAPES = {
 }
 
 
+def _sieve(s: dict) -> dict:
+    """dest only: Pigeonhole Sieve at LMTP delivery and ManageSieve on base+41."""
+    port = int(s["imap_port"]) - IMAP_OFFSET["dest"] + MANAGESIEVE_OFFSET
+    return {"EXTRA_PROTOCOLS": " sieve", "LMTP_PLUGINS": "sieve",
+            "SIEVE_SERVICE": "service managesieve-login {\n  inet_listener sieve {\n"
+                             f"    address = 127.0.0.1\n    port = {port}\n  }}\n}}\n"}
+
+
 class Dovecot:
     def __init__(self, name: str, root: Path, server: dict, tls: dict, admin_password: str,
                  run_dir: Path, default_quota_bytes: int = 1 << 30):
@@ -74,9 +83,11 @@ class Dovecot:
             mechs = "plain login apop cram-md5"
             pop3_extra = "  pop3_enable_last = yes"
             mail_plugins, imap_plugins, plugin_extra, imap_extra = "", "", "", ""
+            sieve = {"EXTRA_PROTOCOLS": "", "LMTP_PLUGINS": "", "SIEVE_SERVICE": ""}
         else:
             mechs = "plain login"
             pop3_extra = "  pop3_reuse_xuidl = yes"
+            sieve = _sieve(s)
             mail_plugins, imap_plugins = "quota", "imap_quota"
             # Dovecot 2.3 enforces quota_max_mail_size but has no APPENDLIMIT support of its
             # own: advertise the same number as an extra capability (RFC 7889 server-wide form)
@@ -87,6 +98,7 @@ class Dovecot:
                 f"  quota_rule = *:storage={self.default_quota_bytes}B",
                 "  quota_grace = 0%%",
                 f"  quota_max_mail_size = {s['max_mail_size']}B",
+                "  sieve = file:~/sieve;active=~/.dovecot.sieve",
             ])
         return proc.render_template("dovecot.conf", {
             "NAME": self.name, "ROLE": sh["role"],
@@ -108,6 +120,7 @@ class Dovecot:
             "LMTP_USERNAME_FORMAT": "%Ln" if sh["role"] == "source" else "%Lu",
             "IMAP_PROCESS_LIMIT": s["max_connections"],
             "POP3_PROCESS_LIMIT": max(s["max_connections"], 10),
+            **sieve,
         })
 
     def prepare(self) -> bool:

@@ -94,6 +94,21 @@ def cmd_audit_probe_destination(args) -> int:
     return errors.OK if cap["keeps_uidl"] is not False else errors.NO
 
 
+def cmd_audit_move_rules(args) -> int:
+    """Install the legacy rules at the destination over ManageSieve, read them back, compare;
+    exit 1 when a rule could not move or the comparison finds one lost (on the notice list)."""
+    import tempfile
+
+    from mailshift.customers import audit
+    from mailshift.protocols.endpoint import endpoint_from_env
+
+    endpoint = endpoint_from_env(args.destination)
+    with closing(db.connect(args.db)) as conn, tempfile.TemporaryDirectory() as work:
+        stats = audit.move_rules(conn, args.export_dir, endpoint, port=args.sieve_port, work_dir=work)
+    print_json(stats)
+    return errors.OK if not stats["findings"] else errors.NO
+
+
 def cmd_audit_report(args) -> int:
     from mailshift.customers import reports
 
@@ -142,6 +157,12 @@ def register(sub) -> None:
     a.add_argument("--account", required=True, help="the test account's login at the destination")
     a.add_argument("--destination", default="mailshift_dest", help="its connection id (default mailshift_dest)")
     a.set_defaults(func=cmd_audit_probe_destination)
+    a = aus.add_parser("move-rules", help="install legacy Sieve/.forward/.qmail rules at the destination "
+                                          "(ManageSieve), read back, compare")
+    a.add_argument("export_dir", help="<dir>/<address or login>/{*.sieve,.forward,.qmail*}")
+    a.add_argument("--destination", default="mailshift_dest", help="its connection id (default mailshift_dest)")
+    a.add_argument("--sieve-port", type=int, default=4190, help="the destination's ManageSieve port")
+    a.set_defaults(func=cmd_audit_move_rules)
     a = aus.add_parser("report", help="finding counts per building or wave")
     a.add_argument("building", nargs="?")
     a.add_argument("--wave", type=int)

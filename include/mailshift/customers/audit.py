@@ -179,9 +179,12 @@ def _by_mailbox(rules: dict, by_name: dict) -> dict[int, list]:
     return out
 
 
-def run_rules_audit(conn, source_dir, dest_dir=None, *, created_by: str | None = None) -> dict:
+def run_rules_audit(conn, source_dir, dest_dir=None, *, created_by: str | None = None,
+                    moved: dict | None = None) -> dict:
     """Inventory the source rules (and the destination's, if exported) and store a finding for
-    every source rule whose mail would stop arriving where the customer expects it."""
+    every source rule whose mail would stop arriving where the customer expects it. `moved`
+    (from `move_rules`): {mailbox id: (scripts installed, [(rule, why not movable)])}; a rule
+    that could not move (other than a program, already a finding) is `rule_not_movable`."""
     for d in (source_dir, dest_dir):
         if d is not None and not Path(d).is_dir():
             raise UnknownScope(f"rules export {d}: no such directory")
@@ -200,6 +203,16 @@ def run_rules_audit(conn, source_dir, dest_dir=None, *, created_by: str | None =
                             f"{r.kind}:{r.target.lower()}:{r.origin}")
                     for mid, rs in src_by_mb.items()
                     for kind, detail, r in rules_mod.compare(rs, dst_by_mb.get(mid, []))]
+        findings += [Finding(mid, "rule_not_movable", f"{why} ({r.origin})", {"rule": r.__dict__},
+                             f"not_movable:{r.origin}")
+                     for mid, (_s, nm) in (moved or {}).items() for r, why in nm
+                     if r.kind != "program"]
+        if moved is not None:
+            store.save_rule_moves(conn, sorted(moved), [
+                (mid, name, "installed", "", text, run)
+                for mid, (scripts, _nm) in moved.items() for name, text in scripts.items()] + [
+                (mid, r.origin, "not_movable", why, "", run)
+                for mid, (_s, nm) in moved.items() for r, why in nm])
         store.replace_mail_rules(conn, sorted(set(src_by_mb) | set(dst_by_mb)), rows)
         st = store.store_findings(conn, "rules", run, sorted(set(src_by_mb)), findings,
                                   affects_customer)
@@ -207,4 +220,56 @@ def run_rules_audit(conn, source_dir, dest_dir=None, *, created_by: str | None =
                  "problems": problems + dproblems, **st}
         store.finish_run(conn, run, stats)
     stats["run_id"] = run
+    return stats
+
+
+def _mailbox_dirs(source_dir, by_name: dict) -> dict[int, Path]:
+    return {by_name[d.name.lower()]: d for d in sorted(Path(source_dir).iterdir())
+            if d.is_dir() and d.name.lower() in by_name}
+
+
+def _install(endpoint, port: int, login: str, d: Path, out: Path) -> tuple[dict, list]:
+    """Translate one mailbox's rules, install them over ManageSieve, make MAIN active, and
+    write back what the server now runs (the active script and its includes) into `out`."""
+    from mailshift.customers import rule_move
+    from mailshift.protocols.managesieve import SieveSession
+
+    with SieveSession(endpoint, login, port) as s:
+        t = rule_move.translate(d, d.name.split("@", 1)[0], s.extensions())
+        for name, text in list(t.scripts.items()):
+            why = s.check(text)
+            if why:      # the server refuses it as it is: its rules are translated instead
+                del t.scripts[name]
+                t.not_movable += [(r, f"the destination refuses the script: {why}")
+                                  for r in rules_mod.parse_sieve(text, f"{d.name}/{name}")
+                                  if r.kind in rules_mod.DELIVERING]
+            else:
+                s.put(name, text)
+        installed = {**t.scripts, rule_move.MAIN: t.main()}
+        s.put(rule_move.MAIN, installed[rule_move.MAIN])
+        s.activate(rule_move.MAIN)
+        active, _others = s.scripts()
+        out.mkdir(parents=True, exist_ok=True)
+        for name in [active] + rule_move.included(s.get(active)):
+            (out / f"{name}.sieve").write_text(s.get(name), encoding="utf-8")
+    return installed, t.not_movable
+
+
+def move_rules(conn, source_dir, endpoint, *, port: int, work_dir,
+               created_by: str | None = None) -> dict:
+    """Install every mailbox's legacy rules at the destination (ManageSieve), read them back,
+    and compare (`run_rules_audit` with the read-back as the destination side)."""
+    if not Path(source_dir).is_dir():
+        raise UnknownScope(f"rules export {source_dir}: no such directory")
+    with conn:
+        by_name = store.mailboxes_by_name(conn)
+        dirs = _mailbox_dirs(source_dir, by_name)
+        accounts = store.mailbox_accounts(conn, sorted(dirs))
+    dest_dir = Path(work_dir) / "dest-readback"
+    moved = {mid: _install(endpoint, port, accounts[mid][1], d, dest_dir / d.name)
+             for mid, d in dirs.items()}
+    stats = run_rules_audit(conn, source_dir, dest_dir, created_by=created_by, moved=moved)
+    stats["installed"] = {accounts[m][1]: sorted(s) for m, (s, _n) in moved.items()}
+    stats["not_movable"] = [{"mailbox": accounts[m][1], "rule": r.origin, "why": why}
+                            for m, (_s, nm) in moved.items() for r, why in nm]
     return stats

@@ -329,6 +329,16 @@ def mailbox_accounts(conn, mailbox_ids: list[int]) -> dict[int, tuple[str, str, 
         return {r[0]: tuple(r[1:]) for r in cur.fetchall()}
 
 
+def save_rule_moves(conn, mailbox_ids: list[int], rows: list[tuple]) -> None:
+    """The mail_rule_move rows of these mailboxes become `rows` (mailbox_id, script_name,
+    status, detail, script, run_id)."""
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM mail_rule_move WHERE mailbox_id = ANY(%s)", (sorted(mailbox_ids),))
+        if rows:
+            execute_values(cur, """INSERT INTO mail_rule_move (mailbox_id, script_name, status,
+                detail, script, run_id) VALUES %s ON CONFLICT DO NOTHING""", rows)
+
+
 def mailboxes_by_name(conn) -> dict[str, int]:
     """Every name a rules export may use for a mailbox (address, source login, destination
     login; lower case) -> mailbox id; the first mailbox wins a shared name."""
