@@ -1,5 +1,6 @@
 """One DAG per building: preflight → copy (mapped over mailbox batches, in the source system's
-pool) → verify + expectations → mark proven → Asset event for the domain's cutover.
+pool) → verify (opened once, mapped over the same batches in the same pool, closed with the
+expectations and the report) → mark proven → Asset event for the domain's cutover.
 
 Built from a snapshot entry (never a database query at parse time). Tasks are thin: they
 resolve connections and call `mailshift` functions; the ledger makes every retry safe.
@@ -7,6 +8,7 @@ resolve connections and call `mailshift` functions; the ledger makes every retry
 
 from __future__ import annotations
 
+from contextlib import closing
 from datetime import timedelta
 
 from airflow.sdk import DAG, Asset, get_current_context, task
@@ -115,24 +117,82 @@ def copy_batch(batch: dict) -> dict:
     return result.totals
 
 
-@task(task_id="verify", trigger_rule="all_done")
-def verify(building_id: str) -> dict:
-    """Independent recount of both servers, expectations, proof states and the HTML report."""
-    from mailshift.verify import verify_building
+@task(task_id="verify_open", trigger_rule="all_done")
+def verify_open(building_id: str, kind: str = "pre_cutover") -> int:
+    """Open the building's verify run; its mailbox batches are verified in parallel (mapped)."""
+    from mailshift.verify.core import open_building_run
 
-    conn = _connect()
-    try:
-        v = verify_building(conn, building_id, resolve=endpoint, dest_conn_id=DEST_CONN_ID, dsn=database_url())
-    finally:
-        conn.close()
+    with closing(_connect()) as conn:
+        return open_building_run(conn, building_id, kind)
+
+
+def verify_part_fn(batch: dict, kind: str = "pre_cutover") -> dict:
+    """One batch of verify work: groups of mailboxes, each in its building's open verify run
+    (`verify_run_id`), each with its mode (`full`, or `sample` with `sample_rate`). Returns per
+    building {"verified": n, "errors": {mailbox id: error}} (addresses stay out of XCom)."""
+    from mailshift.verify.core import building_mailboxes, verify_batch
+
+    get_current_context()["batch_label"] = batch.get("label", "")
+    out: dict[str, dict] = {}
+    with closing(_connect()) as conn:
+        for g in batch.get("groups", []):
+            wanted = set(g["mailbox_ids"])
+            mailboxes = [(mid, a) for mid, a in building_mailboxes(conn, g["building_id"]) if mid in wanted]
+            verdicts, errors = verify_batch(conn, g["verify_run_id"], mailboxes, endpoint, g.get("mode", "full"),
+                                            dest_conn_id=DEST_CONN_ID, kind=kind,
+                                            sample_rate=float(g.get("sample_rate", 0.02)))
+            by_address = {a: mid for mid, a in mailboxes}
+            part = out.setdefault(g["building_id"], {"verified": 0, "errors": {}})
+            part["verified"] += len(verdicts)
+            part["errors"].update({str(by_address[a]): e for a, e in errors.items()})
+    return out
+
+
+@task(task_id="verify", map_index_template="{{ batch_label }}")
+def verify_part(batch: dict) -> dict:
+    """Re-read both servers for a batch of the building's mailboxes (in the source system's pool)."""
+    return verify_part_fn(batch)
+
+
+def verify_close_fn(building_id: str, run_id: int, parts, started: float | None = None) -> dict:
+    """GX suite, report and verdict of a building's (mapped) verify run; addresses stay out of XCom."""
+    import time
+
+    from mailshift.rules.proof import proof_states
+    from mailshift.verify.core import building_mailboxes, close_building_run
+
+    mine = [p[building_id] for p in (parts or []) if p and building_id in p]
+    with closing(_connect()) as conn:
+        mailboxes = building_mailboxes(conn, building_id)
+        address = dict(mailboxes)
+        errors = {address.get(int(mid), mid): e for p in mine for mid, e in (p.get("errors") or {}).items()}
+        missing = len(mailboxes) - sum(int(p.get("verified", 0)) for p in mine) - len(errors)
+        if missing > 0:
+            errors["(unverified)"] = f"{missing} mailbox(es) of the building were not verified (a batch failed)"
+        v = close_building_run(conn, building_id, run_id, [], errors, started or time.monotonic(),
+                               mailboxes=len(mailboxes), dsn=database_url())
+        states = proof_states(conn, building=building_id)
     failed = [r.get("expectation_config", {}).get("type", "?") for r in v.gx_result.get("results", [])
               if not r.get("success")]
-    not_proven = [m.address for m in v.mailboxes if m.state not in PROOF_OK] + list(v.errors)
-    print(f"building {building_id}: {len(v.mailboxes) - len(not_proven)}/{len(v.mailboxes)} mailboxes proven; "
+    not_proven = [m.address for m in states if m.state not in PROOF_OK] + list(errors)
+    proven = v.gx_success and not errors and not not_proven
+    print(f"building {building_id}: {len(states) - len(not_proven)}/{len(states)} mailboxes proven; "
           f"expectations {'passed' if v.gx_success else 'FAILED: ' + ', '.join(failed)}; report {v.report_path}")
-    # Addresses stay out of XCom (customer data); the report and the ledger name them.
-    return {"proven": v.proven, "mailboxes": len(v.mailboxes), "not_proven": len(not_proven),
+    return {"proven": proven, "mailboxes": len(states), "not_proven": len(not_proven),
             "failed_expectations": failed, "report": v.report_path, "verify_run_id": v.verify_run_id}
+
+
+@task(task_id="verify_batches")
+def verify_groups(batches: list[dict], building_id: str, verify_run: int) -> list[dict]:
+    """The copy batches as verify batches of the building's open run (the run id is known only now)."""
+    return [{"label": b["label"], "groups": [{"building_id": building_id, "verify_run_id": verify_run,
+                                               "mailbox_ids": b["mailbox_ids"]}]} for b in batches]
+
+
+@task(task_id="verify_close", trigger_rule="all_done")
+def verify_close(building_id: str, verify_run: int, parts) -> dict:
+    """Independent recount done: expectations, proof states and the HTML report of the building."""
+    return verify_close_fn(building_id, verify_run, parts)
 
 
 @task(task_id="mark_proven")
@@ -185,7 +245,11 @@ def build_building_dag(building) -> DAG:
     ) as dag:
         pre = preflight(bid)
         copies = copy_batch.override(pool=building.pool, queue=copy_queue(building)).expand(batch=mailbox_batches(building.mailboxes))
-        verdict = verify(bid)
-        proven = mark_proven.override(outlets=[building_asset(bid)])(bid, verdict)
-        pre >> copies >> verdict >> proven
+        run = verify_open(bid)
+        batches = mailbox_batches(building.mailboxes)
+        parts = verify_part.override(pool=building.pool, queue=copy_queue(building)).expand(
+            batch=verify_groups(batches, bid, run))
+        verdict = verify_close.override(trigger_rule="all_done")(bid, run, parts)
+        mark_proven.override(outlets=[building_asset(bid)])(bid, verdict)
+        pre >> copies >> run
     return dag

@@ -1,14 +1,24 @@
 """Per domain: a TTL-lowering DAG (run days ahead) and the cutover DAG.
 
-    check_ttl → gate → approve_mx_swap (HITL) → final_pass → reverify → swap_mx → drain → final_proof
-                                              ↘ (rejected) record_rejection
+    route ─┬─ check_ttl → gate → approve_mx_swap (HITL) → plan_final → final_pass_<pool> (mapped)
+           │    → plan_reverify → reverify_<pool> (mapped) → reverify_merge → reverify_close (mapped)
+           │    → swap_mx ─┐                       ↘ (rejected) record_rejection
+           └─ resume_after_swap ─┴→ plan_drain → drain_<pool> (mapped) → plan_final_proof
+                → final_verify_<pool> (mapped) → final_merge → final_close (mapped) → final_proof
 
-The cutover is scheduled by the Asset events of every building on the domain (it starts when all
-of them are proven) and can be triggered by hand. Each task calls one step function of
-`mailshift.cutover.steps`, which reads its state from the database and DNS: a retried or re-run
-task never swaps twice. The gate is the core's, with its default conditions (notices included):
-the same verdict as from the CLI. There is no parameter that skips it. This module only wires
-Airflow to the core: no SQL, no rules.
+Every step that touches mailboxes is mapped over mailbox batches (`cutover.steps.plan_batches`),
+one mapped task per source system, in that system's pool and Celery queue: the source
+connections are bounded by the pools, the destination connections by the same tasks (one
+destination session per running task, so at most the sum of the source pools). No task's
+duration grows with the domain beyond `mailboxes_per_task` mailboxes (Airflow caps a map at
+[core] max_map_length; the batch grows only past that).
+
+`route` reads the database: once the MX swap is recorded, a re-triggered run skips the approval
+and everything before the drain (skipped, not failed; no alert) and drains and proves again.
+The approval names who may approve (Airflow HITL assigned users, from the Airflow configuration
+`[mailshift] cutover_approvers`, e.g. `AIRFLOW__MAILSHIFT__CUTOVER_APPROVERS=ops-lead:Sato Hanako`)
+and shows the gate's summary as text. The gate is the core's, with its default conditions
+(notices included); there is no parameter that skips it. No SQL, no rules here.
 """
 
 from __future__ import annotations
@@ -18,8 +28,9 @@ from datetime import timedelta
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, Param, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
 
-from mailshift.airflow.building import DEFAULT_ARGS, building_asset
+from mailshift.airflow.building import DEFAULT_ARGS, building_asset, verify_close_fn, verify_part_fn
 from mailshift.airflow.callbacks import post
 from mailshift.airflow.connections import database_url, dns_provider
 
@@ -61,18 +72,102 @@ def gate(domain: str) -> dict:
     return _run(gate_step, domain, notify=_notify)
 
 
-@task(task_id="final_pass", execution_timeout=timedelta(hours=12))
-def final_pass(domain: str) -> dict:
-    from mailshift.cutover.steps import final_pass_step
+@task.branch(task_id="route")
+def route(domain: str) -> list[str]:
+    """After the MX swap a (re-triggered) run goes straight to the drain; before it, to the TTL check."""
+    from mailshift.cutover.steps import swap_applied
 
-    return _run(final_pass_step, domain, copy_fn=_copy_fn())
+    with closing(_connect()) as conn:
+        return ["resume_after_swap"] if swap_applied(conn, domain) is not None else ["check_ttl"]
 
 
-@task(task_id="reverify")
-def reverify(domain: str) -> dict:
-    from mailshift.cutover.steps import reverify_step
+@task(task_id="resume_after_swap")
+def resume_after_swap(domain: str) -> dict:
+    from mailshift.cutover.steps import swap_applied
 
-    return _run(reverify_step, domain, verify_fn=_verify_fn())
+    with closing(_connect()) as conn:
+        ch = swap_applied(conn, domain)
+    print(f"MX of {domain} already swapped (dns_change #{ch.id}): approval and pre-swap steps skipped")
+    return {"change_id": ch.id}
+
+
+def _plan(domain: str, pool: str, size: int | None = None, max_batches: int = 0, **kw) -> list[dict]:
+    from mailshift.cutover.steps import plan_batches
+    from mailshift.planning.snapshot import pool_name
+
+    params = get_current_context()["params"]
+    with closing(_connect()) as conn:
+        return plan_batches(conn, domain, pool_name, pool, size=size or int(params["mailboxes_per_task"]),
+                            max_batches=max_batches or MAX_BATCHES, **kw)
+
+
+#: mapped tasks per map: below Airflow's default [core] max_map_length (1024)
+MAX_BATCHES = 1000
+
+
+@task
+def plan_final(domain: str, pool: str) -> list[dict]:
+    """The final pass's batches of one source system (pool); empty once the MX is swapped."""
+    return _plan(domain, pool)
+
+
+@task(execution_timeout=timedelta(hours=2), map_index_template="{{ batch_label }}")
+def final_pass(domain: str, batch: dict) -> dict:
+    from mailshift.cutover.steps import final_pass_batch
+
+    get_current_context()["batch_label"] = batch.get("label", "")
+    return _run(final_pass_batch, domain, batch, copy_fn=_copy_fn())
+
+
+@task
+def plan_verify(domain: str, pool: str, kind: str) -> list[dict]:
+    """Batches of one pool with a verify run opened per building (the final proof: each mailbox's
+    mode, full where the ledger changed since the pre-cutover proof, else sample)."""
+    from mailshift.cutover.steps import attach_verify_runs, final_proof_modes, swap_applied
+
+    rate = float(get_current_context()["params"].get("final_sample_rate", 0.05))
+    modes = None
+    with closing(_connect()) as conn:
+        if kind == "pre_cutover" and swap_applied(conn, domain) is not None:
+            raise AirflowSkipException("the MX is swapped: the pre-cutover verification is over")
+        if kind == "final":
+            modes, _guarantee = final_proof_modes(conn, domain, rate)
+    batches = _plan(domain, pool, modes=modes, sample_rate=rate)
+    with closing(_connect()) as conn:
+        attach_verify_runs(conn, batches, kind)
+    return batches
+
+
+@task(map_index_template="{{ batch_label }}")
+def verify_batch(batch: dict, kind: str) -> dict:
+    return verify_part_fn(batch, kind=kind)
+
+
+@task(trigger_rule="all_success")
+def merge_parts(parts) -> dict:
+    """{building: {verified, errors}} over the mapped verify tasks of one pool."""
+    out: dict = {}
+    for part in parts or []:
+        for b, p in (part or {}).items():
+            m = out.setdefault(b, {"verified": 0, "errors": {}})
+            m["verified"] += int(p.get("verified", 0))
+            m["errors"].update(p.get("errors") or {})
+    return out
+
+
+@task(map_index_template="{{ batch_label }}")
+def close_runs(batch: dict, merged: dict) -> dict:
+    """Expectations and report of the building verify runs this batch closes."""
+    chunk = batch.get("close") or []
+    get_current_context()["batch_label"] = f"{chunk[0][0]} .. {chunk[-1][0]}" if chunk else "nothing to close"
+    out = {"buildings": 0, "proven": 0, "reports": [], "runs": []}
+    for building, run_id in chunk:
+        v = verify_close_fn(building, run_id, [merged])
+        out["runs"].append(run_id)
+        out["buildings"] += 1
+        out["proven"] += int(bool(v["proven"]))
+        out["reports"].append(v["report"])
+    return out
 
 
 @task(task_id="swap_mx", retries=5, retry_delay=timedelta(minutes=1))
@@ -92,29 +187,60 @@ def swap_mx(domain: str, new_mx: list[str]) -> dict:
                 notify=_notify)
 
 
-@task(task_id="drain", execution_timeout=timedelta(days=2))
-def drain(domain: str) -> dict:
+@task
+def plan_drain(domain: str, pool: str) -> list[dict]:
+    """The drain's batches of one pool: `drain_tasks_per_source` of them, so every batch drains at
+    once (each task polls its mailboxes until they are quiet, holding one source connection)."""
+    return _plan(domain, pool, size=1, max_batches=int(get_current_context()["params"]["drain_tasks_per_source"]))
+
+
+@task(execution_timeout=timedelta(days=2), map_index_template="{{ batch_label }}")
+def drain(domain: str, batch: dict) -> dict:
+    """Drain one batch: STATUS probes find the mailboxes with new mail; only those get a pass."""
+    from mailshift.airflow.connections import endpoint
+    from mailshift.cutover.drain import StatusProbe
     from mailshift.cutover.steps import drain_step
 
-    params = get_current_context()["params"]
-    return _run(drain_step, domain, copy_fn=_copy_fn(), quiet_seconds=params.get("drain_quiet_seconds"),
-                poll_seconds=float(params.get("drain_poll_seconds", 15)))
+    ctx = get_current_context()
+    ctx["batch_label"] = batch.get("label", "")
+    params = ctx["params"]
+    ids = [m for g in batch.get("groups", []) for m in g["mailbox_ids"]]
+    if not ids:
+        return {"copied": 0, "mailboxes": 0}
+    r = _run(drain_step, domain, copy_fn=_copy_fn(), quiet_seconds=params.get("drain_quiet_seconds"),
+             poll_seconds=float(params.get("drain_poll_seconds", 15)), mailbox_ids=ids,
+             changed=StatusProbe(endpoint), log=print)
+    return {k: r[k] for k in ("copied", "failed", "refused", "bytes", "rounds", "passes", "checked", "seconds")} | {
+        "mailboxes": len(ids), "round_seconds_max": max(r["round_seconds"] or [0])}
 
 
 @task(task_id="final_proof")
-def final_proof(domain: str, drained: dict) -> dict:
+def final_proof(domain: str, drained, closed) -> dict:
+    """Every mailbox's latest proof a passing final one, no open exception; the Slack summary says
+    what was re-read in full and what the ledger plus the sample covers."""
     from mailshift.cutover.steps import final_proof_step
+    from mailshift.store.proofs import verify_guarantee
 
-    return _run(final_proof_step, domain, verify_fn=_verify_fn(), notify=_notify,
-                drained=int(drained.get("copied", 0)))
+    copied = sum(int((d or {}).get("copied", 0)) for per_pool in drained for d in (per_pool or []))
+    reports = [r for per_pool in closed for c in (per_pool or []) for r in (c or {}).get("reports", [])]
+    runs = [int(r) for per_pool in closed for c in (per_pool or []) for r in (c or {}).get("runs", [])]
+    with closing(_connect()) as conn:
+        guarantee = verify_guarantee(conn, runs)
+    guarantee["sample_rate"] = float(get_current_context()["params"].get("final_sample_rate", 0.05))
+    return _run(final_proof_step, domain, verify_fn=None, notify=_notify, drained=copied,
+                reports=reports, guarantee=guarantee)
 
 
 @task(task_id="record_rejection", trigger_rule="all_skipped")
 def record_rejection(domain: str) -> dict:
-    """The approval was rejected: nothing changes in DNS or any mailbox; the refusal is recorded."""
+    """The approval was rejected: nothing changes in DNS or any mailbox; the refusal is recorded.
+    Skipped when nobody was asked (a re-triggered run after the swap goes round the approval)."""
     from mailshift.cutover.steps import abort_step
 
-    who = (_approval().get("responded_by_user") or {}).get("name") or "unknown"
+    response = _approval()
+    if not response.get("chosen_options"):
+        raise AirflowSkipException("no approval was asked in this run: nothing was rejected")
+    who = (response.get("responded_by_user") or {}).get("name") or "unknown"
     return _run(abort_step, domain, by=str(who), reason="MX swap approval rejected", notify=_notify)
 
 
@@ -127,30 +253,90 @@ def _copy_fn():
                                                    dest_conn_id=DEST_CONN_ID)
 
 
-def _verify_fn():
-    from mailshift.airflow.building import DEST_CONN_ID
-    from mailshift.airflow.connections import endpoint
-    from mailshift.verify import verify_building
+def approvers() -> list[dict] | None:
+    """HITL assigned users from `[mailshift] cutover_approvers` ("id[:name], ..."); None: anyone."""
+    from airflow.configuration import conf
 
-    return lambda conn, building_id, kind="pre_cutover": verify_building(
-        conn, building_id, resolve=endpoint, dest_conn_id=DEST_CONN_ID, kind=kind, dsn=database_url())
-
-
-APPROVAL_BODY = """\
-Domain **{{ params.domain }}**: the gate passed.
-
-{% set g = ti.xcom_pull(task_ids='gate') %}
-- buildings: {{ g.summary.buildings }}, mailboxes: {{ g.summary.mailboxes }}
-- messages: {{ g.summary.messages }}, bytes: {{ g.summary.bytes }}
-- waivers: {{ g.summary.waivers | length }}{% for w in g.summary.waivers %}
-  - {{ w }}{% endfor %}
-
-Approving swaps the MX to {{ params.new_mx }}. There is no rollback.
-"""
+    raw = conf.get("mailshift", "cutover_approvers", fallback="") or ""
+    users = []
+    for item in (x.strip() for x in raw.split(",")):
+        if item:
+            uid, _, name = item.partition(":")
+            users.append({"id": uid.strip(), "name": (name or uid).strip()})
+    return users or None
 
 
-def build_cutover_dag(domain: str, building_ids: list[str]) -> DAG:
+APPROVAL_BODY = "{{ ti.xcom_pull(task_ids='gate')['approval_text'] }}\n\nApproving swaps the MX to " \
+                "{{ params.new_mx | join(', ') }}. There is no rollback."
+
+
+def _per_pool(pool: str, name: str, plan_task, plan_args: tuple, step, step_kw: dict, upstream=None, **plan_kw):
+    """plan_<name>_<pool> -> <name>_<pool> (mapped over the plan, in the pool and its queue)."""
+    from types import SimpleNamespace
+
+    from mailshift.airflow.building import copy_queue
+
+    where = {"pool": pool, "queue": copy_queue(SimpleNamespace(pool=pool))} if pool != "default_pool" else {}
+    plan = plan_task.override(task_id=f"plan_{name}_{pool}", **plan_kw)(*plan_args)
+    if upstream is not None:
+        upstream >> plan
+    return plan, step.override(task_id=f"{name}_{pool}", **where).partial(**step_kw).expand(batch=plan)
+
+
+def _verify_step(domain: str, pool: str, name: str, kind: str, upstream):
+    """Verification of one pool's mailboxes: open runs, mapped re-read, merge, mapped close."""
+    plan, parts = _per_pool(pool, name, plan_verify, (domain, pool, kind), verify_batch, {"kind": kind}, upstream)
+    merged = merge_parts.override(task_id=f"{name}_merge_{pool}")(parts)
+    return close_runs.override(task_id=f"{name}_close_{pool}").partial(merged=merged).expand(batch=plan)
+
+
+def _params(domain: str) -> dict:
+    return {"domain": Param(domain, const=domain),
+            "new_mx": Param([f"10 mx-new.{domain}."], type="array",
+                            description="the new MX records (preference and host)"),
+            "mailboxes_per_task": Param(200, type="integer", minimum=1,
+                                        description="mailboxes per mapped task (final pass, verification)"),
+            "drain_tasks_per_source": Param(4, type="integer", minimum=1,
+                                            description="drain tasks per source system (each holds one "
+                                                        "source connection; keep <= its pool)"),
+            "drain_quiet_seconds": Param(None, type=["null", "number"],
+                                         description="quiet time before the drain ends (default 2 x old TTL)"),
+            "drain_poll_seconds": Param(15, type="number"),
+            "final_sample_rate": Param(0.05, type="number", minimum=0, maximum=1,
+                                       description="final proof: share of the messages re-read in mailboxes "
+                                                   "unchanged since their pre-cutover proof (1 = all in full)")}
+
+
+def _pre_swap(domain: str, pools: list[str]):
+    ttl = check_ttl(domain)
+    verdict = gate(domain)
+    approve = ApprovalOperator(task_id="approve_mx_swap", subject=f"Swap the MX of {domain}?", body=APPROVAL_BODY,
+                               response_timeout=timedelta(days=3), retries=1, assigned_users=approvers())
+    ttl >> verdict >> approve
+    rejected = record_rejection(domain)
+    swapped = swap_mx(domain, "{{ params.new_mx }}")
+    for pool in pools:
+        plan, finals = _per_pool(pool, "final_pass", plan_final, (domain, pool), final_pass, {"domain": domain},
+                                 approve)
+        plan >> rejected
+        _verify_step(domain, pool, "reverify", "pre_cutover", finals) >> swapped
+    return ttl, swapped
+
+
+def _post_swap(domain: str, pools: list[str], upstream: list):
+    drained, closed = [], []
+    for pool in pools:
+        _plan_task, d = _per_pool(pool, "drain", plan_drain, (domain, pool), drain, {"domain": domain}, upstream,
+                                  trigger_rule="none_failed_min_one_success")
+        drained.append(d)
+    for pool in pools:
+        closed.append(_verify_step(domain, pool, "final_verify", "final", drained))
+    final_proof(domain, drained, closed)
+
+
+def build_cutover_dag(domain: str, building_ids: list[str], pools: list[str] | None = None) -> DAG:
     safe = domain.replace(".", "_").replace("-", "_")
+    pools = sorted(pools or ["default_pool"])
     with DAG(
         dag_id=f"mailshift_cutover_{safe}",
         description=f"MX cutover of {domain} ({len(building_ids)} buildings)",
@@ -160,31 +346,14 @@ def build_cutover_dag(domain: str, building_ids: list[str]) -> DAG:
         default_args=DEFAULT_ARGS,
         tags=["mailshift", "cutover", domain],
         render_template_as_native_obj=True,
-        params={"domain": Param(domain, const=domain),
-                "new_mx": Param([f"10 mx-new.{domain}."], type="array",
-                                description="the new MX records (preference and host)"),
-                "drain_quiet_seconds": Param(None, type=["null", "number"],
-                                             description="quiet time before the drain ends (default 2 x old TTL)"),
-                "drain_poll_seconds": Param(15, type="number")},
+        params=_params(domain),
         doc_md=__doc__,
     ) as dag:
-        ttl = check_ttl(domain)
-        verdict = gate(domain)
-        approve = ApprovalOperator(
-            task_id="approve_mx_swap",
-            subject=f"Swap the MX of {domain}?",
-            body=APPROVAL_BODY,
-            response_timeout=timedelta(days=3),
-            retries=1,
-        )
-        final = final_pass(domain)
-        again = reverify(domain)
-        swapped = swap_mx(domain, "{{ params.new_mx }}")
-        drained = drain(domain)
-        proof = final_proof(domain, drained)
-        rejected = record_rejection(domain)
-        ttl >> verdict >> approve >> final >> again >> swapped >> drained >> proof
-        final >> rejected
+        routed = route(domain)
+        resumed = resume_after_swap(domain)
+        ttl, swapped = _pre_swap(domain, pools)
+        routed >> [ttl, resumed]
+        _post_swap(domain, pools, [swapped, resumed])
     return dag
 
 
@@ -240,7 +409,8 @@ def cutover_dags(directory=None, part: int = 0, parts: int = 1) -> dict[str, DAG
         safe = domain.replace(".", "_").replace("-", "_")
         if wanted and wanted not in (f"mailshift_cutover_{safe}", f"mailshift_lower_ttl_{safe}"):
             continue
-        for dag in (build_cutover_dag(domain, buildings), build_ttl_dag(domain)):
+        pools = [v["pool"] for v in (manifest.get("source_systems") or {}).values()]
+        for dag in (build_cutover_dag(domain, buildings, pools), build_ttl_dag(domain)):
             out[dag.dag_id] = dag
         if not wanted:
             check_budget(f"cutover DAGs (part {part}/{parts})", n, len(domains), "domains", started)

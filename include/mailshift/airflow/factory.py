@@ -92,9 +92,13 @@ def selfcheck_dag() -> DAG:
     A run that ends `success` proves a worker took the task from the broker, started it through
     the execution API (the URL the workers are given) and reached the database - the first thing
     to trigger after deploying workers; the short distributed test in tests/e2e runs it."""
+    from datetime import timedelta
+
     from airflow.sdk import task
 
-    @task(task_id="reach", retries=0, queue="default")
+    from mailshift.airflow.building import OWNER
+
+    @task(task_id="reach", retries=1, retry_delay=timedelta(seconds=5), queue="default", owner=OWNER)
     def reach() -> dict:
         import socket
 

@@ -1,16 +1,20 @@
 """One DAG per wave: announce → run the wave's building DAGs (a few at a time) → summary.
 
 The wave's buildings are read from the database when the wave runs (not at parse time);
-`max_parallel_buildings` bounds how many building DAG runs are active at once, the source
-system pools bound the IMAP connections underneath.
+`max_parallel_buildings` (a run parameter, read when the run runs) bounds how many building DAG
+runs are active at once: the mapped trigger task number i starts its building run only once task
+i - n has finished (its building run ended), and until then waits in `up_for_reschedule`,
+holding no worker slot. The source system pools bound the IMAP connections underneath.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Param, get_current_context, task
+from airflow.sdk.exceptions import AirflowRescheduleException
 
 from mailshift.airflow.building import DEFAULT_ARGS, DEFAULT_PASS, building_dag_id
 from mailshift.airflow.callbacks import post
@@ -18,6 +22,25 @@ from mailshift.airflow.connections import database_url
 from mailshift.rules.states import PASS_KINDS
 
 MAX_PARALLEL_BUILDINGS = 4
+#: the highest value the parameter accepts (the parse-time cap of the mapped trigger tasks)
+MAX_PARALLEL_CEILING = 64
+FINISHED = ["success", "failed", "skipped", "upstream_failed", "removed"]
+WINDOW_RECHECK = timedelta(seconds=10)
+
+
+class BuildingRun(TriggerDagRunOperator):
+    """TriggerDagRunOperator with a window: the mapped task i triggers its building only when the
+    task i - max_parallel_buildings has finished (so at most that many building runs are active)."""
+
+    def execute(self, context):
+        ti = context["ti"]
+        n = int(context["params"].get("max_parallel_buildings") or MAX_PARALLEL_BUILDINGS)
+        if ti.map_index >= n and not ti.get_ti_count(dag_id=ti.dag_id, map_index=ti.map_index - n,
+                                                     task_ids=[ti.task_id], run_ids=[ti.run_id], states=FINISHED):
+            self.log.info("waiting: building run %d of this wave must finish first (max_parallel_buildings=%d)",
+                          ti.map_index - n, n)
+            raise AirflowRescheduleException(datetime.now(UTC) + WINDOW_RECHECK)
+        return super().execute(context)
 
 
 def _connect():
@@ -83,11 +106,13 @@ def build_wave_dag(wave: dict) -> DAG:
         default_args=DEFAULT_ARGS,
         tags=["mailshift", "wave", wave.get("kind", "regular")],
         params={"pass_kind": Param(DEFAULT_PASS, enum=list(PASS_KINDS)),
-                "max_parallel_buildings": Param(MAX_PARALLEL_BUILDINGS, type="integer", minimum=1)},
+                "max_parallel_buildings": Param(MAX_PARALLEL_BUILDINGS, type="integer", minimum=1,
+                                                maximum=MAX_PARALLEL_CEILING,
+                                                description="building DAG runs active at once (read at run time)")},
         doc_md=__doc__,
     ) as dag:
         dag_ids = announce(number)
-        runs = TriggerDagRunOperator.partial(
+        runs = BuildingRun.partial(
             task_id="run_buildings",
             conf={"pass_kind": "{{ params.pass_kind }}"},
             # the building run carries the wave run's id; a retry clears and reruns it, which
@@ -98,7 +123,7 @@ def build_wave_dag(wave: dict) -> DAG:
             poke_interval=5,
             allowed_states=["success"],
             failed_states=["failed"],
-            max_active_tis_per_dag=MAX_PARALLEL_BUILDINGS,
+            max_active_tis_per_dagrun=MAX_PARALLEL_CEILING,  # the run's parameter narrows it (BuildingRun)
             retries=1,
         ).expand(trigger_dag_id=dag_ids)
         done = summary(number, "{{ ti.xcom_pull(task_ids='announce', key='started') }}")

@@ -108,16 +108,16 @@ def evaluate_gate(conn, domain: str, notice_check: NoticeCheck | None = None, *,
                                 f"open exception #{e['id']} ({e['kind']}): {e['summary']}"))
     v.reasons.extend(check(conn, domain))
     v.passed = not v.reasons
-    v.summary = _summary(conn, domain, found, check, {f.mailbox_id: f.ledger_now for f in facts}, live)
+    v.summary = _summary(conn, domain, found, check, facts, live)
     return v
 
 
-def _summary(conn, domain, found: list[proof.ProofState], check, newest: dict, live: bool) -> dict:
+def _summary(conn, domain, found: list[proof.ProofState], check, facts: list, live: bool) -> dict:
     ok = [s for s in found if s.ok]
     if live:
-        (messages, bytes_), counted_live = proofs.copied_totals(conn, list(newest)), len(newest)
+        (messages, bytes_), counted_live = proofs.copied_totals(conn, [f.mailbox_id for f in facts]), len(facts)
     else:
-        messages, bytes_, counted_live = proofs.summarised_totals(conn, newest)
+        messages, bytes_, counted_live = proofs.summarised_totals(conn, facts)
     waivers = [{"id": w.id, "mailbox": s.address, "scope": w.scope, "approved_by": w.approved_by,
                 "requested_by": w.requested_by, "approved_at": w.approved_at.isoformat() if w.approved_at else None,
                 "reason": w.reason} for s in found for w in s.active_waivers]

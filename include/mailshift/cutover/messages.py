@@ -39,3 +39,34 @@ def cutover_finished(domain: str, passed: bool, mailboxes: int, messages: int, b
 def aborted(domain: str, by: str, reason: str) -> Message:
     text = f":octagonal_sign: cutover of {domain} aborted before the swap by {by}: {reason}. DNS and mailboxes unchanged."
     return Message(text, [_section(text)])
+
+
+def approval_text(domain: str, summary: dict, new_mx: list[str] | str | None = None) -> str:
+    """The body of the MX-swap approval: the gate's summary as markdown a person reads (waivers
+    one per line, by whom and why), never a Python dict."""
+    waivers = summary.get("waivers") or []
+    lines = [f"Domain **{domain}**: the zero-loss gate passed.", "",
+             f"- buildings: {summary.get('buildings', 0):,}, mailboxes: {summary.get('mailboxes', 0):,} "
+             f"({summary.get('mailboxes_ok', 0):,} proven or waived)",
+             f"- messages copied: {summary.get('messages', 0):,} ({_mb(int(summary.get('bytes', 0)))})",
+             f"- waivers: {len(waivers)}"]
+    for w in waivers[:20]:
+        lines.append(f"  - #{w.get('id')} {w.get('mailbox')} ({w.get('scope')}): {w.get('reason')} "
+                     f"- approved by {w.get('approved_by')}")
+    if len(waivers) > 20:
+        lines.append(f"  - and {len(waivers) - 20} more (mailshift report)")
+    if new_mx:
+        lines += ["", f"Approving swaps the MX to {', '.join(new_mx) if isinstance(new_mx, list) else new_mx}. "
+                      "There is no rollback."]
+    return "\n".join(lines)
+
+
+def guarantee_lines(g: dict | None) -> list[str]:
+    """What the incremental final proof guaranteed, for how many messages (empty: none given)."""
+    if not g:
+        return []
+    return [f"guarantee: {g.get('messages_reread_in_full', 0):,} message(s) in {g.get('mailboxes_reread_in_full', 0):,} "
+            "mailbox(es) changed since the pre-cutover proof were re-read in full (every digest compared); "
+            f"{g.get('messages_ledger_plus_sample', 0):,} message(s) in {g.get('mailboxes_ledger_plus_sample', 0):,} "
+            "unchanged mailbox(es) are covered by the ledger (unchanged since their full proof) plus a re-read of "
+            f"{g.get('messages_sampled', 0):,} sampled message(s) (sample rate {g.get('sample_rate', 0):.0%})"]

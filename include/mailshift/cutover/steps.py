@@ -88,7 +88,7 @@ def gate_step(conn, domain: str, *, notice_check: NoticeCheck | None = None, not
     if not v.passed:
         _send(notify, messages.gate_blocked(domain, v.reason_texts()))
         raise GateBlocked(v)
-    return v.as_dict()
+    return {**v.as_dict(), "approval_text": messages.approval_text(domain, v.summary)}
 
 
 def final_pass_step(conn, domain: str, copy_fn: CopyFn = default_copy) -> dict:
@@ -136,19 +136,25 @@ def swap_step(conn, provider: DnsProvider, domain: str, new_mx: Iterable[str], *
 
 
 def drain_step(conn, domain: str, copy_fn: CopyFn = default_copy, *, quiet_seconds: float | None = None,
-               poll_seconds: float = 60.0, max_seconds: float | None = None, log=None) -> dict:
-    """Keep copying from the old server after the swap until it has been quiet (late mail)."""
+               poll_seconds: float = 60.0, max_seconds: float | None = None, log=None,
+               mailbox_ids: list[int] | None = None, changed=None) -> dict:
+    """Keep copying from the old server after the swap until it has been quiet (late mail);
+    `mailbox_ids`: one batch of the domain; `changed`: a cheap check (drain.StatusProbe)."""
     r: DrainResult = drain_domain(conn, domain, copy_fn, quiet_seconds=quiet_seconds, poll_seconds=poll_seconds,
-                                  max_seconds=max_seconds, log=log)
+                                  max_seconds=max_seconds, log=log, mailbox_ids=mailbox_ids, changed=changed)
     return dict(r.__dict__)
 
 
-def final_proof_step(conn, domain: str, verify_fn: VerifyFn = default_verify, *, notify: Notify | None = None,
-                     drained: int = 0, report_url: Callable[[str], str] | None = None) -> dict:
-    """Verify every building (proof kind final), then require every mailbox's latest proof to be a
-    passing final one (waivers count), no open exception. Posts the summary with the report link(s)."""
-    reports = []
-    for b in domain_buildings(conn, domain):
+def final_proof_step(conn, domain: str, verify_fn: VerifyFn | None = default_verify, *,
+                     notify: Notify | None = None, drained: int = 0,
+                     report_url: Callable[[str], str] | None = None, reports: list[str] | None = None,
+                     guarantee: dict | None = None) -> dict:
+    """Verify every building (proof kind final) - or, `verify_fn=None`, take the `reports` of a
+    verification already done (the DAG's mapped one) - then require every mailbox's latest proof
+    to be a passing final one (waivers count), no open exception. Posts the summary with the
+    report link(s) and, for an incremental proof, `guarantee`: which guarantee covers how many."""
+    reports = [report_url(r) if report_url else r for r in (reports or []) if r]
+    for b in domain_buildings(conn, domain) if verify_fn is not None else []:
         path = str(getattr(verify_fn(conn, b, kind="final"), "report_path", "") or "")
         if path:
             reports.append(report_url(path) if report_url else path)
@@ -156,10 +162,10 @@ def final_proof_step(conn, domain: str, verify_fn: VerifyFn = default_verify, *,
     s = v.summary
     _send(notify, messages.cutover_finished(domain, v.passed, s.get("mailboxes", 0), s.get("messages", 0),
                                             s.get("bytes", 0), drained, len(s.get("waivers", [])),
-                                            v.reason_texts(), reports))
+                                            v.reason_texts() + messages.guarantee_lines(guarantee), reports))
     if not v.passed:
         raise FinalProofFailed(v)
-    return {**v.as_dict(), "reports": reports}
+    return {**v.as_dict(), "reports": reports, "guarantee": guarantee or {}}
 
 
 def abort_step(conn, domain: str, *, by: str, reason: str, notify: Notify | None = None) -> dict:
@@ -172,3 +178,92 @@ def abort_step(conn, domain: str, *, by: str, reason: str, notify: Notify | None
     closed = records.fail_planned(conn, domain, "mx_swap", f"aborted by {by}: {reason}")
     _send(notify, messages.aborted(domain, by, reason))
     return {"aborted": True, "by": by, "reason": reason, "closed_changes": closed}
+
+
+# -- the same steps as mapped work over mailbox batches (the DAG; issue #14) ----------------------
+#: mailboxes per mapped task: ~4 min of a final pass at ~1.2 s a mailbox; raised when a source
+#: system has more mailboxes than max_batches x this (Airflow's [core] max_map_length)
+BATCH_MAILBOXES = 200
+NONE_BATCH = {"label": "(no mailbox of this source system)", "groups": []}
+
+
+def plan_batches(conn, domain: str, pool_of: Callable[[str], str], pool: str, *, size: int = BATCH_MAILBOXES,
+                 max_batches: int = 1000, modes: dict | None = None, sample_rate: float = 0.02) -> list[dict]:
+    """The batches of the domain's mailboxes whose source system's pool is `pool` (one empty batch
+    when it has none, so every mapped task runs and trigger rules stay plain). A batch is
+    {"label", "mailboxes", "groups": [{"building_id", "mailbox_ids", "mode", "sample_rate",
+    "verify_run_id"}], "close": []}: groups never cross a building (one verify run each)."""
+    from mailshift.store.cutover import domain_mailbox_sources
+
+    rows = [(mid, building) for mid, building, system in domain_mailbox_sources(conn, domain) if pool_of(system) == pool]
+    n = max(size, -(-len(rows) // max_batches))
+    batches = []
+    for start in range(0, len(rows), n):
+        chunk = rows[start:start + n]
+        groups: dict[tuple, dict] = {}
+        for mid, building in chunk:
+            mode = (modes or {}).get(mid, "full")
+            g = groups.setdefault((building, mode), {"building_id": building, "mailbox_ids": [], "mode": mode,
+                                                     "sample_rate": sample_rate, "verify_run_id": None})
+            g["mailbox_ids"].append(mid)
+        batches.append({"label": f"{chunk[0][1]} .. {chunk[-1][1]} ({len(chunk)} mailboxes)",
+                        "mailboxes": len(chunk), "groups": list(groups.values()), "close": []})
+    return batches or [dict(NONE_BATCH, close=[])]
+
+
+def attach_verify_runs(conn, batches: list[dict], kind: str) -> dict:
+    """Open one verify run per building of the batches, write its id into their groups, and deal
+    the closing of the runs (expectations + report) round-robin over the batches: {building: run}."""
+    from mailshift.verify.core import open_building_run
+
+    runs: dict[str, int] = {}
+    for batch in batches:
+        for g in batch["groups"]:
+            if g["building_id"] not in runs:
+                runs[g["building_id"]] = open_building_run(conn, g["building_id"], kind)
+            g["verify_run_id"] = runs[g["building_id"]]
+    for i, (building, run) in enumerate(sorted(runs.items())):
+        batches[i % len(batches)]["close"].append([building, run])
+    return runs
+
+
+def final_pass_batch(conn, domain: str, batch: dict, copy_fn: CopyFn = default_copy) -> dict:
+    """The `final` pass over one batch of the domain's mailboxes (skipped once the MX is swapped)."""
+    if (s := _skip(conn, domain)) is not None:
+        return s
+    return _copy_batch(conn, batch, copy_fn, "final")
+
+
+def _copy_batch(conn, batch: dict, copy_fn: CopyFn, kind: str) -> dict:
+    out = {"mailboxes": 0, "copied": 0, "failed": 0, "refused": 0, "bytes": 0}
+    for g in batch.get("groups", []):
+        for mid in g["mailbox_ids"]:
+            r = copy_fn(conn, mid, kind)
+            out["mailboxes"] += 1
+            for k in ("copied", "failed", "refused", "bytes"):
+                out[k] += int(getattr(r, k, 0) or 0)
+    return out
+
+
+def final_proof_modes(conn, domain: str, sample_rate: float) -> tuple[dict, dict]:
+    """The incremental final proof: ({mailbox id: "full" | "sample"}, what is guaranteed how).
+
+    A mailbox whose ledger changed since its latest pre-cutover proof (final pass or drain copied
+    something, or it was never proven) is re-read in full; the others are covered by the ledger
+    (unchanged since a full proof) plus a re-read of `sample_rate` of their messages."""
+    from mailshift.store.proofs import mailbox_facts
+
+    modes, full_msgs, sample_msgs = {}, 0, 0
+    for f in mailbox_facts(conn, domain=domain):
+        changed = (f.proof_id is None or f.proof_kind != "pre_cutover" or f.verdict == "failed"
+                   or (f.ledger_now is not None and (f.ledger_as_of is None or f.ledger_now > f.ledger_as_of)))
+        modes[f.mailbox_id] = "full" if changed or sample_rate >= 1 else "sample"
+        if modes[f.mailbox_id] == "full":
+            full_msgs += f.src_messages or 0
+        else:
+            sample_msgs += f.src_messages or 0
+    full_n = sum(1 for m in modes.values() if m == "full")
+    return modes, {"sample_rate": sample_rate, "mailboxes_reread_in_full": full_n,
+                   "mailboxes_ledger_plus_sample": len(modes) - full_n,
+                   "messages_in_reread_mailboxes_at_last_proof": full_msgs,
+                   "messages_ledger_plus_sample": sample_msgs}

@@ -24,3 +24,22 @@ def ping(conn) -> None:
     with conn, conn.cursor() as cur:
         cur.execute("SELECT 1")
         cur.fetchone()
+
+
+def domain_mailbox_sources(conn, domain: str) -> list[tuple[int, str, str]]:
+    """(mailbox id, building id, source system) of every mailbox on the domain, by building then id:
+    the cutover splits them into batches per source system (its pool and connection budget)."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT mailbox_id, building_id, source_system FROM mailbox_scope WHERE domain = %s"
+                    " ORDER BY building_id, mailbox_id", (domain,))
+        return cur.fetchall()
+
+
+def ledger_uid_marks(conn, mailbox_id: int) -> dict[tuple[str, int], int]:
+    """{(source folder, UIDVALIDITY): highest source UID in the ledger} of one mailbox (one
+    primary-key probe per folder): what the drain compares the old server's STATUS with."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT f.src_name, f.src_uidvalidity,"
+                    " (SELECT max(m.src_uid) FROM message m WHERE m.mailbox_id = f.mailbox_id AND m.folder_id = f.id)"
+                    " FROM folder f WHERE f.mailbox_id = %s", (mailbox_id,))
+        return {(name, int(uv)): int(top or 0) for name, uv, top in cur.fetchall()}

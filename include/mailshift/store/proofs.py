@@ -49,6 +49,10 @@ class MailboxFacts:
     pass_error: str | None = None
     findings: list = field(default_factory=list)   # blocking findings of the latest run
     waivers: list = field(default_factory=list)    # rules.waivers.Waiver, revoked ones included
+    # not facts of the proof (the rule ignores them): the copied totals of a fresh mailbox_ledger row
+    copied: int | None = None
+    bytes_copied: int | None = None
+    summary_fresh: bool = False
 
 
 def _where(scope: dict) -> tuple[str, dict]:
@@ -61,16 +65,24 @@ def _where(scope: dict) -> tuple[str, dict]:
     return column, {"v": list(value) if key == "mailbox_ids" else value}
 
 
-_LIVE_NEWEST = "(SELECT max(m.updated_at) FROM message m WHERE m.mailbox_id = s.mailbox_id)"
-# the same value, as one backward probe of message_mailbox_updated_idx (no aggregate over the rows)
-_PROBE_NEWEST = ("(SELECT m.updated_at FROM message m WHERE m.mailbox_id = s.mailbox_id"
-                 " ORDER BY m.updated_at DESC LIMIT 1)")
+_INTENT = "EXISTS (SELECT 1 FROM message m WHERE m.mailbox_id = s.mailbox_id AND m.state = 0)"
+# the full evaluation: an aggregate over every ledger row of the mailbox, an intent probe
+_LIVE = f"""(SELECT max(m.updated_at) FROM message m WHERE m.mailbox_id = s.mailbox_id),
+       {_INTENT}, NULL::bigint, NULL::bigint, false"""
+# the summary: the newest change as ONE backward probe of message_mailbox_updated_idx; when the
+# mailbox_ledger row's watermark equals it (fresh), its intent count and copied totals are used
+_SUMMARY = f"""nw.newest,
+       CASE WHEN ml.ledger_now IS NOT DISTINCT FROM nw.newest THEN coalesce(ml.n_intent, 0) > 0 ELSE {_INTENT} END,
+       ml.n_copied, ml.bytes_copied, ml.ledger_now IS NOT DISTINCT FROM nw.newest"""
+_SUMMARY_JOINS = """
+LEFT JOIN LATERAL (SELECT m.updated_at AS newest FROM message m WHERE m.mailbox_id = s.mailbox_id
+                   ORDER BY m.updated_at DESC LIMIT 1) nw ON true
+LEFT JOIN mailbox_ledger ml ON ml.mailbox_id = s.mailbox_id"""
 
 _MAILBOXES = """
 SELECT s.mailbox_id, s.address, s.building_id, s.domain,
        lp.id, lp.verify_run_id, lp.kind, lp.verdict, lp.ledger_as_of, lp.proven_at, lp.src_messages,
-       {newest},
-       EXISTS (SELECT 1 FROM message m WHERE m.mailbox_id = s.mailbox_id AND m.state = 0),
+       {ledger},
        lpass.id, lpass.kind, lpass.status, lpass.started_at, lpass.detail ->> 'error'
 FROM mailbox_scope s
 LEFT JOIN LATERAL (SELECT p.id, p.verify_run_id, p.kind, p.verdict, p.ledger_as_of, p.proven_at, p.src_messages
@@ -78,7 +90,7 @@ LEFT JOIN LATERAL (SELECT p.id, p.verify_run_id, p.kind, p.verdict, p.ledger_as_
                    ORDER BY p.proven_at DESC, p.id DESC LIMIT 1) lp ON true
 LEFT JOIN LATERAL (SELECT x.id, x.kind, x.status, x.started_at, x.detail FROM pass x
                    WHERE x.mailbox_id = s.mailbox_id
-                   ORDER BY x.started_at DESC, x.id DESC LIMIT 1) lpass ON true
+                   ORDER BY x.started_at DESC, x.id DESC LIMIT 1) lpass ON true{joins}
 WHERE {where}
 ORDER BY s.building_id, s.address
 """
@@ -98,9 +110,15 @@ def mailbox_facts(conn, *, live: bool = False, **scope) -> list[MailboxFacts]:
     """Facts for every mailbox of one scope: `mailbox_ids=[...]`, `building=`, `domain=` or `wave=`.
     `live=True`: the full evaluation (scans every ledger row of the scope; same facts)."""
     where, params = _where(scope)
+    sql = _MAILBOXES.format(where=where, ledger=_LIVE if live else _SUMMARY, joins="" if live else _SUMMARY_JOINS)
     with conn, conn.cursor() as cur:
-        cur.execute(_MAILBOXES.format(where=where, newest=_LIVE_NEWEST if live else _PROBE_NEWEST), params)
-        facts = [MailboxFacts(*row) for row in cur.fetchall()]
+        cur.execute("SET LOCAL work_mem = '64MB'")   # the ordered result of a whole domain, in memory
+        cur.execute(sql, params)
+        facts = []
+        for row in cur.fetchall():
+            f = MailboxFacts(*row[:13], *row[16:])
+            f.copied, f.bytes_copied, f.summary_fresh = row[13], row[14], row[15]
+            facts.append(f)
         verified = [f for f in facts if f.verify_run_id is not None and (live or f.verdict != "proven")]
         if verified:
             cur.execute(_FINDINGS, ([f.verify_run_id for f in verified], [f.mailbox_id for f in verified]))
@@ -133,26 +151,30 @@ def copied_totals(conn, mailbox_ids: list[int]) -> tuple[int, int]:
     return n, int(b)
 
 
-_MARKS = """
-SELECT coalesce(sum(ml.n_copied) FILTER (WHERE ml.ledger_now IS NOT DISTINCT FROM x.newest), 0),
-       coalesce(sum(ml.bytes_copied) FILTER (WHERE ml.ledger_now IS NOT DISTINCT FROM x.newest), 0),
-       coalesce(array_agg(x.id) FILTER (WHERE ml.ledger_now IS DISTINCT FROM x.newest), '{}')
-FROM unnest(%s::int[], %s::timestamptz[]) AS x(id, newest)
-LEFT JOIN mailbox_ledger ml ON ml.mailbox_id = x.id
-"""
-
-
-def summarised_totals(conn, newest: dict[int, object]) -> tuple[int, int, int]:
-    """(messages, bytes, mailboxes counted live) in state copied, from `mailbox_ledger`.
-
-    `newest`: {mailbox id: the ledger's newest change as read live (MailboxFacts.ledger_now)}. A
-    summary row is used only when its watermark equals that value; the other mailboxes (a
-    summary behind or ahead of the ledger, e.g. after a delete) are counted live."""
-    ids = list(newest)
-    with conn, conn.cursor() as cur:
-        cur.execute(_MARKS, (ids, [newest[i] for i in ids]))
-        n, b, stale = cur.fetchone()
+def summarised_totals(conn, facts: list[MailboxFacts]) -> tuple[int, int, int]:
+    """(messages, bytes, mailboxes counted live) in state copied: the totals of the fresh
+    `mailbox_ledger` rows read with the facts (watermark == the ledger's newest change); the
+    other mailboxes (no row, a row behind or ahead of the ledger) are counted live."""
+    stale = [f.mailbox_id for f in facts if not f.summary_fresh]
+    n = sum(f.copied or 0 for f in facts if f.summary_fresh)
+    b = sum(f.bytes_copied or 0 for f in facts if f.summary_fresh)
     if stale:
         ln, lb = copied_totals(conn, stale)
         n, b = n + ln, b + lb
     return int(n), int(b), len(stale)
+
+
+def verify_guarantee(conn, run_ids: list[int]) -> dict:
+    """What the verify runs guaranteed, from their mailbox-level reconciliation rows: per mode
+    (`full`: every message re-read and its digest compared; `sample`: counts, UIDs and metadata
+    re-read, full digests compared for `sampled` messages, the rest covered by the ledger) the
+    mailboxes, the source messages and the messages whose bytes were compared."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT mode, count(*), coalesce(sum(src_count), 0), coalesce(sum(sampled), 0)"
+                    " FROM reconciliation WHERE verify_run_id = ANY(%s) AND level = 'mailbox' GROUP BY mode",
+                    (list(run_ids),))
+        rows = {mode: (n, int(msgs), int(sampled)) for mode, n, msgs, sampled in cur.fetchall()}
+    full, sample = rows.get("full", (0, 0, 0)), rows.get("sample", (0, 0, 0))
+    return {"mailboxes_reread_in_full": full[0], "messages_reread_in_full": full[1],
+            "mailboxes_ledger_plus_sample": sample[0], "messages_ledger_plus_sample": sample[1],
+            "messages_sampled": sample[2]}

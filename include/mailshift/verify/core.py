@@ -392,28 +392,42 @@ def building_mailboxes(conn, building_id: str) -> list[tuple[int, str]]:
     return mailboxes
 
 
-def verify_building(conn, building_id: str, resolve: Callable[[str], Endpoint] = endpoint_from_env,
-                    mode: str = "full", *, reports: str | os.PathLike | None = None,
-                    dest_conn_id: str = DEFAULT_DEST_CONN, kind: str = "pre_cutover", dsn: str | None = None,
-                    sample_rate: float = 0.02) -> BuildingVerdict:
-    """Verify every mailbox of a building in one run, then the GX suite and the HTML report."""
-    from mailshift.verify import gx_suites, report
+def open_building_run(conn, building_id: str, kind: str = "pre_cutover", mode: str = "full",
+                      mailboxes: int | None = None) -> int:
+    """Open the verify run of a building (its mailboxes may then be verified in several batches,
+    in parallel: `verify_batch` with this run id; `close_building_run` ends it)."""
+    if mailboxes is None:
+        mailboxes = len(building_mailboxes(conn, building_id))
+    return vstore.open_run(conn, "building", building_id, kind, _verifier(), {"mode": mode, "mailboxes": mailboxes})
 
-    started = time.monotonic()
-    mailboxes = building_mailboxes(conn, building_id)
-    run_id = vstore.open_run(conn, "building", building_id, kind, _verifier(),
-                             {"mode": mode, "mailboxes": len(mailboxes)})
+
+def verify_batch(conn, verify_run_id: int, mailboxes: list[tuple[int, str]],
+                 resolve: Callable[[str], Endpoint] = endpoint_from_env, mode: str = "full", *,
+                 dest_conn_id: str = DEFAULT_DEST_CONN, kind: str = "pre_cutover",
+                 sample_rate: float = 0.02) -> tuple[list[MailboxVerdict], dict[str, str]]:
+    """Verify some mailboxes of a building run: (verdicts, {address: error}). A mailbox that
+    cannot be verified is recorded as an error (the building's GX row count then fails)."""
     verdicts: list[MailboxVerdict] = []
     errors: dict[str, str] = {}
+    for mid, address in mailboxes:
+        try:
+            verdicts.append(verify_mailbox(conn, mid, resolve, mode, dest_conn_id=dest_conn_id,
+                                           verify_run_id=verify_run_id, kind=kind, sample_rate=sample_rate))
+        except Exception as exc:   # recorded, and the GX row count then fails for the building
+            log.exception("verify %s failed", address)
+            errors[address] = f"{type(exc).__name__}: {exc}"
+    return verdicts, errors
+
+
+def close_building_run(conn, building_id: str, verify_run_id: int, verdicts: list[MailboxVerdict],
+                       errors: dict[str, str], started: float, *, mailboxes: int,
+                       reports: str | os.PathLike | None = None, dsn: str | None = None) -> BuildingVerdict:
+    """The GX suite over the run's mailbox rows, the stored result, the HTML report; ends the run."""
+    from mailshift.verify import gx_suites, report
+
+    run_id = verify_run_id
     try:
-        for mid, address in mailboxes:
-            try:
-                verdicts.append(verify_mailbox(conn, mid, resolve, mode, dest_conn_id=dest_conn_id,
-                                               verify_run_id=run_id, kind=kind, sample_rate=sample_rate))
-            except Exception as exc:   # recorded, and the GX row count then fails for the building
-                log.exception("verify %s failed", address)
-                errors[address] = f"{type(exc).__name__}: {exc}"
-        gx = gx_suites.run_building_suite(conn, run_id, len(mailboxes), dsn=dsn)
+        gx = gx_suites.run_building_suite(conn, run_id, mailboxes, dsn=dsn)
         out_dir = settings.reports_dir(reports) / building_id
         path = report.write_building_report(conn, building_id, run_id, gx, errors, out_dir)
         gx_suites.store_result(conn, run_id, gx, str(path))
@@ -425,3 +439,22 @@ def verify_building(conn, building_id: str, resolve: Callable[[str], Endpoint] =
     vstore.finish_run(conn, run_id, "finished", {"gx_success": gx.success, "proven": bv.proven, "errors": errors,
                                                  "report": str(path), "seconds": round(seconds, 3)})
     return bv
+
+
+def verify_building(conn, building_id: str, resolve: Callable[[str], Endpoint] = endpoint_from_env,
+                    mode: str = "full", *, reports: str | os.PathLike | None = None,
+                    dest_conn_id: str = DEFAULT_DEST_CONN, kind: str = "pre_cutover", dsn: str | None = None,
+                    sample_rate: float = 0.02) -> BuildingVerdict:
+    """Verify every mailbox of a building in one run, then the GX suite and the HTML report (in one
+    process; the DAGs split the same run into mapped batches: open / verify_batch / close)."""
+    started = time.monotonic()
+    mailboxes = building_mailboxes(conn, building_id)
+    run_id = open_building_run(conn, building_id, kind, mode, len(mailboxes))
+    try:
+        verdicts, errors = verify_batch(conn, run_id, mailboxes, resolve, mode, dest_conn_id=dest_conn_id,
+                                        kind=kind, sample_rate=sample_rate)
+    except BaseException as exc:
+        vstore.finish_run(conn, run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
+        raise
+    return close_building_run(conn, building_id, run_id, verdicts, errors, started, mailboxes=len(mailboxes),
+                              reports=reports, dsn=dsn)
