@@ -11,7 +11,7 @@ import pytest
 from mailshift.copy.copy_one import copy_one
 from mailshift.errors import CredentialsError, IdentityMismatch
 from mailshift.protocols.imap.append import OutgoingMessage, multiappend
-from mailshift.protocols.imap.session import forget_probes, open_session
+from mailshift.protocols.imap.session import fetch_range, forget_probes, open_session
 from mailshift.protocols.pop3 import read_uidls
 from mailshift.verify import verify_mailbox
 from support import realservers as rs
@@ -164,3 +164,69 @@ def test_collision_is_refused_before_anything_is_written(lab_config, db, tmp_pat
         copy_one(db, mb.id, "prestage", resolve=resolve)
     assert ledger_states(db, mb.id) == {}
     assert rs.snapshot(cfg, "cyrus-dest", mb.dest_login, mb.dest_password) == {"INBOX": {}}
+
+
+def test_stale_x_uidl_is_replaced_not_stacked(lab_config, db):
+    """A POP3 mailbox whose message already carries `X-UIDL: stale-from-old-client` (an old POP3
+    client stored it): the destination gets exactly one X-UIDL, the legacy UIDL; the ledger keeps
+    the removed bytes and offset; the proof reverses exactly that and proves the mailbox; the
+    destination's POP3 UIDLs equal the legacy ones."""
+    from lab.connections import imap_uri
+    from mailshift.protocols.endpoint import parse_endpoint
+    from support.mail import add_mailbox, imap, pop3_uidls, unique_login
+
+    cfg = lab_config
+    mb = add_mailbox(db, cfg, "src-a", unique_login("xu"), "pop3", spec={"uidl_strategy": "x-uidl-header"})
+    stale = b"X-UIDL: stale-from-old-client\r\n"
+    raws = [message(1, stale), message(2), b"X-UIDL: leading-stale\r\n" + message(3)]
+    with imap(cfg, "src-a", mb.source_login) as c:
+        assert multiappend(c, "INBOX", [OutgoingMessage((), WHEN, r) for r in raws]).ok
+    eps = {"mailshift_src_a": parse_endpoint(imap_uri(cfg, "src-a")), "mailshift_dest": parse_endpoint(imap_uri(cfg, "dest"))}
+    summary = copy_one(db, mb.id, "prestage", resolve=eps.__getitem__)
+    assert summary.copied == 3
+    legacy = pop3_uidls(cfg, "src-a", mb.source_login)
+    with imap(cfg, "dest", mb.dest_login) as c:
+        c.select_folder("INBOX", readonly=True)
+        bodies = [d[b"BODY[]"] for _, d in sorted(fetch_range(c, "1:*", ["BODY.PEEK[]"]).items())]
+    for body, uidl in zip(bodies, legacy, strict=True):
+        head = body.split(b"\r\n\r\n", 1)[0]
+        assert head.lower().count(b"x-uidl:") == 1 and body.startswith(b"X-UIDL: " + uidl.encode() + b"\r\n")
+    assert b"stale" not in b"".join(bodies)
+    assert sorted(pop3_uidls(cfg, "dest", mb.dest_login)) == sorted(legacy)
+    with db, db.cursor() as cur:
+        cur.execute("SELECT transform_detail FROM message WHERE mailbox_id = %s ORDER BY src_uid", (mb.id,))
+        details = [r[0] for r in cur.fetchall()]
+    offset = message(1).index(b"\r\n\r\n") + 2
+    assert details == [{"removed": [[offset, stale.hex()]]}, None, {"removed": [[0, b"X-UIDL: leading-stale\r\n".hex()]]}]
+    verdict = verify_mailbox(db, mb.id, eps.__getitem__)
+    assert verdict.state == "proven", verdict.reasons
+
+
+def test_uidvalidity_change_never_counts_twice(lab_config, db, tmp_path):
+    """Cyrus rebuilds a folder (deleted and created again: new UIDVALIDITY) between passes, with
+    one message fewer and one new. The ledger moves what it finds again to the new epoch: status,
+    the ledger and the proof agree with the servers (4 real messages, 4 copied, none twice)."""
+    from mailshift.store.lookup import status_report
+
+    cfg = lab_config
+    mb = rs.add_mailbox(db, cfg, "cyrus-legacy")
+    fill(cfg, mb, {"INBOX": [message(1)], "Box": [message(2), message(3), message(4)]})
+    resolve = resolver(cfg, tmp_path, mb)
+    assert copy_one(db, mb.id, "prestage", resolve=resolve).copied == 4
+    with rs.imap(cfg, mb.source, mb.source_login, mb.source_password) as c:
+        before = c.select_folder("Box", readonly=True)[b"UIDVALIDITY"]
+        c.close_folder()
+        c.delete_folder("Box")
+    fill(cfg, mb, {"Box": [message(2), message(3), message(5)]})   # 4 is gone, 5 is new
+    with rs.imap(cfg, mb.source, mb.source_login, mb.source_password) as c:
+        assert c.select_folder("Box", readonly=True)[b"UIDVALIDITY"] != before
+    for kind in ("delta", "final"):
+        summary = copy_one(db, mb.id, kind, resolve=resolve)
+        assert summary.copied == (1 if kind == "delta" else 0)
+    assert ledger_states(db, mb.id) == {1: 4, 4: 1}       # 4 copied now at the source, 1 expunged since
+    assert status_report(db)["messages"]["copied"]["count"] == 4
+    dst = rs.snapshot(cfg, "cyrus-dest", mb.dest_login, mb.dest_password)
+    assert sum(dst["Box"].values()) == 4                   # 2, 3, 4 (kept) and 5: nothing appended twice
+    verdict = verify_mailbox(db, mb.id, resolve)
+    assert verdict.state == "proven", verdict.reasons
+    assert verdict.src_count == 4

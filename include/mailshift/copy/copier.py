@@ -37,7 +37,7 @@ from mailshift.protocols.imap.session import (
     open_session,
     translated_errors,
 )
-from mailshift.protocols.pop3 import map_uidls_to_uids, read_uidls
+from mailshift.protocols.pop3 import map_uidls_to_uids, read_uidls, strip_x_uidl_fields
 from mailshift.rules import states
 from mailshift.store.ledger import CopyStore, FolderRow, Intent, LedgerRow
 
@@ -103,6 +103,7 @@ class PassSummary:
     seconds: float = 0.0
     folders_gone: list = field(default_factory=list)
     folders_refused: list = field(default_factory=list)   # {folder, dest_folder, side, command, reason}
+    uidvalidity_changes: list = field(default_factory=list)  # {folder, uidvalidity, found_again, gone}
     renamed_folders: list = field(default_factory=list)
     refusals: list = field(default_factory=list)
 
@@ -344,7 +345,7 @@ class MailboxCopier:
         if intents:
             self._recover(folder, intents)
             rows = self.store.rows(mb.id, folder.id)
-        if folder.created and not rows and meta:
+        if not rows:  # a new UIDVALIDITY epoch (also after a crash mid-rematch: nothing of it is written)
             previous = self.store.older_epochs(mb.id, plan.src_name, uidvalidity)
             if previous:
                 self._rematch_new_epoch(folder, previous, meta)
@@ -412,13 +413,17 @@ class MailboxCopier:
             m = meta[uid]
             sflags, kw = split_flags(m[b"FLAGS"])
             digest = hashlib.sha256(body).digest()
-            transform, data, dest_digest, uidl = states.Transform.NONE, body, None, uidl_map.get(uid)
+            transform, data, dest_digest, uidl, detail = states.Transform.NONE, body, None, uidl_map.get(uid), None
             if uidl is not None:
+                # one X-UIDL line: a stale one (from an old POP3 client) is replaced, not stacked;
+                # what is removed is recorded so the proof can put it back
                 transform = states.Transform.X_UIDL
-                data = states.x_uidl_header(uidl) + body
+                clean, removed = strip_x_uidl_fields(body)
+                data = states.x_uidl_header(uidl) + clean
                 dest_digest = hashlib.sha256(data).digest()
+                detail = {"removed": [[offset, chunk.hex()] for offset, chunk in removed]} if removed else None
             intents.append(Intent(uid, len(body), m[b"INTERNALDATE"], sflags, kw, digest, dest_digest,
-                                  transform, uidl, len(data)))
+                                  transform, uidl, len(data), detail))
             outgoing.append(OutgoingMessage(join_flags(sflags, kw), m[b"INTERNALDATE"], data))
         if not intents:
             return
@@ -550,30 +555,32 @@ class MailboxCopier:
         return found
 
     def _rematch_new_epoch(self, folder: FolderRow, previous: list[int], meta: dict) -> None:
-        """The source folder got a new UIDVALIDITY: re-link messages already copied, by digest."""
+        """The source folder got a new UIDVALIDITY: messages already copied are found again by
+        digest and their ledger rows move to the new epoch (one transaction); the old epoch's
+        rows that are not found again become source_expunged. Nothing is counted twice."""
         mb = self.mailbox
-        old = [r for fid in previous for r in self.store.rows(mb.id, fid).values() if r.state == states.COPIED]
-        pool: dict[bytes, list[LedgerRow]] = defaultdict(list)
-        for r in old:
-            pool[r.src_sha256].append(r)
-        if not pool:
-            return
-        matched: list[tuple[Intent, int]] = []
-        uids = sorted(meta)
+        old = [(fid, r) for fid in previous for r in self.store.rows(mb.id, fid).values() if r.state == states.COPIED]
+        pool: dict[bytes, list[tuple[int, LedgerRow]]] = defaultdict(list)
+        for fid, r in old:
+            pool[r.src_sha256].append((fid, r))
+        moved: list[tuple[Intent, int, int, int]] = []
+        uids = sorted(meta) if pool else []
         for start in range(0, len(uids), 100):
             chunk = uids[start:start + 100]
             for uid, d in fetch_uids(self.src, chunk, ["BODY.PEEK[]"]).items():
                 body = d[b"BODY[]"]
                 digest = hashlib.sha256(body).digest()
                 if pool.get(digest):
-                    r = pool[digest].pop(0)
-                    matched.append((Intent(uid, len(body), meta[uid][b"INTERNALDATE"], r.sys_flags, r.keywords,
-                                           digest, r.dest_sha256, r.transform, r.pop3_uidl, r.dest_size),
-                                    r.dest_uid))
-        if matched:
-            self.store.write_intents(mb.id, folder.id, self.summary.pass_id, 1, [i for i, _ in matched])
-            self.store.mark_copied(mb.id, folder.id, [(i.src_uid, d) for i, d in matched])
-            self.summary.recovered += len(matched)
+                    fid, r = pool[digest].pop(0)
+                    moved.append((Intent(uid, len(body), meta[uid][b"INTERNALDATE"], r.sys_flags, r.keywords,
+                                         digest, r.dest_sha256, r.transform, r.pop3_uidl, r.dest_size,
+                                         r.transform_detail), r.dest_uid, fid, r.src_uid))
+        gone = self.store.supersede_epoch(mb.id, folder.id, self.summary.pass_id, previous, moved,
+                                          folder.src_uidvalidity)
+        self.summary.recovered += len(moved)
+        self.summary.expunged_at_source += gone
+        self.summary.uidvalidity_changes.append({"folder": folder.src_name, "uidvalidity": folder.src_uidvalidity,
+                                                 "found_again": len(moved), "gone": gone})
 
     # -- flags --------------------------------------------------------------------------
     def _sync_flags(self, folder: FolderRow, changes: list) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import poplib
+import re
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -157,6 +158,40 @@ def read_messages(conn: poplib.POP3, entries: list[Pop3Entry]) -> Iterator[tuple
     """(entry, raw bytes) for each entry, in order (a POP3-only source)."""
     for entry in entries:
         yield entry, retrieve(conn, entry.number)
+
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_XUIDL_FIELD = re.compile(rb"(?im)^x-uidl[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*")
+
+
+def strip_x_uidl_fields(raw: bytes) -> tuple[bytes, list[tuple[int, bytes]]]:
+    """`raw` without any `X-UIDL:` header field (folded lines included), and what was removed:
+    [(offset in raw, the exact bytes)]. Only the header section is looked at (up to the first
+    empty line); a body line that happens to start with "X-UIDL:" is content, not a header."""
+    end = _HEADER_END.search(raw)
+    # up to and including the last header line's line break; the empty line itself stays
+    head_end = (end.start() + (2 if raw[end.start():end.start() + 1] == b"\r" else 1)) if end else len(raw)
+    removed = [(m.start(), m.group(0)) for m in _XUIDL_FIELD.finditer(raw, 0, head_end)]
+    if not removed:
+        return raw, []
+    parts, pos = [], 0
+    for offset, chunk in removed:
+        parts.append(raw[pos:offset])
+        pos = offset + len(chunk)
+    parts.append(raw[pos:])
+    return b"".join(parts), removed
+
+
+def restore_x_uidl_fields(clean: bytes, removed: list[tuple[int, bytes]]) -> bytes:
+    """The inverse of `strip_x_uidl_fields`: put the removed bytes back at their offsets."""
+    out, pos = bytearray(), 0
+    for offset, chunk in removed:
+        take = offset - len(out)
+        out += clean[pos:pos + take]
+        pos += take
+        out += chunk
+    out += clean[pos:]
+    return bytes(out)
 
 
 def map_uidls_to_uids(entries: list[Pop3Entry], inbox: list[tuple[int, int]]) -> dict[int, str]:

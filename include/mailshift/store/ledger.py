@@ -9,6 +9,7 @@ between leaves intents, which the next run resolves by looking at the destinatio
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -41,12 +42,15 @@ class LedgerRow:
     transform: int
     pop3_uidl: str | None
     detail: str | None
+    transform_detail: dict | None = None
 
     @property
     def dest_size(self) -> int:
-        """Size of the appended bytes: the source size plus a declared X-UIDL header line."""
+        """Size of the appended bytes: the source size plus a declared X-UIDL header line, minus
+        the stale X-UIDL fields it replaced."""
         if self.transform == states.Transform.X_UIDL and self.pop3_uidl is not None:
-            return self.size + len(states.x_uidl_header(self.pop3_uidl))
+            removed = sum(len(h) // 2 for _, h in (self.transform_detail or {}).get("removed", []))
+            return self.size + len(states.x_uidl_header(self.pop3_uidl)) - removed
         return self.size
 
     @property
@@ -69,6 +73,8 @@ class Intent:
     transform: int
     pop3_uidl: str | None
     dest_size: int
+    #: what the transformation removed from the source: {"removed": [[offset, hex], ...]} or None
+    transform_detail: dict | None = None
 
 
 class CopyStore:
@@ -112,10 +118,12 @@ class CopyStore:
         return FolderRow(fid, src_name, src_uidvalidity, dname, duv, created)
 
     def older_epochs(self, mailbox_id: int, src_name: str, uidvalidity: int) -> list[int]:
-        """Folder ids of the same source name under an earlier UIDVALIDITY."""
+        """Folder ids of the same source name under an earlier UIDVALIDITY, not yet superseded
+        (`supersede_epoch`) and not a refusal placeholder (UIDVALIDITY 0)."""
         with self.conn, self.conn.cursor() as cur:
             cur.execute(
-                "SELECT id FROM folder WHERE mailbox_id = %s AND src_name = %s AND src_uidvalidity <> %s",
+                "SELECT id FROM folder WHERE mailbox_id = %s AND src_name = %s AND src_uidvalidity <> %s"
+                " AND src_uidvalidity <> 0 AND (detail IS NULL OR detail NOT LIKE 'superseded:%%')",
                 (mailbox_id, src_name, uidvalidity),
             )
             return [r[0] for r in cur.fetchall()]
@@ -158,18 +166,25 @@ class CopyStore:
         with self.conn, self.conn.cursor() as cur:
             cur.execute(
                 "SELECT src_uid, state, dest_uid, size, sys_flags, keywords, src_sha256, dest_sha256,"
-                " transform, pop3_uidl, detail FROM message WHERE mailbox_id = %s AND folder_id = %s",
+                " transform, pop3_uidl, detail, transform_detail FROM message"
+                " WHERE mailbox_id = %s AND folder_id = %s",
                 (mailbox_id, folder_id),
             )
             out = {}
-            for uid, state, duid, size, sflags, kw, ssha, dsha, tr, uidl, detail in cur:
+            for uid, state, duid, size, sflags, kw, ssha, dsha, tr, uidl, detail, tdetail in cur:
                 out[uid] = LedgerRow(uid, state, duid, size, sflags, tuple(kw or ()), bytes(ssha),
-                                     bytes(dsha) if dsha is not None else None, tr, uidl, detail)
+                                     bytes(dsha) if dsha is not None else None, tr, uidl, detail, tdetail)
             return out
 
     def write_intents(self, mailbox_id: int, folder_id: int, pass_id: int, floor_uid: int,
                       intents: list[Intent]) -> None:
         """Record that these messages are about to be appended at UID >= floor_uid."""
+        with self.conn, self.conn.cursor() as cur:
+            self._insert_intents(cur, mailbox_id, folder_id, pass_id, floor_uid, intents)
+
+    @staticmethod
+    def _insert_intents(cur, mailbox_id: int, folder_id: int, pass_id: int, floor_uid: int,
+                        intents: list[Intent]) -> None:
         # One array per column and one INSERT ... SELECT FROM unnest: psycopg2 quotes arrays in C,
         # where execute_values built every row's SQL text in Python (a tenth of the copier's CPU).
         # Keywords travel space-joined (an IMAP keyword is an atom: it cannot hold a space).
@@ -178,23 +193,24 @@ class CopyStore:
             [i.sys_flags for i in intents], [" ".join(i.keywords) for i in intents],
             [i.src_sha256 for i in intents], [i.dest_sha256 for i in intents],
             [int(i.transform) for i in intents], [i.pop3_uidl for i in intents],
+            [json.dumps(i.transform_detail) if i.transform_detail else None for i in intents],
         )
-        with self.conn, self.conn.cursor() as cur:
-            cur.execute(
-                "INSERT INTO message (mailbox_id, folder_id, src_uid, dest_uid, size, internal_date, state,"
-                " sys_flags, keywords, src_sha256, dest_sha256, transform, pop3_uidl, pass_id)"
-                " SELECT %s, %s, v.uid, %s, v.size, v.idate, %s, v.sflags,"
-                " NULLIF(string_to_array(v.kw, ' '), '{}'), v.ssha, v.dsha, v.tr, v.uidl, %s"
-                " FROM unnest(%s::bigint[], %s::int[], %s::timestamptz[], %s::smallint[], %s::text[],"
-                " %s::bytea[], %s::bytea[], %s::smallint[], %s::text[])"
-                " AS v(uid, size, idate, sflags, kw, ssha, dsha, tr, uidl)"
-                " ON CONFLICT (mailbox_id, folder_id, src_uid) DO UPDATE SET dest_uid = EXCLUDED.dest_uid,"
-                " state = EXCLUDED.state, sys_flags = EXCLUDED.sys_flags, keywords = EXCLUDED.keywords,"
-                " src_sha256 = EXCLUDED.src_sha256, dest_sha256 = EXCLUDED.dest_sha256,"
-                " transform = EXCLUDED.transform, pop3_uidl = EXCLUDED.pop3_uidl, pass_id = EXCLUDED.pass_id,"
-                " detail = NULL, updated_at = now()",
-                (mailbox_id, folder_id, floor_uid, states.INTENT, pass_id, *columns),
-            )
+        cur.execute(
+            "INSERT INTO message (mailbox_id, folder_id, src_uid, dest_uid, size, internal_date, state,"
+            " sys_flags, keywords, src_sha256, dest_sha256, transform, pop3_uidl, pass_id, transform_detail)"
+            " SELECT %s, %s, v.uid, %s, v.size, v.idate, %s, v.sflags,"
+            " NULLIF(string_to_array(v.kw, ' '), '{}'), v.ssha, v.dsha, v.tr, v.uidl, %s, v.td::jsonb"
+            " FROM unnest(%s::bigint[], %s::int[], %s::timestamptz[], %s::smallint[], %s::text[],"
+            " %s::bytea[], %s::bytea[], %s::smallint[], %s::text[], %s::text[])"
+            " AS v(uid, size, idate, sflags, kw, ssha, dsha, tr, uidl, td)"
+            " ON CONFLICT (mailbox_id, folder_id, src_uid) DO UPDATE SET dest_uid = EXCLUDED.dest_uid,"
+            " state = EXCLUDED.state, sys_flags = EXCLUDED.sys_flags, keywords = EXCLUDED.keywords,"
+            " src_sha256 = EXCLUDED.src_sha256, dest_sha256 = EXCLUDED.dest_sha256,"
+            " transform = EXCLUDED.transform, pop3_uidl = EXCLUDED.pop3_uidl, pass_id = EXCLUDED.pass_id,"
+            " transform_detail = EXCLUDED.transform_detail,"
+            " detail = NULL, updated_at = now()",
+            (mailbox_id, folder_id, floor_uid, states.INTENT, pass_id, *columns),
+        )
 
     def _set_state(self, mailbox_id: int, folder_id: int, state: int, values: list[tuple],
                    column: str) -> None:
@@ -242,6 +258,36 @@ class CopyStore:
                 " AND src_uid = ANY(%s) AND state = %s",
                 (states.SOURCE_EXPUNGED, mailbox_id, folder_id, uids, states.COPIED),
             )
+
+    def supersede_epoch(self, mailbox_id: int, folder_id: int, pass_id: int, old_folder_ids: list[int],
+                        moved: list[tuple[Intent, int, int, int]], uidvalidity: int) -> int:
+        """The source folder came back under a new UIDVALIDITY: in ONE transaction, re-key the
+        messages found again (`moved`: (new intent, dest_uid, old folder id, old src_uid)) to the
+        new epoch's folder as copied, delete their old rows, turn the old epoch's other copied
+        rows into source_expunged (gone at the source since), and mark the old folder rows gone.
+        No message is ever counted twice. Returns how many old copied rows became expunged."""
+        with self.conn, self.conn.cursor() as cur:
+            if moved:
+                self._insert_intents(cur, mailbox_id, folder_id, pass_id, 1, [m[0] for m in moved])
+                cur.execute(
+                    "UPDATE message AS m SET state = %s, dest_uid = v.duid, updated_at = now()"
+                    " FROM unnest(%s::bigint[], %s::bigint[]) AS v(uid, duid)"
+                    " WHERE m.mailbox_id = %s AND m.folder_id = %s AND m.src_uid = v.uid",
+                    (states.COPIED, [m[0].src_uid for m in moved], [m[1] for m in moved], mailbox_id, folder_id))
+                cur.execute(
+                    "DELETE FROM message AS m USING unnest(%s::int[], %s::bigint[]) AS v(fid, uid)"
+                    " WHERE m.mailbox_id = %s AND m.folder_id = v.fid AND m.src_uid = v.uid",
+                    ([m[2] for m in moved], [m[3] for m in moved], mailbox_id))
+            cur.execute(
+                "UPDATE message SET state = %s, updated_at = now() WHERE mailbox_id = %s"
+                " AND folder_id = ANY(%s) AND state = %s",
+                (states.SOURCE_EXPUNGED, mailbox_id, old_folder_ids, states.COPIED))
+            expunged = cur.rowcount
+            cur.execute(
+                "UPDATE folder SET state = 'gone', detail = %s WHERE mailbox_id = %s AND id = ANY(%s)",
+                (f"superseded: the source folder's UIDVALIDITY is now {uidvalidity}; messages found again "
+                 f"were moved to folder {folder_id}", mailbox_id, old_folder_ids))
+        return expunged
 
     def claimed_dest_uids(self, mailbox_id: int, dest_name: str) -> set[int]:
         """Destination UIDs already owned by copied rows of any source folder mapped to dest_name."""

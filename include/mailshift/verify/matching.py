@@ -53,6 +53,15 @@ class SourceItem:
         return bool(self.ledger and self.ledger.transform == states.Transform.X_UIDL and self.ledger.pop3_uidl)
 
 
+def _declared_source(msg: SideMessage) -> tuple:
+    """(digest, size) the destination must hold behind its X-UIDL line: the source message
+    without any X-UIDL field it already had (the copier replaces a stale X-UIDL, never stacks
+    a second one, and records what it removed: `message.transform_detail`)."""
+    if msg.xuidl_free_key is not None:
+        return msg.xuidl_free_key, msg.xuidl_free_size
+    return msg.key, msg.size
+
+
 @dataclass
 class Finding:
     kind: str
@@ -185,7 +194,7 @@ class _GroupMatcher:
 
     def _expected(self, item: SourceItem) -> tuple[dict, tuple]:
         if item.transformed:
-            return self.xform, (item.ledger.pop3_uidl, item.msg.key, item.msg.size)
+            return self.xform, (item.ledger.pop3_uidl, *_declared_source(item.msg))
         return self.raw, (item.msg.key, item.msg.size)
 
     def match_sources(self, sources: list[SourceItem]) -> None:
@@ -202,9 +211,9 @@ class _GroupMatcher:
             res.matched += 1
             res.pairs.append((item, d))
             self.content_owner.setdefault((item.msg.key, item.msg.size), item)
-            if item.transformed:
+            if item.transformed:  # bytes added by the declared line, less the stale fields it replaced
                 res.transformed += 1
-                res.transform_bytes += d.size - (d.stripped_size or d.size)
+                res.transform_bytes += d.size - item.msg.size
             if item.msg.flags != d.flags:
                 self.add("flags_mismatch", item, d, f"flags differ: source {_flag_text(item.msg.flags)}, "
                          f"destination {_flag_text(d.flags)}")

@@ -32,6 +32,7 @@ from mailshift.protocols.imap.session import (
     open_session,
     translated_errors,
 )
+from mailshift.protocols.pop3 import strip_x_uidl_fields
 from mailshift.rules import states
 
 BATCH_MESSAGES = 200
@@ -40,6 +41,7 @@ MODES = ("full", "sample")
 
 _MSGID = re.compile(rb"(?im)^message-id:[ \t]*(<[^>\r\n]{1,500}>)")
 _X_UIDL = re.compile(rb"X-UIDL: ([^\r\n]{1,200})\r\n")
+_ANY_X_UIDL = re.compile(rb"(?im)^x-uidl[ \t]*:")
 
 
 @dataclass(slots=True)
@@ -55,6 +57,8 @@ class SideMessage:
     stripped_key: bytes | None = None
     stripped_size: int | None = None
     full_digest: bytes | None = None   # sha256 of the whole body (always set in full mode)
+    xuidl_free_key: bytes | None = None  # digest without any X-UIDL header field (only if it has one)
+    xuidl_free_size: int | None = None
 
 
 @dataclass
@@ -101,6 +105,10 @@ def _digest_into(msg: SideMessage, data: bytes, mode: str) -> None:
     head = header_of(data) if mode == "full" else data
     m = _MSGID.search(head)
     msg.msgid = m.group(1).decode("ascii", "replace") if m else None
+    if _ANY_X_UIDL.search(head):
+        clean, _removed = strip_x_uidl_fields(data)
+        msg.xuidl_free_key = hashlib.sha256(clean).digest()
+        msg.xuidl_free_size = msg.size - (len(data) - len(clean))
     if data.startswith(b"X-UIDL: "):
         x = _X_UIDL.match(data)
         if x:
