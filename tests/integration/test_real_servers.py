@@ -230,3 +230,41 @@ def test_uidvalidity_change_never_counts_twice(lab_config, db, tmp_path):
     verdict = verify_mailbox(db, mb.id, resolve)
     assert verdict.state == "proven", verdict.reasons
     assert verdict.src_count == 4
+
+
+def test_exports_name_the_destination_login(tmp_path):
+    """systems.yaml `dest_login` rule per system, and an optional dest_login column that wins."""
+    from mailshift.errors import InventoryError
+    from mailshift.inventory.load import parse_exports
+
+    (tmp_path / "systems.yaml").write_text(
+        "systems:\n"
+        "  - {id: legacy, kind: cyrus, imap_host: 127.0.0.1, imap_port: 143, tls: none, max_connections: 4,\n"
+        "     airflow_conn_id: mailshift_legacy, export_format: alpha, dest_login: '{local_part}.{domain}'}\n")
+    header = "building_id,building_name,domain,household_id,contact_name,address,login,protocol,quota_mb"
+    (tmp_path / "legacy.csv").write_text(
+        header + ",dest_login\n"
+        "B1,Bldg,real.mailshift.test,H1,A,Taro@Real.Mailshift.Test,c100,imap,,\n"
+        "B1,Bldg,real.mailshift.test,H2,B,hanako@real.mailshift.test,c101,pop3,,u-77\n")
+    parsed = parse_exports(tmp_path)
+    assert [m["dest_login"] for m in parsed.mailboxes] == ["taro.real.mailshift.test", "u-77"]
+    (tmp_path / "systems.yaml").write_text((tmp_path / "systems.yaml").read_text().replace(
+        "'{local_part}.{domain}'", "'{user}'"))
+    with pytest.raises(InventoryError, match=r"systems.yaml:3: systems.0.dest_login: dest_login '\{user\}'"):
+        parse_exports(tmp_path)
+
+
+def test_preflight_refuses_a_connection_that_is_not_the_declared_server(lab_config, db, tmp_path):
+    from mailshift.copy.preflight import preflight_building
+
+    cfg = lab_config
+    mb = rs.add_mailbox(db, cfg, "cyrus-legacy")
+    resolve = resolver(cfg, tmp_path, mb)
+    results = preflight_building(db, mb.building, resolve, "mailshift_dest")
+    assert [r.ok for r in results] == [True], results[0].problems
+    legacy = cfg.cyrus["cyrus-legacy"]
+    wrong = {rs.conn_id(mb.source): rs.endpoint(cfg, "cyrus-dest", "user"), "mailshift_dest": resolve("mailshift_dest")}
+    with pytest.raises(IdentityMismatch, match=rf"source system 'cyrus-legacy': systems.yaml and its connection "
+                                               rf"disagree \(port {legacy['imap_port']} != "
+                                               rf"{cfg.cyrus['cyrus-dest']['imap_port']}\): fix the connection"):
+        preflight_building(db, mb.building, wrong.__getitem__, "mailshift_dest")

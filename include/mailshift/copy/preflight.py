@@ -11,11 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailshift.copy.copy_one import mailbox_context
-from mailshift.errors import AuthError, ConfigError, ProtocolError, TransientError
+from mailshift.errors import AuthError, ConfigError, IdentityMismatch, ProtocolError, TransientError
 from mailshift.protocols.endpoint import Endpoint
 from mailshift.protocols.imap.session import close_session, open_session, translated_errors
 from mailshift.store import exception_records
 from mailshift.store import inventory as inventory_store
+from mailshift.store.ledger import declared_server
 
 
 @dataclass
@@ -66,6 +67,28 @@ def check_mailbox(mailbox_id: int, address: str, source_login: str, dest_login: 
     return result
 
 
+def check_declared_server(system_id: str, declared: dict | None, endpoint: Endpoint) -> None:
+    """The connection must point at the server systems.yaml names for that system: same host
+    (case-insensitive), IMAP port (POP3 port for a POP3-only system), and TLS mode. Otherwise
+    IdentityMismatch naming both, before any login (a wrong connection id or a stale export
+    would otherwise migrate another server's mailboxes)."""
+    if declared is None:
+        raise IdentityMismatch(f"source system {system_id!r} is not in the inventory: load its systems.yaml")
+    used_port = endpoint.port if endpoint.imap else endpoint.pop3_port
+    want_port = declared["imap_port"] if endpoint.imap else declared["pop3_port"]
+    diffs = []
+    if (declared["imap_host"] or "").lower() != endpoint.host.lower():
+        diffs.append(f"host {declared['imap_host']} != {endpoint.host}")
+    if want_port is not None and want_port != used_port:
+        diffs.append(f"port {want_port} != {used_port}")
+    if declared["tls"] != endpoint.tls:
+        diffs.append(f"tls {declared['tls']} != {endpoint.tls}")
+    if diffs:
+        named = f" {endpoint.conn_id}" if endpoint.conn_id else ""
+        raise IdentityMismatch(f"source system {system_id!r}: systems.yaml and its connection{named} disagree "
+                               f"({'; '.join(diffs)}): fix the connection or the export; nothing was read")
+
+
 def _record(conn, building_id: str, result: PreflightResult) -> None:
     """One open exception per mailbox with problems (dedup key: a rerun updates it), resolved
     once the mailbox passes."""
@@ -85,9 +108,14 @@ def preflight_building(conn, building_id: str, resolve: Callable[[str], Endpoint
     problem as an exception; the results in mailbox id order."""
     dest = resolve(dest_conn_id)
     results = []
+    checked: set[str] = set()
     for mid in inventory_store.building_mailbox_ids(conn, building_id):
         ctx = mailbox_context(conn, mid)
         mb = ctx.mailbox
+        if ctx.source_system not in checked:  # before any login: the connection is the declared server
+            check_declared_server(ctx.source_system, declared_server(conn, ctx.source_system),
+                                  resolve(ctx.source_conn_id))
+            checked.add(ctx.source_system)
         result = check_mailbox(mb.id, mb.address, mb.source_login, mb.dest_login, resolve(ctx.source_conn_id), dest)
         _record(conn, building_id, result)
         results.append(result)

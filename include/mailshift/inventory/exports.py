@@ -52,6 +52,7 @@ class ExportRow:
     room: str | None = None
     phone: str | None = None
     postal_address: str | None = None
+    dest_login: str | None = None   # optional column: the provider's login when it is not the address
     file: str = ""
     line: int = 0
 
@@ -88,7 +89,7 @@ ALPHA = Format(
     ("building_id", "building_name", "domain", "household_id", "contact_name", "address", "login",
      "protocol", "quota_mb"),
     {f: f for f in ("building_id", "building_name", "domain", "household_id", "contact_name",
-                    "address", "login", "protocol", "quota_mb")},
+                    "address", "login", "protocol", "quota_mb", "dest_login")},
     ("building_id", "building_name", "domain", "household_id", "contact_name", "address", "login",
      "protocol", "quota_mb"),
     "\n", False)
@@ -99,7 +100,7 @@ BETA = Format(
      "物件コード", "物件名", "ドメイン"),
     {"login": "ユーザID", "address": "メールアドレス", "protocol": "プロトコル", "quota_mb": "容量(MB)",
      "contact_name": "契約者名", "phone": "電話番号", "postal_address": "住所", "room": "部屋番号",
-     "building_id": "物件コード", "building_name": "物件名", "domain": "ドメイン"},
+     "building_id": "物件コード", "building_name": "物件名", "domain": "ドメイン", "dest_login": "新ログインID"},
     ("ユーザID", "メールアドレス", "プロトコル", "容量(MB)", "契約者名", "部屋番号", "物件コード",
      "物件名", "ドメイン"),
     "\r\n", True)
@@ -289,6 +290,7 @@ def parse(format_name: str, data: bytes, fname: str, issues: list[Issue],
             room=(room.strip() if room else None) or (hid.rsplit("-", 1)[-1] if hid and "-" in hid else None),
             phone=(v.get("phone") or "").strip() or None,
             postal_address=(v.get("postal_address") or "").strip() or None,
+            dest_login=(v.get("dest_login") or "").strip() or None,
             file=fname, line=line)
         if proto is None:
             row.protocol = ""

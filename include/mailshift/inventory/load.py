@@ -52,6 +52,10 @@ SYSTEMS_SCHEMA = {
                     "airflow_conn_id": {"type": "string", "minLength": 1},
                     "export_format": {"enum": sorted(exports.FORMATS)},
                     "encoding": {"enum": list(exports.ENCODINGS)},
+                    # the destination login of this system's mailboxes when the export has no
+                    # dest_login column (or leaves it empty): address | local_part | login, or a
+                    # template of {address} {local_part} {domain} {login}; default: address
+                    "dest_login": {"type": "string", "minLength": 1},
                 },
             },
         },
@@ -169,6 +173,10 @@ def _read_systems(d: Path, issues: list[Issue]) -> tuple[list[dict], dict[str, i
                                 f"duplicate source system id {s['id']!r}"))
         seen.add(s["id"])
         s.setdefault("pop3_port", None)
+        problem = dest_login_problem(s.get("dest_login", "address"))
+        if problem:
+            issues.append(Issue(fname, _yaml_line(root, ["systems", i, "dest_login"]), f"systems.{i}.dest_login",
+                                problem))
     systems = [dict(s) for s in doc["systems"]]
     for i, s in enumerate(systems):
         s["_line"] = _yaml_line(root, ["systems", i, "id"])
@@ -182,6 +190,36 @@ def _read_systems(d: Path, issues: list[Issue]) -> tuple[list[dict], dict[str, i
                                     f"not a valid domain name: {dd['name']!r}"))
             domains[name] = dd.get("mx_ttl")
     return systems, domains
+
+
+DEST_LOGIN_RULES = ("address", "local_part", "login")
+_TEMPLATE_FIELD = re.compile(r"{([^{}]*)}")
+
+
+def dest_login_problem(rule: str) -> str | None:
+    """Why a systems.yaml `dest_login` rule is unusable (None: fine)."""
+    if rule in DEST_LOGIN_RULES:
+        return None
+    names = _TEMPLATE_FIELD.findall(rule)
+    unknown = sorted(set(names) - {"address", "local_part", "domain", "login"})
+    if not names or unknown or LOGIN_BAD.search(rule):
+        return (f"dest_login {rule!r}: expected one of {', '.join(DEST_LOGIN_RULES)} or a template of "
+                "{address} {local_part} {domain} {login}" + (f" (unknown {', '.join(unknown)})" if unknown else ""))
+    return None
+
+
+def dest_login_for(rule: str, address: str, login: str) -> str:
+    """The destination login a rule gives (addresses and their parts lowercased, as the
+    destination stores them; a source login is kept as it is)."""
+    addr = address.strip().lower()
+    local, _, domain = addr.rpartition("@")
+    if rule == "address":
+        return addr
+    if rule == "local_part":
+        return local
+    if rule == "login":
+        return login
+    return rule.format(address=addr, local_part=local, domain=domain, login=login)
 
 
 def _read_export_files(d: Path, systems: list[dict], issues: list[Issue]) -> list[tuple[str, exports.ExportRow]]:
@@ -318,7 +356,7 @@ def _merge_household(acc: _Collected, r: exports.ExportRow, where: tuple, err) -
 
 
 def _collect_row(acc: _Collected, sid: str, r: exports.ExportRow, fmt: str, domain_list: dict | None,
-                 issues: list[Issue]) -> None:
+                 issues: list[Issue], dest_rule: str = "address") -> None:
     """Validate one export row and add its building, household and mailbox."""
     rec = r.record()
     where = (r.file, r.line)
@@ -336,7 +374,8 @@ def _collect_row(acc: _Collected, sid: str, r: exports.ExportRow, fmt: str, doma
     for key in (("mailbox", r.address.lower()), ("household", r.household_id), ("building", r.building_id)):
         acc.origins.setdefault(key, (where[0], where[1], rec))
     acc.mailboxes.append({"household_id": r.household_id, "address": r.address, "source_login": r.login,
-                          "dest_login": r.address.lower(), "protocol": r.protocol,
+                          "dest_login": r.dest_login or dest_login_for(dest_rule, r.address, r.login),
+                          "protocol": r.protocol,
                           "quota_bytes": None if r.quota_mb is None else r.quota_mb * 1024 * 1024})
 
 
@@ -415,9 +454,11 @@ def parse_exports(export_dir) -> ParsedInventory:
     systems, domain_list = _read_systems(d, issues)
     systems_ok = not issues
     formats = {s["id"]: s["export_format"] for s in systems}
+    rules = {s["id"]: s.get("dest_login", "address") for s in systems}
+    rules = {sid: "address" if dest_login_problem(rule) else rule for sid, rule in rules.items()}  # issue recorded
     acc = _Collected(domains=dict(domain_list or {}))
     for sid, r in _read_export_files(d, systems, issues):
-        _collect_row(acc, sid, r, formats[sid], domain_list, issues)
+        _collect_row(acc, sid, r, formats[sid], domain_list, issues, rules[sid])
     defaults = _read_defaults(d, issues)
     # a whole file in the wrong encoding is one issue: no follow-on "building in no export"
     exports_ok = systems_ok and not any(i.field == "encoding" for i in issues)

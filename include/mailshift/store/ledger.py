@@ -298,3 +298,14 @@ class CopyStore:
                 (mailbox_id, dest_name, states.COPIED, states.SOURCE_EXPUNGED),
             )
             return {r[0] for r in cur.fetchall()}
+
+
+def declared_server(conn: PgConnection, system_id: str) -> dict | None:
+    """What systems.yaml declared for a source system (imap_host, imap_port, pop3_port, tls), for
+    the preflight's comparison with the connection actually used; None if unknown."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT imap_host, imap_port, pop3_port, tls FROM source_system WHERE id = %s", (system_id,))
+        row = cur.fetchone()
+    if row is None:
+        return None
+    return dict(zip(("imap_host", "imap_port", "pop3_port", "tls"), row, strict=True))
