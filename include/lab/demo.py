@@ -163,6 +163,23 @@ def final_summary(cfg, dsn: str) -> bool:
     return ok and any("mx-new" in r for r in mx)
 
 
+def client_settings_kit(cfg, dsn: str, building: str) -> str:
+    """Thunderbird / Outlook / Apple files for one building's households; one household's dir."""
+    from mailshift.customers import client_settings as cs
+    from mailshift.store import db
+
+    d = cfg.dest
+    prof = cs.DestinationProfile("mailshift_dest", "Lab destination", cs.Server(d.host, d.imaps_port, "ssl"),
+                                 cs.Server(cfg.smtp_host, cfg.smtp_port, "none"),
+                                 cs.Server(d.host, d.pop3_port, "none"), d.prefix)
+    conn = db.connect(dsn)
+    try:
+        kit = cs.export_kits(conn, Path(cfg.root) / "demo" / "client-settings", {"*": prof}, building=building)
+    finally:
+        conn.close()
+    return str(kit["example"])
+
+
 def main() -> int:
     from lab import corpus
     from lab.config import LabConfig
@@ -192,6 +209,7 @@ def main() -> int:
 
     notice_campaign(cfg, dsn, inv, exports)
     say("customers told: six email rounds sent, letters and calls recorded")
+    say("client-settings kit of one household: " + client_settings_kit(cfg, dsn, inv.buildings[0].id))
 
     from lab import zone
     from lab.airflow_home import ensure_metadata_db

@@ -50,9 +50,13 @@ def cmd_audit_pop3_logs(args) -> int:
     for name, fs in result.by_file.items():
         if fs.malformed:
             print(f"  {name}: {fs.malformed} malformed of {fs.lines} lines ({fs.kind})", file=sys.stderr)
+        elif not fs.events and fs.kind in ("log", "rawlog"):
+            print(f"  {name}: no POP3 events in {fs.lines} lines (not a Dovecot/Courier POP3 log "
+                  "or rawlog?)", file=sys.stderr)
     if args.dry_run:
         print_json({"lines": result.lines, "malformed": result.malformed,
                     "malformed_samples": result.malformed_samples,
+                    "files": {f: vars(fs) for f, fs in result.by_file.items()},
                     "usage": {k: u.as_dict() for k, u in sorted(result.usage.items())}})
         return errors.OK
     with closing(db.connect(args.db)) as conn:
