@@ -176,8 +176,3 @@ class UnknownScope(UnknownMailbox):
     """A building, domain, wave, source system or mailbox named by the caller is not in the
     inventory (or an audit input does not exist): an error, never an empty success."""
 
-
-# raised by mailshift.customers.provider_probe and mailshift.customers.rule_move
-class DestinationError(ProtocolError):
-    """The destination did not behave as the probe or the rule installer needed; nothing was
-    recorded as known about it."""
