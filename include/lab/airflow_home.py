@@ -80,6 +80,8 @@ def airflow_env(cfg: LabConfig, db_name: str | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in UI_USERS.items()),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(Path(cfg.root) / "airflow" / "passwords.json"),
+        # who may approve an MX swap (HITL assigned users): the lab's operator account
+        "AIRFLOW__MAILSHIFT__CUTOVER_APPROVERS": "operator:operator",
         "MAILSHIFT_SNAPSHOT_DIR": os.environ.get("MAILSHIFT_SNAPSHOT_DIR", str(Path(cfg.root) / "snapshot")),
         "MAILSHIFT_DB_URL": cfg.pg_dsn,
         "MAILSHIFT_REPORTS_DIR": os.environ.get("MAILSHIFT_REPORTS_DIR", str(Path(cfg.root) / "reports")),

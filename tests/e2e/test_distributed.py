@@ -308,8 +308,11 @@ def _ledger(conn, mailbox_id):
         return cur.fetchall()
 
 
+POOLED = ("copy", "verify")   # the mapped tasks that hold connections to a source system
+
+
 def _check_pools_and_queues(facts) -> dict:
-    copies = [t for t in facts["tasks"] if t["task_id"] == "copy"]
+    copies = [t for t in facts["tasks"] if t["task_id"] in POOLED]
     assert copies
     for t in copies:
         assert t["queue"] == t["pool"] and t["pool"] in POOL_SLOTS, t
@@ -318,7 +321,7 @@ def _check_pools_and_queues(facts) -> dict:
         iv = [(_ts(t["start_date"]), _ts(t["end_date"])) for t in copies if t["pool"] == pool and t["start_date"]]
         overlap[pool] = _max_overlap(iv)
         assert overlap[pool] <= slots, (pool, overlap[pool], slots)
-    others = [t for t in facts["tasks"] if t["task_id"] != "copy"]
+    others = [t for t in facts["tasks"] if t["task_id"] not in POOLED]
     assert {t["queue"] for t in others} == {"default"}
     return overlap
 
@@ -336,7 +339,7 @@ def _run_wave(c, number, key):
     assert all(v["state"] == "success" for v in facts["buildings"].values())
     facts["max_concurrent_copies"] = _check_pools_and_queues(facts)
     facts["tasks_per_worker"] = dict(Counter(t["hostname"] for t in facts["tasks"]))
-    assert {t["hostname"] for t in facts["tasks"] if t["task_id"] != "copy"} == {"w2"}  # w1: copy queues only
+    assert {t["hostname"] for t in facts["tasks"] if t["task_id"] not in POOLED} == {"w2"}  # w1: source queues only
     facts["checked"] = _assert_exactly_once(c, number)
     print(json.dumps({k: v for k, v in facts.items() if k != "tasks"}, indent=1, default=str))
     return facts
@@ -406,3 +409,111 @@ def test_worker_killed_mid_copy(cluster):
     facts["max_concurrent_copies"] = _check_pools_and_queues(facts)
     facts["checked"] = _assert_exactly_once(c, 3)
     print(json.dumps({k: v for k, v in facts.items() if k != "tasks"}, indent=1, default=str))
+
+
+def _cutover_facts(af, dag_id, run_id) -> dict:
+    """Per step of a cutover run: tasks, wall seconds (first start to last end), hosts, pools and
+    the most tasks of one pool running at once (= source connections; destination ones alike)."""
+    steps: dict[str, dict] = {}
+    for ti in _task_instances(af, dag_id, run_id):
+        name = ti["task_id"]
+        for pool in ("src_src_a", "src_src_b"):
+            name = name.replace(f"_{pool}", "")
+        s = steps.setdefault(name, {"tasks": 0, "states": Counter(), "iv": [], "hosts": Counter(), "pools": Counter()})
+        s["tasks"] += 1
+        s["states"][ti["state"]] += 1
+        if ti["start_date"] and ti["end_date"]:
+            s["iv"].append((_ts(ti["start_date"]), _ts(ti["end_date"]), ti["pool"]))
+            s["hosts"][ti["hostname"]] += 1
+            s["pools"][ti["pool"]] += 1
+    out = {}
+    for name, s in steps.items():
+        iv = s.pop("iv")
+        s["seconds"] = round(max(e for _, e, _ in iv) - min(b for b, _, _ in iv), 1) if iv else 0
+        s["max_concurrent_per_pool"] = {p: _max_overlap([(b, e) for b, e, q in iv if q == p]) for p in s["pools"]}
+        out[name] = {k: dict(v) if isinstance(v, Counter) else v for k, v in s.items()}
+    return out
+
+
+@pytest.mark.slow
+@long_only
+def test_cutover_on_two_celery_workers(cluster):
+    """The whole cutover of lab.mailshift.test as mapped work on both workers: TTL, gate, approval
+    (by the assigned approver), final pass, re-verify, swap, a late mail to the OLD server during
+    the drain, incremental final proof. Then the run is triggered again: green, approval and
+    pre-swap steps skipped, no alert."""
+    from lab import slack_standin, zone
+    from support.cutover import ORIGINAL_MX, put_plain, restored_zone
+
+    c, af, conn, cfg = cluster, cluster["af"], cluster["conn"], cluster["cfg"]
+    domain = cfg.dns_zone
+    safe = domain.replace(".", "_")
+    ours = [b for b in c["buildings"] if b.domain == domain]
+    unproven = [b.id for b in ours if any(_ledger(conn, m.id) == [] for m in b.mailboxes)]
+    assert not unproven, f"run the wave tests first (buildings {unproven} never copied)"
+    with restored_zone(cfg):
+        zone.reset_mx(cfg, ttl=20)
+        run = af.trigger(f"mailshift_lower_ttl_{safe}", {"ttl": 5})
+        assert af.wait_for_run(f"mailshift_lower_ttl_{safe}", run, timeout=300) == "success"
+        time.sleep(21)   # the old TTL (20 s) has run out everywhere
+        slack_standin.reset(cfg)
+        dag_id = f"mailshift_cutover_{safe}"
+        t = time.monotonic()
+        run_id = af.trigger(dag_id, {"drain_quiet_seconds": 20, "drain_poll_seconds": 2, "mailboxes_per_task": 3,
+                                     "drain_tasks_per_source": 2, "final_sample_rate": 0.1})
+        af.respond(dag_id, run_id, "approve_mx_swap", "Approve")
+        hitl = af.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve_mx_swap/-1/hitlDetails")
+        _wait_task(af, dag_id, run_id, "swap_mx")
+        mb = next(m for m in ours[0].mailboxes if m.protocol == "imap")
+        legacy = {x.address: x for x in c["inv"].mailboxes}[mb.address]
+        server = {s.id: s.lab_server for s in c["inv"].systems}[legacy.source_system]
+        late = put_plain(cfg, server, legacy.login, 1, "late-during-drain")
+        late_at = time.time()
+        state = af.wait_for_run(dag_id, run_id, timeout=2400)
+        wall = time.monotonic() - t
+        facts = _cutover_facts(af, dag_id, run_id)
+        texts = [x["params"].get("text", "") for x in slack_standin.recorded(cfg, method="chat.postMessage")]
+        assert state == "success", {k: v["states"] for k, v in facts.items()}
+        assert "{'" not in str(hitl.get("body", "")) and "mailboxes" in str(hitl.get("body", "")), hitl.get("body")
+        assert [u.get("id") for u in hitl.get("assigned_users") or []] == ["operator"], hitl.get("assigned_users")
+        # the late mail: drained (in the ledger, copied) and proven by the final proof
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT g.updated_at FROM message g JOIN pass p ON p.id = g.pass_id"
+                        " WHERE g.mailbox_id = %s AND p.kind = 'drain' AND g.state = 1", (mb.id,))
+            drained = [r[0].timestamp() for r in cur.fetchall()]
+        assert len(drained) == len(late) == 1, drained
+        from mailshift.verify import proof_state
+
+        assert proof_state(conn, mb.id).state == "proven" and proof_state(conn, mb.id).kind == "final"
+        assert any("cutover of" in x and "finished" in x and "guarantee" in x for x in texts), texts
+        assert provider_mx(cfg) != [ORIGINAL_MX]
+        # re-triggered after the swap: green, silent, approval skipped
+        slack_standin.reset(cfg)
+        again = af.trigger(dag_id, {"drain_quiet_seconds": 4, "drain_poll_seconds": 1, "final_sample_rate": 0.1})
+        assert af.wait_for_run(dag_id, again, timeout=1200) == "success"
+        states = af.task_states(dag_id, again)
+        assert states[("approve_mx_swap", -1)] == "skipped" and states[("check_ttl", -1)] == "skipped"
+        assert states[("record_rejection", -1)] == "skipped" and states[("resume_after_swap", -1)] == "success"
+        alerts = [x["params"].get("text", "") for x in slack_standin.recorded(cfg, method="chat.postMessage")]
+        assert not [x for x in alerts if "fail" in x.lower() or "approval" in x.lower()], alerts
+    c["runs"]["cutover"] = {"wall_seconds": round(wall, 1), "mailboxes": sum(len(b.mailboxes) for b in ours),
+                            "late_mail_delay_s": round(drained[0] - late_at, 1), "steps": facts}
+    print(json.dumps(c["runs"]["cutover"], indent=1, default=str))
+
+
+def provider_mx(cfg) -> list[str]:
+    from lab.zone import current_mx
+
+    return current_mx(cfg)[0]
+
+
+def _wait_task(af, dag_id, run_id, task_id, timeout=1800):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ti = af.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+        if ti["state"] == "success":
+            return
+        if ti["state"] in ("failed", "upstream_failed", "skipped"):
+            raise AssertionError(f"{task_id}: {ti['state']}")
+        time.sleep(2)
+    raise TimeoutError(task_id)

@@ -469,3 +469,65 @@ def render(p: Projection, target: dict | None = None, size_sources: dict | None 
         else:
             lines.append(f"plan calendar: NOT reachable: {calendar['why']}")
     return "\n".join(lines)
+
+
+# -- the cutover night (issue #14) -----------------------------------------------------------------
+@dataclass(frozen=True)
+class CutoverRates:
+    """Per-mailbox costs of the cutover steps, per connection (seconds). Defaults: the lab's
+    figures (bench/README.md "Cutover at scale"); measure your own."""
+    final_delta_messages: float = 2.0       # messages arriving per mailbox between prestage/delta and final
+    probe_s: float = 0.041                  # drain: one STATUS probe of a quiet mailbox (login, LIST, STATUS)
+    sample_rate: float = 0.05               # final proof of an unchanged mailbox: share re-read
+    changed_share: float = 0.02             # mailboxes with late mail (re-read in full by the final proof)
+    quiet_seconds: float = 600.0            # drain quiet window (2 x the old MX TTL of 300 s)
+
+
+def _spread(work: Mapping[str, float], cluster: Cluster, tasks: int, rates: Rates) -> float:
+    """Wall seconds of per-system connection-seconds `work`: each system in parallel on its pool,
+    all of them sharing the workers' task slots; plus each task's overhead."""
+    slots = cluster.workers * cluster.concurrency
+    pools = {s: max(1, cluster.pool_slots.get(s, 1)) for s in work}
+    share = min(1.0, slots / max(1, sum(pools.values())))
+    per_system = [work[s] / max(1.0, pools[s] * share) for s in work]
+    return max(per_system or [0.0]) + math.ceil(tasks / max(1, slots)) * rates.task_overhead_s
+
+
+def project_cutover(mailboxes: Mapping[str, Sequence[tuple[int, int]]], rates: Rates, cluster: Cluster,
+                    cut: CutoverRates = CutoverRates(), *, batch: int = 200, window_hours: float = 6.0) -> dict:
+    """The cutover night of one domain: {system: [(messages, bytes) per mailbox]} ->
+    approval -> swap (final pass + re-verify, mapped over batches of `batch` mailboxes) and
+    swap -> drain quiet (STATUS probes, passes on the changed mailboxes, quiet window, incremental
+    final proof), and the workers needed for approval -> swap to fit `window_hours`."""
+    def night(cl: Cluster) -> dict:
+        n = {s: len(v) for s, v in mailboxes.items()}
+        tasks = sum(-(-k // batch) for k in n.values())
+        delta = cut.final_delta_messages
+        final = {s: n[s] * (rates.mailbox_s + delta * rates.message_s) for s in n}
+        reverify = {s: rates.verify_ratio * sum(rates.mailbox_s + m * rates.message_s + b / rates.bytes_per_s
+                                                for m, b in v) for s, v in mailboxes.items()}
+        drain_round = {s: n[s] * cut.probe_s + n[s] * cut.changed_share * (rates.mailbox_s + rates.message_s)
+                       for s in n}
+        proof = {s: sum((rates.verify_ratio * (rates.mailbox_s + m * rates.message_s + b / rates.bytes_per_s))
+                        if i % max(1, round(1 / max(cut.changed_share, 1e-9))) == 0 else
+                        rates.mailbox_s + cut.sample_rate * m * rates.message_s
+                        + cut.sample_rate * b / rates.bytes_per_s for i, (m, b) in enumerate(v))
+                 for s, v in mailboxes.items()}
+        parts = {"final_pass_s": _spread(final, cl, tasks, rates), "reverify_s": _spread(reverify, cl, tasks, rates),
+                 "drain_round_s": _spread(drain_round, cl, 0, rates), "quiet_window_s": cut.quiet_seconds,
+                 "final_proof_s": _spread(proof, cl, tasks, rates)}
+        parts["approval_to_swap_s"] = parts["final_pass_s"] + parts["reverify_s"]
+        parts["swap_to_drain_quiet_s"] = parts["drain_round_s"] + parts["quiet_window_s"]
+        parts["swap_to_final_proof_s"] = parts["swap_to_drain_quiet_s"] + parts["final_proof_s"]
+        return {k: round(v, 1) for k, v in parts.items()}
+
+    got = night(cluster)
+    need = None
+    for w in range(1, 257):
+        if night(cluster.with_workers(w))["approval_to_swap_s"] <= window_hours * 3600:
+            need = w
+            break
+    return {"mailboxes": sum(len(v) for v in mailboxes.values()), "cluster": cluster.to_dict(),
+            "rates": rates.to_dict(), "cutover_rates": dataclasses.asdict(cut), "batch": batch, "night": got,
+            "window_hours": window_hours, "workers_for_window": need,
+            "note": None if need else "no worker count fits: the source pools bind (raise pool slots)"}
