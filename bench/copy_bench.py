@@ -70,7 +70,9 @@ from support.mail import logical, pop3_uidls  # noqa: E402  (read the servers th
 
 PROFILE = "bench"
 DOMAIN_FALLBACK = "lab.mailshift.test"
-ALL_TOOLS = ("mailshift", "imapsync", "dsync")
+#: mailshift-nocheck: the same copier with CopyOptions(check_stored=False), to measure what the
+#: copy-time read-back of every stored message costs (issue #13)
+ALL_TOOLS = ("mailshift", "mailshift-nocheck", "imapsync", "dsync")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,6 +282,7 @@ def _ms_copy(job: dict) -> dict:
     tuning = {k: int(v) for k, v in (("append_lanes", os.environ.get("BENCH_APPEND_LANES")),
                                      ("max_batches_in_flight", os.environ.get("BENCH_IN_FLIGHT")),
                                      ("batch_messages", os.environ.get("BENCH_BATCH_MESSAGES"))) if v}
+    tuning["check_stored"] = os.environ.get("BENCH_CHECK_STORED", "1") != "0"
     opts = CopyOptions(uidl_strategy="x-uidl-header" if job["protocol"] == "pop3" else "none", **tuning)
     t0 = time.monotonic()
     prof = None
@@ -299,6 +302,7 @@ def _ms_copy(job: dict) -> dict:
             prof.dump_stats(os.path.join(_W["profile_dir"], f"{os.getpid()}-{job['id']}.prof"))
     return {"address": job["address"], "copied": s.copied, "refused": s.refused, "failed": s.failed,
             "bytes": s.bytes, "source_messages": s.source_messages, "seconds": s.seconds,
+            "altered": s.altered, "stored_checked": s.stored_checked,
             "refusals": [r["reason"][:200] for r in s.refusals][:5]}
 
 
@@ -539,14 +543,15 @@ def one_run(cfg, tool: str, workers: int, boxes: list[Box], truth: dict, logdir:
     reset_dest(cfg, boxes)
     order = sorted(boxes, key=lambda b: -b.bytes)  # largest first: the slots finish together
     with contextlib.ExitStack() as stack:
-        prep = prepare_mailshift(cfg, order, stack) if tool == "mailshift" else None
+        prep = prepare_mailshift(cfg, order, stack) if tool.startswith("mailshift") else None
+        os.environ["BENCH_CHECK_STORED"] = "0" if tool == "mailshift-nocheck" else "1"  # spawned workers inherit it
         time.sleep(1.0)  # let the kicked sessions go
         pids = server_pids(cfg)
         srv0 = server_cpu(pids)
         cpu0 = children_cpu()
         t0 = time.monotonic()
         with Sampler() as smp:
-            if tool == "mailshift":
+            if tool.startswith("mailshift"):
                 detail = run_mailshift(prep, workers, logdir, profile=args.profile_mailshift)
             elif tool == "imapsync":
                 detail = run_imapsync(cfg, order, workers, logdir)

@@ -268,3 +268,67 @@ def test_preflight_refuses_a_connection_that_is_not_the_declared_server(lab_conf
                                                rf"disagree \(port {legacy['imap_port']} != "
                                                rf"{cfg.cyrus['cyrus-dest']['imap_port']}\): fix the connection"):
         preflight_building(db, mb.building, wrong.__getitem__, "mailshift_dest")
+
+
+def test_destination_alteration_is_recorded_at_copy_time(lab_config, db, tmp_path):
+    """Cyrus (munge8bit, its default) stores a raw 8-bit header byte as `X` and still says OK
+    with an APPENDUID. The copier reads every stored message back: that message becomes state 5
+    `altered` with its class and byte-level evidence, never `copied`; the others are copied; the
+    proof does not pass."""
+    cfg = lab_config
+    mb = rs.add_mailbox(db, cfg, "src-a")
+    raw8 = message(2, "Subject2: 日本語\r\n".encode())
+    fill(cfg, mb, {"INBOX": [message(1), raw8, message(3)]})
+    resolve = src_a_to_cyrus(cfg, tmp_path, mb)
+    summary = copy_one(db, mb.id, "prestage", resolve=resolve)
+    assert (summary.copied, summary.altered, summary.stored_checked) == (2, 1, 3)
+    assert summary.alterations[0]["class"] == "header_bytes_replaced"
+    assert ledger_states(db, mb.id) == {1: 2, 5: 1}
+    with db, db.cursor() as cur:
+        cur.execute("SELECT dest_uid, detail FROM message WHERE mailbox_id = %s AND state = 5", (mb.id,))
+        dest_uid, detail = cur.fetchone()
+    offset = raw8.index("日".encode())
+    assert dest_uid is not None
+    assert detail.startswith(f"header_bytes_replaced: stored {len(raw8)} bytes sha256 ")
+    assert f"appended {len(raw8)} bytes; first difference at byte {offset}: appended e697a5e69cace8aa9e" in detail
+    assert "stored 585858585858585858" in detail and "9 byte(s) differ" in detail
+    again = copy_one(db, mb.id, "delta", resolve=resolve)    # not appended a second time
+    assert (again.copied, again.altered) == (0, 0)
+    assert sum(rs.snapshot(cfg, "cyrus-dest", mb.dest_login, mb.dest_password)["INBOX"].values()) == 3
+    assert verify_mailbox(db, mb.id, resolve).state == "not_proven"
+
+
+def test_pop3_only_legacy_mailbox_is_copied_and_proven_with_its_uidls(lab_config, db, tmp_path):
+    """cyrus-pop offers no IMAP at all. The copier reads it with UIDL, LIST and RETR only (the
+    mailbox's own password), appends into the destination INBOX with X-UIDL, the same ledger
+    records every UIDL, the destination serves the legacy UIDLs, the source keeps every message,
+    and the proof re-reads the source over POP3."""
+    from lab.connections import imap_uri
+    from lab.cyrus import deliver_lmtp
+    from mailshift.protocols.endpoint import parse_endpoint
+    from support.mail import pop3_uidls
+
+    cfg = lab_config
+    mb = rs.add_mailbox(db, cfg, "cyrus-pop", dest="dest", protocol="pop3", spec={"uidl_strategy": "x-uidl-header"})
+    raws = [message(1), message(2, b"X-UIDL: stale\r\n"), message(3, b"Date: Tue, 7 May 2024 10:00:00 +0900\r\n")]
+    deliver_lmtp(cfg.cyrus["cyrus-pop"], mb.source_login, raws)
+    legacy = rs.pop3_uidls(cfg, "cyrus-pop", mb.source_login, mb.source_password)
+    assert len(legacy) == 3
+    cred = rs.write_credentials(tmp_path / "pop.credentials", {mb.source_login: mb.source_password})
+    eps = {rs.conn_id("cyrus-pop"): rs.endpoint(cfg, "cyrus-pop", "user", cred),
+           "mailshift_dest": parse_endpoint(imap_uri(cfg, "dest"))}
+    assert not eps[rs.conn_id("cyrus-pop")].imap
+    summary = copy_one(db, mb.id, "prestage", resolve=eps.__getitem__)
+    assert (summary.copied, summary.refused, summary.altered, summary.stored_checked) == (3, 0, 0, 3)
+    assert sorted(pop3_uidls(cfg, "dest", mb.dest_login)) == sorted(legacy)
+    assert rs.pop3_uidls(cfg, "cyrus-pop", mb.source_login, mb.source_password) == legacy   # nothing deleted
+    with db, db.cursor() as cur:
+        cur.execute("SELECT f.src_uidvalidity, m.pop3_uidl, m.state FROM message m JOIN folder f ON f.id = m.folder_id"
+                    " WHERE m.mailbox_id = %s", (mb.id,))
+        rows = cur.fetchall()
+    assert sorted(r[1] for r in rows) == sorted(legacy) and {(r[0], r[2]) for r in rows} == {(0, 1)}
+    again = copy_one(db, mb.id, "delta", resolve=eps.__getitem__)
+    assert (again.copied, again.already) == (0, 3)
+    verdict = verify_mailbox(db, mb.id, eps.__getitem__)
+    assert verdict.state == "proven", verdict.reasons
+    assert verdict.src_count == 3

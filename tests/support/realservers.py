@@ -93,7 +93,13 @@ def add_mailbox(conn, cfg: LabConfig, source: str, dest: str = "cyrus-dest", pro
     else:
         src_login, src_pw = new_user(cfg, source)
         c = cfg.cyrus[source]
-    dest_login, dest_pw = new_user(cfg, dest, "n" + src_login[1:])
+    if dest in cfg.servers:  # the lab's Dovecot destination (master user; login = address)
+        from lab import users
+
+        dest_login, dest_pw = f"{src_login}@{DOMAIN}", None
+        users.ensure_users(cfg, dest, [(dest_login, None, None)])
+    else:
+        dest_login, dest_pw = new_user(cfg, dest, "n" + src_login[1:])
     address = f"{src_login}@{DOMAIN}"
     building = f"B-{source}-{src_login}"
     with conn, conn.cursor() as cur:

@@ -38,8 +38,8 @@ class _Progress:
 
 
 def cmd_copy(args) -> int:
-    """Exit 1 when the destination refused any message or folder (the summary says which, the
-    ledger why)."""
+    """Exit 1 when the destination refused any message or folder, or stored a message altered
+    (the summary says which, the ledger why)."""
     from mailshift.copy.copy_one import copy_one
     from mailshift.protocols.endpoint import endpoint_from_env
 
@@ -53,11 +53,12 @@ def cmd_copy(args) -> int:
     finally:
         progress.end()
     print_json(summary.as_dict())
-    return errors.OK if summary.refused == 0 and not summary.folders_refused else errors.NO
+    clean = summary.refused == 0 and summary.altered == 0 and not summary.folders_refused
+    return errors.OK if clean else errors.NO
 
 
 def register(sub) -> None:
-    cp = sub.add_parser("copy", help="one copy pass of one mailbox (exit 1: messages or folders refused)")
+    cp = sub.add_parser("copy", help="one copy pass of one mailbox (exit 1: messages/folders refused or altered)")
     cp.add_argument("mailbox", help="address or mailbox id")
     cp.add_argument("--pass", dest="pass_kind", default=PASS_KINDS[0], choices=PASS_KINDS)
     cp.add_argument("--dest-conn", default="mailshift_dest",

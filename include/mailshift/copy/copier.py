@@ -37,7 +37,16 @@ from mailshift.protocols.imap.session import (
     open_session,
     translated_errors,
 )
-from mailshift.protocols.pop3 import map_uidls_to_uids, read_uidls, strip_x_uidl_fields
+from mailshift.protocols.pop3 import (
+    map_uidls_to_uids,
+    message_date,
+    open_pop3,
+    pop3_entries,
+    pop3_source_uids,
+    read_uidls,
+    retrieve,
+    strip_x_uidl_fields,
+)
 from mailshift.rules import states
 from mailshift.store.ledger import CopyStore, FolderRow, Intent, LedgerRow
 
@@ -72,6 +81,9 @@ class CopyOptions:
     append_lanes: int = 3
     #: batches appended or waiting at once (bounds memory: each is at most batch_bytes)
     max_batches_in_flight: int = 6
+    #: read every appended message back and compare it byte for byte (an alteration becomes
+    #: state `altered` with its class and evidence); off only to measure its cost
+    check_stored: bool = True
 
     def __post_init__(self):
         if self.pass_kind not in PASS_KINDS:
@@ -92,6 +104,8 @@ class PassSummary:
     copied: int = 0
     already: int = 0
     refused: int = 0
+    altered: int = 0          # stored by the destination but not byte-identical (class in alterations)
+    stored_checked: int = 0   # appended messages read back and compared at copy time
     failed: int = 0
     recovered: int = 0
     reappended: int = 0
@@ -104,6 +118,7 @@ class PassSummary:
     folders_gone: list = field(default_factory=list)
     folders_refused: list = field(default_factory=list)   # {folder, dest_folder, side, command, reason}
     uidvalidity_changes: list = field(default_factory=list)  # {folder, uidvalidity, found_again, gone}
+    alterations: list = field(default_factory=list)  # {folder, uid, dest_uid, class}
     renamed_folders: list = field(default_factory=list)
     refusals: list = field(default_factory=list)
 
@@ -207,6 +222,8 @@ class MailboxCopier:
         return self.summary
 
     def _run_once(self) -> None:
+        if not self.source.imap:
+            return self._run_pop3_only()
         mb = self.mailbox
         self.src = open_session(self.source, mb.source_login)
         self.src.normalise_times = False
@@ -220,10 +237,7 @@ class MailboxCopier:
             plans = [(plan_folder(name, src_ns, dst_ns, tuple(flags), dest_special, self.opt.folder_map), flags)
                      for flags, _, name in self.src.list_folders()]
             check_collisions(mb.address, [p for p, _ in plans], self.opt.folder_map)  # before any write
-            self.limit = appendlimit(self.dst)
-            self.lanes = AppendLanes(self.dest, mb.dest_login, self.opt.append_lanes, f"mailbox {mb.address}")
-            self._in_flight.clear()
-            self._floors.clear()
+            self._start_lanes()
             uidl_map = self._legacy_uidls() if self._wants_x_uidl() else {}
             self.summary.folders = 0
             self.summary.folders_refused = []
@@ -315,6 +329,77 @@ class MailboxCopier:
             self.dst.subscribe_folder(plan.dest_name)
         return True
 
+    def _open_dest_folder(self, plan: FolderPlan, folder: FolderRow) -> int | None:
+        """SELECT the destination folder, check its UIDVALIDITY against the ledger, and return
+        its UIDNEXT (None: the destination refused the folder, recorded)."""
+        dinfo = self._select(self.dst, plan, "destination", folder.dest_name, readonly=False)
+        if dinfo is None:
+            return None
+        self.store.clear_folder_refusal(self.mailbox.id, plan.src_name)
+        dest_uidvalidity = int(dinfo[b"UIDVALIDITY"])
+        if folder.dest_uidvalidity is None:
+            self.store.set_dest_uidvalidity(folder.id, dest_uidvalidity)
+        elif folder.dest_uidvalidity != dest_uidvalidity:
+            raise ProtocolError(
+                f"mailbox {self.mailbox.address}: destination folder {folder.dest_name!r} changed UIDVALIDITY "
+                f"({folder.dest_uidvalidity} -> {dest_uidvalidity}); its ledger UIDs are stale — "
+                "a person must re-verify this folder before copying continues")
+        return int(dinfo[b"UIDNEXT"])
+
+    def _resolved_rows(self, folder: FolderRow) -> dict[int, LedgerRow]:
+        """The folder's ledger rows after leftover intents of a killed run were resolved."""
+        rows = self.store.rows(self.mailbox.id, folder.id)
+        intents = [r for r in rows.values() if r.state == states.INTENT]
+        if intents:
+            self._recover(folder, intents)
+            rows = self.store.rows(self.mailbox.id, folder.id)
+        return rows
+
+    # -- a legacy system that offers only POP3 ------------------------------------------
+    def _run_pop3_only(self) -> None:
+        """UIDL, LIST and RETR only (never DELE, never QUIT) into the destination INBOX, through
+        the same ledger (pseudo-folder INBOX with UIDVALIDITY 0; the source UID is derived from
+        the UIDL, which a POP3 server keeps per message), lanes, copy-time check and X-UIDL
+        transformation as IMAP sources. Every row records its legacy UIDL."""
+        mb = self.mailbox
+        self.dst = open_session(self.dest, mb.dest_login)
+        self.dst.normalise_times = False
+        with open_pop3(self.source, mb.source_login) as pop, translated_errors(f"mailbox {mb.address}"):
+            by_uid = pop3_source_uids(pop3_entries(pop))
+            self._start_lanes()
+            plan = FolderPlan("INBOX", "INBOX", None, "POP3-only source (UIDL, LIST, RETR)")
+            folder = self.store.folder(mb.id, "INBOX", 0, "INBOX", None, True, plan.note)
+            self.summary.folders, self.summary.source_messages = 1, len(by_uid)
+            dest_uidnext = self._open_dest_folder(plan, folder)
+            if dest_uidnext is None:
+                return
+            rows = self._resolved_rows(folder)
+            todo = [u for u in sorted(by_uid) if u not in rows or rows[u].state in (states.REFUSED, states.FAILED)]
+            self.summary.already += sum(1 for u in by_uid if u in rows and rows[u].state == states.COPIED)
+            expunged = [u for u, r in rows.items() if r.state == states.COPIED and u not in by_uid]
+            if expunged:
+                self.store.mark_source_expunged(mb.id, folder.id, expunged)
+                self.summary.expunged_at_source += len(expunged)
+            meta = {u: {b"RFC822.SIZE": e.size, b"FLAGS": (), b"INTERNALDATE": None} for u, e in by_uid.items()}
+            uidls = {u: e.uidl for u, e in by_uid.items()}
+            self._floors[folder.id] = dest_uidnext
+            for batch in self._batches(todo, meta):
+                fetched = {}
+                for u in batch:
+                    raw = retrieve(pop, by_uid[u].number)
+                    meta[u][b"INTERNALDATE"] = message_date(raw)
+                    fetched[u] = {b"BODY[]": raw}
+                self._send_batch(folder, batch, fetched, meta, uidls, prepend=self._wants_x_uidl())
+            self._settle_all()
+
+    def _start_lanes(self) -> None:
+        mb = self.mailbox
+        self.limit = appendlimit(self.dst)
+        self.lanes = AppendLanes(self.dest, mb.dest_login, self.opt.append_lanes, f"mailbox {mb.address}",
+                                 check_stored=self.opt.check_stored)
+        self._in_flight.clear()
+        self._floors.clear()
+
     def _copy_folder(self, plan: FolderPlan, subscribed: bool, uidl_map: dict[int, str]) -> None:
         mb = self.mailbox
         info = self._select(self.src, plan, "source", plan.src_name, readonly=True)
@@ -327,24 +412,10 @@ class MailboxCopier:
         if info.get(b"EXISTS"):
             meta = fetch_range(self.src, "1:*", ["RFC822.SIZE", "FLAGS", "INTERNALDATE"])
         self.summary.source_messages += len(meta)
-        dinfo = self._select(self.dst, plan, "destination", folder.dest_name, readonly=False)
-        if dinfo is None:
+        dest_uidnext = self._open_dest_folder(plan, folder)
+        if dest_uidnext is None:
             return
-        self.store.clear_folder_refusal(mb.id, plan.src_name)
-        dest_uidvalidity = int(dinfo[b"UIDVALIDITY"])
-        dest_uidnext = int(dinfo[b"UIDNEXT"])
-        rows = self.store.rows(mb.id, folder.id)
-        if folder.dest_uidvalidity is None:
-            self.store.set_dest_uidvalidity(folder.id, dest_uidvalidity)
-        elif folder.dest_uidvalidity != dest_uidvalidity:
-            raise ProtocolError(
-                f"mailbox {mb.address}: destination folder {folder.dest_name!r} changed UIDVALIDITY "
-                f"({folder.dest_uidvalidity} -> {dest_uidvalidity}); its ledger UIDs are stale — "
-                "a person must re-verify this folder before copying continues")
-        intents = [r for r in rows.values() if r.state == states.INTENT]
-        if intents:
-            self._recover(folder, intents)
-            rows = self.store.rows(mb.id, folder.id)
+        rows = self._resolved_rows(folder)
         if not rows:  # a new UIDVALIDITY epoch (also after a crash mid-rematch: nothing of it is written)
             previous = self.store.older_epochs(mb.id, plan.src_name, uidvalidity)
             if previous:
@@ -400,7 +471,8 @@ class MailboxCopier:
         """Raw bytes of a batch, read-only (BODY.PEEK); runs on the prefetch thread."""
         return fetch_uids(self.src, uids, ["BODY.PEEK[]"])
 
-    def _send_batch(self, folder: FolderRow, uids: list[int], fetched: dict, meta: dict, uidl_map: dict) -> None:
+    def _send_batch(self, folder: FolderRow, uids: list[int], fetched: dict, meta: dict, uidl_map: dict,
+                    prepend: bool = True) -> None:
         """Record a batch as intents (committed), then hand it to the append lanes."""
         mb = self.mailbox
         intents: list[Intent] = []
@@ -414,7 +486,7 @@ class MailboxCopier:
             sflags, kw = split_flags(m[b"FLAGS"])
             digest = hashlib.sha256(body).digest()
             transform, data, dest_digest, uidl, detail = states.Transform.NONE, body, None, uidl_map.get(uid), None
-            if uidl is not None:
+            if uidl is not None and prepend:
                 # one X-UIDL line: a stale one (from an old POP3 client) is replaced, not stacked;
                 # what is removed is recorded so the proof can put it back
                 transform = states.Transform.X_UIDL
@@ -483,7 +555,16 @@ class MailboxCopier:
                 copied += self._landed(folder, [intents[i] for i in indices], outcome, floor)
             else:
                 refused += [(intents[i].src_uid, outcome.text) for i in indices]
+        altered = [(intents[i].src_uid, uid, f"{cls}: {evidence}") for i, (uid, cls, evidence) in job.altered.items()]
+        if altered:  # stored, but not these bytes: its own state, never "copied"
+            bad = {a[0] for a in altered}
+            copied = [c for c in copied if c[0] not in bad]
+            self.summary.altered += len(altered)
+            self.summary.alterations += [{"folder": folder.src_name, "uid": a[0], "dest_uid": a[1],
+                                          "class": a[2].split(":", 1)[0]} for a in altered]
+        self.summary.stored_checked += job.checked
         failpoints.hit("after_append")
+        self.store.mark_altered(mb.id, folder.id, altered)
         self.store.mark_copied(mb.id, folder.id, copied)
         failpoints.hit("after_mark_copied")
         self.store.mark_refused(mb.id, folder.id, refused)

@@ -26,7 +26,14 @@ from imapclient import IMAPClient
 
 from mailshift.errors import TransientError
 from mailshift.protocols.endpoint import Endpoint
-from mailshift.protocols.imap.append import AppendOutcome, OutgoingMessage, append_one, multiappend_in_order
+from mailshift.protocols.imap.append import (
+    AppendOutcome,
+    OutgoingMessage,
+    append_one,
+    classify_alteration,
+    multiappend_in_order,
+    read_back,
+)
 from mailshift.protocols.imap.session import close_session, open_session, translated_errors
 
 
@@ -42,6 +49,9 @@ class AppendJob:
     previous: AppendJob | None = None              # the batch before it in the same folder
     done: threading.Event = field(default_factory=threading.Event)
     failed: bool = False
+    #: filled by the lane when stored copies are checked: message index -> (uid, class, evidence)
+    altered: dict = field(default_factory=dict)
+    checked: int = 0                               # messages read back and compared
 
     def wait_turn(self) -> None:
         """Block until the previous batch of the folder is answered; refuse to commit after it
@@ -87,13 +97,36 @@ def append_batch(client: IMAPClient, folder: str, messages: list[OutgoingMessage
     return groups
 
 
+def check_stored(client: IMAPClient, job: AppendJob, groups) -> None:
+    """Read back what the destination stored for the appended messages (by APPENDUID) and
+    compare it byte for byte with what was appended; a difference is classified with its
+    evidence in `job.altered`. Without APPENDUID the copier finds its messages by digest, which
+    is the same check."""
+    by_uid = {}
+    for indices, outcome in groups:
+        if outcome.ok and outcome.uids and len(outcome.uids) == len(indices):
+            by_uid.update(zip(outcome.uids, indices, strict=True))
+    if not by_uid:
+        return
+    stored = read_back(client, job.dest_folder, sorted(by_uid))
+    for uid, index in by_uid.items():
+        appended = job.messages[index].data
+        got = stored.get(uid)
+        if got is None:
+            job.altered[index] = (uid, "other", "the destination does not serve the UID its APPENDUID named")
+        elif got != appended:
+            job.altered[index] = (uid, *classify_alteration(appended, got))
+    job.checked += len(by_uid)
+
+
 class AppendLanes:
     """`count` lanes, each one thread with one destination session, opened on first use."""
 
-    def __init__(self, endpoint: Endpoint, login: str, count: int, what: str):
+    def __init__(self, endpoint: Endpoint, login: str, count: int, what: str, check_stored: bool = True):
         if count < 1:
             raise ValueError(f"append lanes: need at least 1, got {count}")
         self.endpoint, self.login, self.what = endpoint, login, what
+        self.check_stored = check_stored
         self._pools = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"append-lane-{i}")
                        for i in range(count)]
         self._clients: list[IMAPClient | None] = [None] * count
@@ -125,8 +158,11 @@ class AppendLanes:
                 if self._clients[lane] is None:
                     self._clients[lane] = open_session(self.endpoint, self.login)
                     self._clients[lane].normalise_times = False
-                return append_batch(self._clients[lane], job.dest_folder, job.messages, job.limit,
-                                    job.wait_turn)
+                groups = append_batch(self._clients[lane], job.dest_folder, job.messages, job.limit,
+                                      job.wait_turn)
+                if self.check_stored:
+                    check_stored(self._clients[lane], job, groups)
+                return groups
         except BaseException:
             job.failed = True
             # the connection's state is unknown (a command may be half sent, and an APPEND that

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
+import hashlib
 import poplib
 import re
 import ssl
@@ -129,7 +131,8 @@ def open_pop3(endpoint: Endpoint, login: str, user_password: str | None = None):
             conn.close()
 
 
-def _entries(conn: poplib.POP3) -> list[Pop3Entry]:
+def pop3_entries(conn: poplib.POP3) -> list[Pop3Entry]:
+    """UIDL and LIST of an open session: (number, size, UIDL) in server order."""
     sizes = {}
     for line in conn.list()[1]:
         num, size = line.split()[:2]
@@ -145,7 +148,42 @@ def _entries(conn: poplib.POP3) -> list[Pop3Entry]:
 def read_uidls(endpoint: Endpoint, login: str, user_password: str | None = None) -> list[Pop3Entry]:
     """The mailbox's POP3 view: message number, size and UIDL, in server order."""
     with open_pop3(endpoint, login, user_password) as conn:
-        return _entries(conn)
+        return pop3_entries(conn)
+
+
+def pop3_uid(uidl: str) -> int:
+    """A stable 56-bit source UID for a POP3-only message, derived from its UIDL (which the
+    server keeps for the message's life), so the ledger's (folder, src_uid) key works unchanged."""
+    return int.from_bytes(hashlib.sha256(uidl.encode("utf-8", "surrogateescape")).digest()[:7], "big") or 1
+
+
+def pop3_source_uids(entries: list[Pop3Entry]) -> dict[int, Pop3Entry]:
+    """src_uid -> entry; ProtocolError on a duplicated UIDL (RFC 1939 forbids it)."""
+    out: dict[int, Pop3Entry] = {}
+    for e in entries:
+        uid = pop3_uid(e.uidl)
+        if uid in out:
+            raise ProtocolError(f"POP3 UIDL {e.uidl!r} of message {e.number} repeats message {out[uid].number}'s: "
+                                "the server's UIDLs are not unique, refusing to guess")
+        out[uid] = e
+    return out
+
+
+def message_date(raw: bytes) -> datetime.datetime:
+    """The instant a POP3 message has no INTERNALDATE for: its Date header, else the epoch of
+    the first Received line, else now (UTC)."""
+    from email.parser import BytesHeaderParser
+    from email.utils import parsedate_to_datetime
+
+    head = BytesHeaderParser().parsebytes(raw[:65536])
+    for value in [head.get("Date")] + [r.rsplit(";", 1)[-1] for r in head.get_all("Received") or []]:
+        try:
+            when = parsedate_to_datetime(str(value).strip()) if value else None
+        except (TypeError, ValueError):
+            when = None
+        if when is not None:
+            return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def retrieve(conn: poplib.POP3, number: int) -> bytes:

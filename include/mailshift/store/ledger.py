@@ -18,6 +18,10 @@ from psycopg2.extensions import connection as PgConnection
 
 from mailshift.rules import states
 
+#: message state 5 (migration 0008): stored at the destination but not byte-identical. Mirrored
+#: here until mailshift.rules.states (owned elsewhere) names it.
+ALTERED = getattr(states, "ALTERED", 5)
+
 
 @dataclass(frozen=True)
 class FolderRow:
@@ -228,6 +232,17 @@ class CopyStore:
         """[(src_uid, dest_uid)] landed at the destination."""
         self._set_state(mailbox_id, folder_id, states.COPIED, pairs, "dest_uid")
 
+    def mark_altered(self, mailbox_id: int, folder_id: int, rows: list[tuple[int, int, str]]) -> None:
+        """[(src_uid, dest_uid, "<class>: <evidence>")]: stored, but not the appended bytes."""
+        if not rows:
+            return
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(
+                "UPDATE message AS m SET state = %s, dest_uid = v.duid, detail = v.detail, updated_at = now()"
+                " FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS v(uid, duid, detail)"
+                " WHERE m.mailbox_id = %s AND m.folder_id = %s AND m.src_uid = v.uid",
+                (ALTERED, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], mailbox_id, folder_id))
+
     def mark_refused(self, mailbox_id: int, folder_id: int, reasons: list[tuple[int, str]]) -> None:
         """[(src_uid, the destination's words)]: the destination said NO."""
         self._set_state(mailbox_id, folder_id, states.REFUSED, reasons, "detail")
@@ -294,8 +309,8 @@ class CopyStore:
         with self.conn, self.conn.cursor() as cur:
             cur.execute(
                 "SELECT m.dest_uid FROM message m JOIN folder f ON f.id = m.folder_id"
-                " WHERE m.mailbox_id = %s AND f.dest_name = %s AND m.state IN (%s, %s)",
-                (mailbox_id, dest_name, states.COPIED, states.SOURCE_EXPUNGED),
+                " WHERE m.mailbox_id = %s AND f.dest_name = %s AND m.state IN (%s, %s, %s)",
+                (mailbox_id, dest_name, states.COPIED, states.SOURCE_EXPUNGED, ALTERED),
             )
             return {r[0] for r in cur.fetchall()}
 

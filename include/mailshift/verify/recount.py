@@ -32,7 +32,7 @@ from mailshift.protocols.imap.session import (
     open_session,
     translated_errors,
 )
-from mailshift.protocols.pop3 import strip_x_uidl_fields
+from mailshift.protocols.pop3 import open_pop3, pop3_entries, pop3_source_uids, retrieve, strip_x_uidl_fields
 from mailshift.rules import states
 
 BATCH_MESSAGES = 200
@@ -167,6 +167,8 @@ def read_side(endpoint: Endpoint, login: str, mode: str = "full",
 
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
+    if not endpoint.imap:
+        return read_pop3_side(endpoint, login)
     started = time.monotonic()
     client = open_session(endpoint, login)
     client.normalise_times = False
@@ -194,11 +196,33 @@ def read_side(endpoint: Endpoint, login: str, mode: str = "full",
         close_session(client)
 
 
+def read_pop3_side(endpoint: Endpoint, login: str) -> SideRead:
+    """A legacy system that offers only POP3, read as one folder INBOX (UIDVALIDITY 0) over
+    UIDL, LIST and RETR (never DELE, no QUIT): full digests always; UIDs derived from the UIDLs
+    exactly as the copier derives them; no flags, no INTERNALDATE (POP3 has neither)."""
+    import time
+
+    started = time.monotonic()
+    folder = SideFolder("INBOX", 0, None)
+    read = 0
+    with open_pop3(endpoint, login) as pop:
+        for uid, entry in sorted(pop3_source_uids(pop3_entries(pop)).items()):
+            raw = retrieve(pop, entry.number)
+            msg = SideMessage(uid, len(raw), (0, ()), (), None)
+            _digest_into(msg, raw, "full")
+            folder.messages[uid] = msg
+            read += len(raw)
+    return SideRead(Namespace("", "/"), {"INBOX": folder}, {}, {"INBOX": ()}, read, time.monotonic() - started)
+
+
 def fetch_digests(endpoint: Endpoint, login: str, wanted: dict[str, list[int]]) -> dict[tuple[str, int], SideMessage]:
     """Full SHA-256 (and stripped digest) of the given UIDs per folder: the sample of sample mode."""
     out: dict[tuple[str, int], SideMessage] = {}
     if not any(wanted.values()):
         return out
+    if not endpoint.imap:  # a POP3-only side was read in full already: read it again, keep the wanted
+        side = read_pop3_side(endpoint, login).folders["INBOX"].messages
+        return {(name, uid): side[uid] for name, uids in wanted.items() for uid in uids if uid in side}
     client = open_session(endpoint, login)
     client.normalise_times = False
     try:

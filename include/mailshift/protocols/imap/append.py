@@ -150,3 +150,58 @@ def multiappend_in_order(client: IMAPClient, folder: str, messages: list[Outgoin
     imap.send(b"\r\n")
     typ, data = imap._command_complete("APPEND", tag)
     return _outcome(typ, data)
+
+
+# -- what the destination stored -----------------------------------------------------------
+ALTERATION_CLASSES = ("line_endings", "header_bytes_replaced", "truncated", "other")
+
+
+def _header_length(data: bytes) -> int:
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        i = data.find(sep)
+        if i >= 0:
+            return i + len(sep)
+    return len(data)
+
+
+def _crlf(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+def classify_alteration(appended: bytes, stored: bytes) -> tuple[str, str]:
+    """(class, byte-level evidence) of a stored message that is not the appended bytes.
+
+    - `truncated`: the stored bytes are a strict prefix of the appended ones;
+    - `line_endings`: equal once both have CRLF line ends (bare LF/CR normalised);
+    - `header_bytes_replaced`: same length, every difference in the header section, and every
+      appended byte that differs is an 8-bit byte (e.g. raw UTF-8 rewritten to `X`);
+    - `other`: anything else.
+    The evidence names sizes, the stored digest, the first differing offset and a few bytes of
+    both sides there (hex), and how many bytes differ."""
+    import hashlib
+
+    if len(stored) < len(appended) and appended.startswith(stored):
+        cls = "truncated"
+    elif _crlf(appended) == _crlf(stored):
+        cls = "line_endings"
+    elif len(stored) == len(appended) and all(
+            i < _header_length(appended) and appended[i] >= 0x80
+            for i in range(len(appended)) if appended[i] != stored[i]):
+        cls = "header_bytes_replaced"
+    else:
+        cls = "other"
+    first = next((i for i, (a, b) in enumerate(zip(appended, stored, strict=False)) if a != b),
+                 min(len(appended), len(stored)))
+    differ = sum(1 for a, b in zip(appended, stored, strict=False) if a != b) + abs(len(appended) - len(stored))
+    evidence = (f"stored {len(stored)} bytes sha256 {hashlib.sha256(stored).hexdigest()}, appended {len(appended)} "
+                f"bytes; first difference at byte {first}: appended {appended[first:first + 16].hex() or '-'} "
+                f"stored {stored[first:first + 16].hex() or '-'}; {differ} byte(s) differ")
+    return cls, evidence
+
+
+def read_back(client: IMAPClient, folder: str, uids: list[int]) -> dict[int, bytes]:
+    """The bytes the destination now serves for `uids` of `folder` (EXAMINE, BODY.PEEK[])."""
+    from mailshift.protocols.imap.session import fetch_uids
+
+    client.select_folder(folder, readonly=True)
+    return {uid: d[b"BODY[]"] for uid, d in fetch_uids(client, uids, ["BODY.PEEK[]"]).items() if b"BODY[]" in d}
