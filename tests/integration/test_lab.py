@@ -355,7 +355,7 @@ def _lab(cmd, env):
 
 def test_lab_up_status_down_roundtrip(tmp_path_factory):
     base = int(os.environ.get("MAILSHIFT_LAB_TEST_PORT_BASE", "15300"))
-    ports = [base + o for o in (1, 2, 3, 11, 12, 13, 21, 22, 23, 40, 53, 80)]
+    ports = [base + o for o in (1, 2, 3, 11, 12, 13, 21, 22, 23, 40, 53, 61, 62, 64, 65, 66, 80)]
     if any(proc.port_listening("127.0.0.1", p) for p in ports):
         pytest.skip(f"ports around {base} are busy")
     root = Path(f"/tmp/mailshift-lab-test-{uuid.uuid4().hex[:8]}")  # /tmp itself is traversable
@@ -366,7 +366,7 @@ def test_lab_up_status_down_roundtrip(tmp_path_factory):
         assert r.returncode == 0, r.stdout + r.stderr
         r = _lab("status", env)
         assert r.returncode == 0, r.stdout + r.stderr
-        assert r.stdout.count(" up ") == 7  # 6 + postfix (lab MTA)
+        assert r.stdout.count(" up ") == 10  # 6 + 3 Cyrus + postfix (lab MTA)
         state = json.loads((root / "lab.json").read_text())
         assert state["port_base"] == base and stat.S_IMODE((root / "lab.json").stat().st_mode) == 0o600
 
@@ -397,7 +397,7 @@ def test_lab_up_status_down_roundtrip(tmp_path_factory):
         assert r.returncode != 0 and re.search(r"slack-standin\s+DOWN", r.stdout)
         r = _lab("up", env)
         assert r.returncode == 0, r.stdout + r.stderr
-        assert r.stdout.count("already running") == 6 and "slack-standin" in r.stdout
+        assert r.stdout.count("already running") == 9 and "slack-standin" in r.stdout
         assert json.loads((root / "lab.json").read_text())["secrets"] == state["secrets"]
 
         r = _lab("down", env)
@@ -406,7 +406,7 @@ def test_lab_up_status_down_roundtrip(tmp_path_factory):
         assert not proc.processes_mentioning([str(root), state["pg"]["dir"]])
         assert not any(proc.port_listening("127.0.0.1", p) for p in ports)
         r = _lab("status", env)
-        assert r.returncode != 0 and r.stdout.count("DOWN") == 7
+        assert r.returncode != 0 and r.stdout.count("DOWN") == 10
 
         r = _lab("up", env)                             # and back up from cold
         assert r.returncode == 0, r.stdout + r.stderr
@@ -417,3 +417,34 @@ def test_lab_up_status_down_roundtrip(tmp_path_factory):
         proc.kill9([p for p, _ in leftovers])
         subprocess.run(["rm", "-rf", str(root)])
         assert not leftovers
+
+
+def test_cyrus_servers(lab_config):
+    """The lab's non-Dovecot servers (Cyrus IMAP 3.6, `lab.cyrus`): legacy without a master user
+    (own password only, IMAP + POP3, no STARTTLS), POP3-only legacy, and the destination."""
+    import secrets as _secrets
+
+    from lab.cyrus import Cyrus, deliver_lmtp
+
+    cfg = lab_config
+    assert set(cfg.cyrus) == {"cyrus-legacy", "cyrus-pop", "cyrus-dest"}
+    legacy, pop, dest = (cfg.cyrus[n] for n in ("cyrus-legacy", "cyrus-pop", "cyrus-dest"))
+    assert legacy["admin_user"] is None and pop["admin_user"] is None and dest["admin_user"] == "cyradmin"
+    assert pop["imap_port"] is None and proc.port_listening("127.0.0.1", pop["pop3_port"])
+    login, pw = f"c{uuid.uuid4().hex[:10]}", _secrets.token_urlsafe(10)
+    for info in (legacy, pop):
+        Cyrus(info, cfg.root / "run").set_password(login, pw)
+    c = IMAPClient(legacy["host"], legacy["imap_port"], ssl=False, timeout=10)
+    assert b"STARTTLS" not in c.capabilities()
+    c.login(login, pw)
+    assert c.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] == 0
+    c.logout()
+    c = IMAPClient(legacy["host"], legacy["imap_port"], ssl=False, timeout=10)
+    with pytest.raises(LoginError):
+        c.login(login, pw + "x")
+    deliver_lmtp(pop, login, [b"Subject: one\r\n\r\nbody\r\n"])
+    p = poplib.POP3(pop["host"], pop["pop3_port"], timeout=10)
+    p.user(login)
+    p.pass_(pw)
+    assert len(p.uidl()[1]) == 1
+    p.close()
