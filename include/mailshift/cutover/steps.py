@@ -248,14 +248,15 @@ def _copy_batch(conn, batch: dict, copy_fn: CopyFn, kind: str) -> dict:
 def final_proof_modes(conn, domain: str, sample_rate: float) -> tuple[dict, dict]:
     """The incremental final proof: ({mailbox id: "full" | "sample"}, what is guaranteed how).
 
-    A mailbox whose ledger changed since its latest pre-cutover proof (final pass or drain copied
-    something, or it was never proven) is re-read in full; the others are covered by the ledger
-    (unchanged since a full proof) plus a re-read of `sample_rate` of their messages."""
+    A mailbox whose ledger changed since its latest proof - the pre-cutover one, or a final one
+    of an earlier run - (the drain copied something, or it was never proven, or that proof
+    failed) is re-read in full; the others are covered by the ledger (unchanged since that proof)
+    plus a re-read of `sample_rate` of their messages."""
     from mailshift.store.proofs import mailbox_facts
 
     modes, full_msgs, sample_msgs = {}, 0, 0
     for f in mailbox_facts(conn, domain=domain):
-        changed = (f.proof_id is None or f.proof_kind != "pre_cutover" or f.verdict == "failed"
+        changed = (f.proof_id is None or f.verdict == "failed"
                    or (f.ledger_now is not None and (f.ledger_as_of is None or f.ledger_now > f.ledger_as_of)))
         modes[f.mailbox_id] = "full" if changed or sample_rate >= 1 else "sample"
         if modes[f.mailbox_id] == "full":
