@@ -28,8 +28,10 @@ PROGRESS_REFRESH_SECONDS = "MAILSHIFT_PROGRESS_REFRESH_SECONDS"
 # per-mailbox passwords for servers without a master user: <dir>/<connection id>.credentials,
 # mode 0600, lines `login:password` (the connection's extra `credentials` names a file instead)
 CREDENTIALS_DIR = "MAILSHIFT_CREDENTIALS_DIR"
-# seconds a server's answer to the identity probe (authzid / master login) is trusted (default 600)
+# seconds a server's answer to the identity probe (authzid / master login) is trusted (default 21600)
 IDENTITY_PROBE_TTL = "MAILSHIFT_IDENTITY_PROBE_TTL"
+# directory of the identity probes' cache file (default ~/.cache/mailshift; $XDG_CACHE_HOME honoured)
+IDENTITY_PROBE_CACHE = "MAILSHIFT_IDENTITY_PROBE_CACHE"
 
 
 def get(name: str, default: str | None = None) -> str | None:
@@ -64,6 +66,15 @@ def reports_dir(explicit: str | os.PathLike | None = None) -> Path:
     if explicit:
         return Path(explicit)
     return Path(get(REPORTS_DIR) or Path.cwd() / "reports")
+
+
+def identity_probe_cache_dir() -> Path:
+    """Where the identity probes' answers are shared between processes: $MAILSHIFT_IDENTITY_PROBE_CACHE,
+    else $XDG_CACHE_HOME/mailshift, else ~/.cache/mailshift."""
+    value = get(IDENTITY_PROBE_CACHE)
+    if value:
+        return Path(value)
+    return Path(get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mailshift"
 
 
 def snapshot_dir() -> Path:

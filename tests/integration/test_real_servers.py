@@ -48,7 +48,9 @@ def resolver(cfg, tmp_path, mb, dest_auth="user", **dest_extra):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_probes():
+def _fresh_probes(tmp_path, monkeypatch):
+    """Each test probes afresh, with its own probe cache (never the shared ~/.cache one)."""
+    monkeypatch.setenv("MAILSHIFT_IDENTITY_PROBE_CACHE", str(tmp_path / "probe-cache"))
     forget_probes()
     yield
     forget_probes()

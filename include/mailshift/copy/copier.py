@@ -35,6 +35,7 @@ from mailshift.protocols.imap.session import (
     fetch_range,
     fetch_uids,
     open_session,
+    prove_endpoints,
     translated_errors,
 )
 from mailshift.protocols.pop3 import (
@@ -222,6 +223,8 @@ class MailboxCopier:
         return self.summary
 
     def _run_once(self) -> None:
+        # both identity probes at once (cached per server), before any session
+        prove_endpoints((self.source, self.mailbox.source_login), (self.dest, self.mailbox.dest_login))
         if not self.source.imap:
             return self._run_pop3_only()
         mb = self.mailbox

@@ -105,6 +105,15 @@ def _pop3_probe(endpoint: Endpoint, name: str, what: str) -> bool:
                 conn.close()
 
 
+def prove_pop3(endpoint: Endpoint, login: str) -> None:
+    """The identity probe of a POP3 server, before a session as `login` (see
+    `session.prove_login_method`)."""
+    from mailshift.protocols.imap.session import prove_login_method
+
+    what = f"POP3 {_label(endpoint)} as {login}"
+    prove_login_method(endpoint, "POP3", lambda ep, name: _pop3_probe(ep, name, what))
+
+
 @contextlib.contextmanager
 def open_pop3(endpoint: Endpoint, login: str, user_password: str | None = None):
     """A POP3 session proven to be `login` (the ONE place POP3 sessions are opened); closed

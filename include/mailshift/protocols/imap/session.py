@@ -11,6 +11,8 @@ import contextlib
 import dataclasses
 import datetime
 import imaplib
+import json
+import os
 import re
 import secrets
 import socket
@@ -120,7 +122,8 @@ def prove_login_method(endpoint: Endpoint, protocol: str, probe) -> None:
     `auth=master` and `auth=authzid` ask the server to act for a mailbox. A server that ignores
     the authorization identity (or the master-user separator), or grants it for names that do
     not exist, logs in anyway — into the wrong mailbox. So, before the first session of a server
-    (again after `$MAILSHIFT_IDENTITY_PROBE_TTL` seconds, default 600), `probe(endpoint, name)`
+    (again after `$MAILSHIFT_IDENTITY_PROBE_TTL` seconds, default 21600: 6 h, shared by the
+    processes of a user through a cache file, see `_cache_file`), `probe(endpoint, name)`
     logs in with the same credentials as a random, non-existent mailbox: it must be refused. If
     it is accepted, no session of that server is proven: IdentityMismatch. `auth=user` logs in
     with the mailbox's own password: the server authenticates exactly that identity.
@@ -129,10 +132,9 @@ def prove_login_method(endpoint: Endpoint, protocol: str, probe) -> None:
         return
     port = endpoint.port if protocol == "IMAP" else endpoint.pop3_port
     key = (protocol, endpoint.host, port, endpoint.auth, endpoint.admin_user, endpoint.master_separator)
-    ttl = settings.get_float(settings.IDENTITY_PROBE_TTL, 600.0)
-    with _probe_lock:
-        if time.monotonic() - _probed.get(key, -1e18) < ttl:
-            return
+    ttl = settings.get_float(settings.IDENTITY_PROBE_TTL, 21600.0)
+    if _recently_proven(key, ttl):
+        return
     name = probe_identity()
     # servers delay a refused login on purpose (Dovecot: auth_failure_delay, 2 s): the probe's
     # refusal is the expected answer, so it gets a longer timeout than the endpoint's
@@ -142,14 +144,82 @@ def prove_login_method(endpoint: Endpoint, protocol: str, probe) -> None:
             f"{protocol} {endpoint.host}:{port}: the server accepted a {method} for the non-existent mailbox {name!r}: "
             f"it ignores or does not check the identity asked for, so no session proves its mailbox; nothing "
             f"was read: use auth=user with per-mailbox credentials, or fix the server's {endpoint.auth} setup")
-    with _probe_lock:
-        _probed[key] = time.monotonic()
+    _remember_proven(key)
+
+
+def prove_endpoints(*sessions: tuple[Endpoint, str]) -> None:
+    """Run the identity probes of several servers at once (each is a refused login, which servers
+    delay on purpose: Dovecot 2 s), so a copy pass waits for the slowest, not for their sum.
+    `sessions` are (endpoint, login) pairs: errors name the session the probe is for. Raises the
+    first IdentityMismatch (or connection error) found."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mailshift.protocols.pop3 import prove_pop3
+
+    def one(endpoint: Endpoint, login: str) -> None:
+        if endpoint.imap:
+            what = f"IMAP {endpoint.label} as {login}"
+            prove_login_method(endpoint, "IMAP", lambda ep, name: _imap_probe(ep, name, what))
+        else:
+            prove_pop3(endpoint, login)
+
+    todo = [(e, login) for e, login in sessions if e.auth != "user"]
+    if len(todo) < 2:
+        for e, login in todo:
+            one(e, login)
+        return
+    with ThreadPoolExecutor(len(todo), thread_name_prefix="identity-probe") as pool:
+        for future in [pool.submit(one, e, login) for e, login in todo]:
+            future.result()
 
 
 def forget_probes() -> None:
     """Forget every probe result (tests; or after a server's configuration changed)."""
     with _probe_lock:
         _probed.clear()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_cache_file())
+
+
+# A refused login is what the probe wants, but servers count it: Dovecot's auth penalty delays
+# every later login from the same IP (2 s, doubling up to 15 s), fail2ban-style guards may ban.
+# So a server's answer is kept across processes (every Airflow task is one) in a per-user file,
+# mode 0600: one probe per server per TTL, not one per process.
+def _cache_file() -> str:
+    return str(settings.identity_probe_cache_dir() / "identity-probes.json")
+
+
+def _recently_proven(key: tuple, ttl: float) -> bool:
+    with _probe_lock:
+        if time.monotonic() - _probed.get(key, -1e18) < ttl:
+            return True
+    try:
+        with open(_cache_file(), encoding="utf-8") as f:
+            when = json.load(f).get(json.dumps(key))
+    except (OSError, ValueError):
+        return False
+    return isinstance(when, (int, float)) and 0 <= time.time() - when < ttl
+
+
+def _remember_proven(key: tuple) -> None:
+    with _probe_lock:
+        _probed[key] = time.monotonic()
+        path = _cache_file()
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    data = json.load(f)
+            except (OSError, ValueError):
+                data = {}
+            data[json.dumps(key)] = time.time()
+            tmp = f"{path}.{os.getpid()}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+            os.replace(tmp, path)
+        except OSError:  # no cache: probes are then per process, still correct
+            pass
 
 
 def _imap_probe(endpoint: Endpoint, name: str, what: str) -> bool:
