@@ -11,9 +11,13 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONPATH := $(CURDIR)/include
 
-# Debian packages the lab needs: binary -> package.
-SYSTEM_PACKAGES := postgresql dovecot-imapd dovecot-pop3d dovecot-lmtpd bind9 bind9-dnsutils redis-server postfix openssl chromium chromium-driver fonts-ipafont-gothic cyrus-imapd cyrus-pop3d sasl2-bin dovecot-sieve dovecot-managesieved
-SYSTEM_BINARIES := /usr/lib/postgresql/15/bin/initdb /usr/sbin/dovecot /usr/lib/dovecot/pop3 /usr/lib/dovecot/lmtp /usr/sbin/named /usr/bin/dig /usr/bin/nsupdate /usr/bin/redis-server /usr/sbin/postfix /usr/bin/chromium /usr/bin/chromedriver /usr/lib/cyrus/bin/master /usr/lib/cyrus/bin/imapd /usr/lib/cyrus/bin/pop3d /usr/lib/cyrus/bin/lmtpd /usr/sbin/saslpasswd2 /usr/lib/dovecot/managesieve-login
+# Debian packages the lab needs: binary -> package. Cyrus's imapd and pop3d conflict with Dovecot's
+# (both provide imap-server / pop3-server), so they are unpacked from Debian's own .debs into
+# CYRUS_ROOT instead of installed; cyrus-common (master, lmtpd, libraries) installs normally.
+CYRUS_ROOT ?= /opt/mailshift-lab/cyrus
+export MAILSHIFT_LAB_CYRUS_ROOT := $(CYRUS_ROOT)
+SYSTEM_PACKAGES := postgresql dovecot-imapd dovecot-pop3d dovecot-lmtpd bind9 bind9-dnsutils redis-server postfix openssl chromium chromium-driver fonts-ipafont-gothic cyrus-common sasl2-bin dovecot-sieve dovecot-managesieved
+SYSTEM_BINARIES := /usr/lib/postgresql/15/bin/initdb /usr/sbin/dovecot /usr/lib/dovecot/imap-login /usr/lib/dovecot/pop3 /usr/lib/dovecot/lmtp /usr/sbin/named /usr/bin/dig /usr/bin/nsupdate /usr/bin/redis-server /usr/sbin/postfix /usr/bin/chromium /usr/bin/chromedriver /usr/lib/cyrus/bin/master $(CYRUS_ROOT)/usr/lib/cyrus/bin/imapd $(CYRUS_ROOT)/usr/lib/cyrus/bin/pop3d /usr/lib/cyrus/bin/lmtpd /usr/sbin/saslpasswd2 /usr/lib/dovecot/managesieve-login
 
 .PHONY: all venv system-deps lab-up lab-down lab-status airflow demo test test-unit test-distributed lint bench clean
 
@@ -37,7 +41,11 @@ system-deps:
 	    export DEBIAN_FRONTEND=noninteractive; \
 	    echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections; \
 	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
-	    systemctl disable --now dovecot named bind9 redis-server postgresql postfix >/dev/null 2>&1 || true; \
+	    systemctl disable --now dovecot named bind9 redis-server postgresql postfix cyrus-imapd >/dev/null 2>&1 || true; \
+	    if [ ! -x $(CYRUS_ROOT)/usr/lib/cyrus/bin/imapd ]; then \
+	      d=$$(mktemp -d) && chmod 755 $$d && (cd $$d && apt-get download -qq cyrus-imapd cyrus-pop3d) && \
+	      mkdir -p $(CYRUS_ROOT) && for f in $$d/*.deb; do dpkg-deb -x $$f $(CYRUS_ROOT); done && rm -rf $$d; \
+	    fi; \
 	  else \
 	    echo "missing:$$missing — run as root, or: sudo apt-get install $(SYSTEM_PACKAGES)"; exit 1; \
 	  fi; \

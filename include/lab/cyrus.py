@@ -27,6 +27,16 @@ from . import proc
 
 CYRUS_USER = "cyrus"
 MASTER = "/usr/lib/cyrus/bin/master"
+# imapd and pop3d conflict with Dovecot's packages: the Makefile unpacks them here (CYRUS_ROOT)
+CYRUS_ROOT = Path(os.environ.get("MAILSHIFT_LAB_CYRUS_ROOT", "/opt/mailshift-lab/cyrus"))
+
+
+def service_bin(name: str) -> str:
+    """Absolute path of a Cyrus service binary: the unpacked copy, else the installed one."""
+    for d in (CYRUS_ROOT / "usr/lib/cyrus/bin", Path("/usr/lib/cyrus/bin")):
+        if (d / name).is_file():
+            return str(d / name)
+    raise FileNotFoundError(f"Cyrus {name} not found under {CYRUS_ROOT} or /usr/lib/cyrus/bin: run `make lab-up` as root")
 SASLPASSWD = "/usr/sbin/saslpasswd2"
 HOST = "127.0.0.1"
 
@@ -92,8 +102,8 @@ class Cyrus:
             lines.append(f"admins: {i['admin_user']}")
         services = []
         if i["imap_port"]:
-            services.append(f'  imap cmd="imapd -C {self.conf}" listen="{HOST}:{i["imap_port"]}" prefork=0')
-        services.append(f'  pop3 cmd="pop3d -C {self.conf}" listen="{HOST}:{i["pop3_port"]}" prefork=0')
+            services.append(f'  imap cmd="{service_bin("imapd")} -C {self.conf}" listen="{HOST}:{i["imap_port"]}" prefork=0')
+        services.append(f'  pop3 cmd="{service_bin("pop3d")} -C {self.conf}" listen="{HOST}:{i["pop3_port"]}" prefork=0')
         if i["lmtp_socket"]:
             services.append(f'  lmtp cmd="lmtpd -C {self.conf}" listen="{i["lmtp_socket"]}" prefork=0')
         cyrus = "\n".join([
