@@ -18,18 +18,19 @@ class MessageState(enum.IntEnum):
     FAILED = 3            # reserved by the schema (0001); the copier never writes it: an error
                           # leaves the intent for the next pass, a NO from the destination is REFUSED
     SOURCE_EXPUNGED = 4   # was copied, gone at the source since
+    ALTERED = 5           # stored, but the destination changed its bytes: class + evidence in detail (0008)
 
 
-INTENT, COPIED, REFUSED, FAILED, SOURCE_EXPUNGED = (
+INTENT, COPIED, REFUSED, FAILED, SOURCE_EXPUNGED, ALTERED = (
     MessageState.INTENT, MessageState.COPIED, MessageState.REFUSED,
-    MessageState.FAILED, MessageState.SOURCE_EXPUNGED)
+    MessageState.FAILED, MessageState.SOURCE_EXPUNGED, MessageState.ALTERED)
 
 #: states after which the copier has nothing left to do for the row
 SETTLED_STATES = frozenset({COPIED, SOURCE_EXPUNGED})
 #: states that block the gate until fixed or waived
-BLOCKING_STATES = frozenset({INTENT, REFUSED, FAILED})
+BLOCKING_STATES = frozenset({INTENT, REFUSED, FAILED, ALTERED})
 #: states whose ``detail`` must carry the reason (CHECK message_reason)
-STATES_NEEDING_DETAIL = frozenset({REFUSED, FAILED})
+STATES_NEEDING_DETAIL = frozenset({REFUSED, FAILED, ALTERED})
 
 
 class Transform(enum.IntEnum):

@@ -20,7 +20,7 @@ from mailshift.rules import states
 
 #: message state 5 (migration 0008): stored at the destination but not byte-identical. Mirrored
 #: here until mailshift.rules.states (owned elsewhere) names it.
-ALTERED = getattr(states, "ALTERED", 5)
+ALTERED = states.ALTERED
 
 
 @dataclass(frozen=True)

@@ -76,13 +76,13 @@ def test_x_uidl_header():
 
 def test_codes_match_contract_and_migration():
     assert [(s.name, int(s)) for s in MessageState] == [
-        ("INTENT", 0), ("COPIED", 1), ("REFUSED", 2), ("FAILED", 3), ("SOURCE_EXPUNGED", 4)]
+        ("INTENT", 0), ("COPIED", 1), ("REFUSED", 2), ("FAILED", 3), ("SOURCE_EXPUNGED", 4), ("ALTERED", 5)]
     assert [int(t) for t in Transform] == [0, 1]
     assert [int(b) for b in SysFlag] == [1, 2, 4, 8, 16]
-    sql = MIGRATION.read_text()
+    sql = MIGRATION.read_text() + (MIGRATION.parent / "0008_copy_checks.sql").read_text()
     rows = dict((int(c), n) for c, n in re.findall(r"\((\d), '(\w+)',\s+(?:true|false)", sql))
     assert rows == {int(s): s.name.lower() for s in MessageState}
-    assert "CHECK (state BETWEEN 0 AND 4)" in sql
+    assert "CHECK (state BETWEEN 0 AND 5)" in sql
     assert "CHECK (transform IN (0, 1))" in sql
     assert "CHECK (sys_flags BETWEEN 0 AND 31)" in sql
     assert states.SETTLED_STATES | states.BLOCKING_STATES == set(MessageState)
