@@ -64,8 +64,16 @@ def copy_one(conn, address_or_id: str | int, pass_kind: str,
     ctx = mailbox_context(conn, address_or_id)
     source = resolve(ctx.source_conn_id)
     dest = resolve(dest_conn_id)
-    return copy_mailbox(CopyStore(conn), ctx.mailbox, source, dest, options_for(ctx, pass_kind, **overrides),
-                        progress)
+    summary = copy_mailbox(CopyStore(conn), ctx.mailbox, source, dest, options_for(ctx, pass_kind, **overrides),
+                           progress)
+    if not summary.refused and not summary.folders_refused:
+        # a finished pass logged in on both sides and stored everything: what an earlier preflight
+        # saw (unreachable, refused login, no room) no longer holds, so it must not block the gate
+        from mailshift.store import exception_records
+
+        exception_records.resolve_if_open(conn, f"preflight:{ctx.mailbox.id}", "copy",
+                                          f"{pass_kind} pass finished: both servers reachable, nothing refused")
+    return summary
 
 
 @dataclass
