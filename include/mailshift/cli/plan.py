@@ -126,8 +126,35 @@ def _projection(args, run: _Planned) -> dict:
         target = pr.workers_for_target(waves, rates, cluster, dt.date.fromisoformat(args.target_date),
                                        plan.limits.start_date)
         calendar = pr.workers_for_calendar(waves, rates, cluster, plan.limits.days_between)
+    nights = _cutover_nights(args, run, work, systems, rates, cluster)
     return {**p.to_dict(), "size_sources": size_sources, "target": target, "calendar": calendar,
-            "text": pr.render(p, target, size_sources, calendar)}
+            "cutover": nights, "text": pr.render(p, target, size_sources, calendar) + _nights_text(nights)}
+
+
+def _cutover_nights(args, run: _Planned, work: dict, systems: dict, rates, cluster) -> dict:
+    """The cutover night of every domain (one MX swap each): its mailboxes by source system."""
+    from mailshift.planning import projection as pr
+
+    domain_of = {b.id: b.domain for b in run.inp.loads}
+    by_domain: dict[str, dict[str, list]] = {}
+    for building, mailboxes in work.items():
+        if building in domain_of:
+            by_domain.setdefault(domain_of[building], {}).setdefault(systems[building], []).extend(mailboxes)
+    return {d: pr.project_cutover(mb, rates, cluster, window_hours=args.cutover_window)
+            for d, mb in sorted(by_domain.items())}
+
+
+def _nights_text(nights: dict) -> str:
+    lines = []
+    for domain, n in nights.items():
+        t = n["night"]
+        need = n["workers_for_window"]
+        lines.append(f"\ncutover night of {domain} ({n['mailboxes']:,} mailboxes): approval -> swap "
+                     f"{t['approval_to_swap_s'] / 3600:.1f} h (final pass {t['final_pass_s'] / 3600:.1f} h + re-verify "
+                     f"{t['reverify_s'] / 3600:.1f} h), swap -> drain quiet {t['swap_to_drain_quiet_s'] / 60:.0f} min, "
+                     f"swap -> final proof {t['swap_to_final_proof_s'] / 3600:.1f} h; workers for a "
+                     f"{n['window_hours']:g} h window: {need if need else 'none fits (' + n['note'] + ')'}")
+    return "".join(lines)
 
 
 def _print_json(args, run: _Planned, manifest: dict | None, projection: dict | None) -> None:
@@ -209,6 +236,9 @@ def _register_projection(pl) -> None:
     pj = pl.add_argument_group("projection", "--projection: each wave's and the whole migration's duration "
                                              "on a cluster, from measured rates (bench/README.md)")
     pj.add_argument("--projection", action="store_true", help="add the duration projection")
+    pj.add_argument("--cutover-window", type=float, default=6.0, metavar="HOURS",
+                    help="the night's window for approval -> swap (default 6): the projection says how many "
+                         "workers fit it")
     pj.add_argument("--workers", type=int, default=2, help="Celery workers (default 2)")
     pj.add_argument("--worker-concurrency", type=int, default=8, help="task slots per worker (default 8)")
     pj.add_argument("--pool-slots", action="append", metavar="SYSTEM=N",

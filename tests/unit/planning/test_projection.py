@@ -166,8 +166,17 @@ def test_plan_projection_cli(lab_config, tmp_path, capsys):
         assert main(args + ["--brief"]) == 0
         text = capsys.readouterr().out
         assert "projection: 2 worker(s)" in text and "src-a=3" in text and "target 2027-01-13" in text
+        domains = sorted({m.address.split("@")[1] for m in inv.mailboxes})
+        for d in domains:   # one cutover night per domain: one MX swap each
+            assert f"cutover night of {d}" in text
         assert main(args + ["--json"]) == 0
         doc = json.loads(capsys.readouterr().out)["projection"]
+    assert sorted(doc["cutover"]) == domains
+    assert sum(n["mailboxes"] for n in doc["cutover"].values()) == len(inv.mailboxes)
+    for n in doc["cutover"].values():
+        t = n["night"]
+        assert t["approval_to_swap_s"] == pytest.approx(t["final_pass_s"] + t["reverify_s"], abs=0.2)
+        assert n["window_hours"] == 6.0 and n["workers_for_window"] >= 1
     assert [w["number"] for w in doc["waves"]] == [1, 2, 3]
     assert doc["size_sources"] == {"ledger": 0, "sizes": 0, "estimate": len(inv.mailboxes)}
     assert doc["cluster"]["pool_slots"]["src-a"] == 3 and doc["target"]["feasible"]
