@@ -207,9 +207,15 @@ def main() -> int:
     say(f"legacy servers seeded: {seeded['mailboxes']} mailboxes, {seeded['messages']} messages, "
         f"{seeded['bytes'] / 1e6:.1f} MB in {seeded['seconds']}s")
 
+    # where the households' client-settings kits are published (an ISP's web server in production;
+    # here the kit directory itself): every notice mail links to its household's kit
+    kits = Path(cfg.root) / "demo" / "client-settings"
+    os.environ.setdefault("MAILSHIFT_CLIENT_SETTINGS_URL", kits.as_uri())
     notice_campaign(cfg, dsn, inv, exports)
     say("customers told: six email rounds sent, letters and calls recorded")
-    say("client-settings kit of one household: " + client_settings_kit(cfg, dsn, inv.buildings[0].id))
+    example = client_settings_kit(cfg, dsn, inv.buildings[0].id)
+    say(f"client-settings kit of one household: {example} (its notice mails link to "
+        f"{os.environ['MAILSHIFT_CLIENT_SETTINGS_URL'].rstrip('/')}/{Path(example).name}/)")
 
     from lab import zone
     from lab.airflow_home import ensure_metadata_db
