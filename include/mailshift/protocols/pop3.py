@@ -17,11 +17,11 @@ import datetime
 import hashlib
 import poplib
 import re
-import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from mailshift.errors import AuthError, ConfigError, IdentityMismatch, ProtocolError, TransientError
+from mailshift.errors import AuthError, ConfigError, ProtocolError
+from mailshift.protocols import faults
 from mailshift.protocols.endpoint import Endpoint, mailbox_password
 
 
@@ -70,25 +70,8 @@ def _label(endpoint: Endpoint) -> str:
     return f"{endpoint.host}:{endpoint.pop3_port}"
 
 
-@contextlib.contextmanager
 def _translated(what: str):
-    try:
-        yield
-    except (AuthError, ConfigError, TransientError, ProtocolError, IdentityMismatch):
-        raise
-    except ssl.SSLCertVerificationError as exc:
-        raise ConfigError(f"{what}: TLS certificate rejected ({exc.verify_message}): fix the server's "
-                          "certificate or the connection's `ca` option") from exc
-    except ssl.SSLError as exc:
-        raise ConfigError(f"{what}: TLS handshake failed ({exc.reason or exc}): check pop3_tls against the port") from exc
-    except ConnectionRefusedError as exc:
-        raise TransientError(f"{what}: connection refused") from exc
-    except TimeoutError as exc:
-        raise TransientError(f"{what}: no answer (timed out)") from exc
-    except (OSError, EOFError) as exc:
-        raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
-    except poplib.error_proto as exc:
-        raise ProtocolError(f"{what}: {exc}") from exc
+    return faults.translated(what, tls_option="pop3_tls", protocol_errors=(poplib.error_proto,))
 
 
 def _pop3_probe(endpoint: Endpoint, name: str, what: str) -> bool:

@@ -16,7 +16,6 @@ import os
 import re
 import secrets
 import socket
-import ssl
 import threading
 import time
 
@@ -25,35 +24,18 @@ from imapclient import exceptions as imapexc
 from imapclient.fixed_offset import FixedOffset
 
 from mailshift import settings
-from mailshift.errors import AuthError, ConfigError, IdentityMismatch, ProtocolError, TransientError
+from mailshift.errors import AuthError, ConfigError, IdentityMismatch
+from mailshift.protocols import faults
 from mailshift.protocols.endpoint import Endpoint, mailbox_password
 
 _NETWORK_ERRORS = (OSError, socket.timeout, imaplib.IMAP4.abort, imapexc.IMAPClientAbortError, EOFError)
 
 
-@contextlib.contextmanager
 def translated_errors(what: str):
     """Re-raise network and protocol failures as mailshift errors naming `what` (no secrets)."""
-    try:
-        yield
-    except (AuthError, ConfigError, TransientError, ProtocolError, IdentityMismatch):
-        raise
-    except ssl.SSLCertVerificationError as exc:
-        raise ConfigError(f"{what}: TLS certificate rejected ({exc.verify_message}): fix the server's "
-                          "certificate or the connection's `ca` option") from exc
-    except ssl.SSLError as exc:
-        raise ConfigError(f"{what}: TLS handshake failed ({exc.reason or exc}): check the connection's "
-                          "`tls` option (starttls/imaps) against the port") from exc
-    except imapexc.LoginError as exc:
-        raise AuthError(f"{what}: login refused: {_words(exc)}") from exc
-    except ConnectionRefusedError as exc:
-        raise TransientError(f"{what}: connection refused") from exc
-    except TimeoutError as exc:
-        raise TransientError(f"{what}: no answer (timed out)") from exc
-    except _NETWORK_ERRORS as exc:
-        raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
-    except imaplib.IMAP4.error as exc:
-        raise ProtocolError(f"{what}: {exc}") from exc
+    return faults.translated(what, tls_option="the connection's `tls` option (starttls/imaps)",
+                             login_errors=(imapexc.LoginError,), network_errors=_NETWORK_ERRORS,
+                             protocol_errors=(imaplib.IMAP4.error,), words=_words)
 
 
 def _words(exc: Exception) -> str:
