@@ -130,9 +130,11 @@ def _upgrade_proof_failed(message: slack.Message) -> slack.Message:
     if building is None:
         return message
     verdict = None
-    try:
-        verdict = ti.xcom_pull(task_ids="verify")
+    try:  # the building's verdict is verify_close's (verify itself is mapped: a list of parts)
+        verdict = ti.xcom_pull(task_ids="verify_close")
     except Exception:  # noqa: BLE001
+        verdict = None
+    if not isinstance(verdict, dict):
         verdict = None
     full = proof_failed_alert(building, verdict, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
                               map_index=getattr(ti, "map_index", -1))

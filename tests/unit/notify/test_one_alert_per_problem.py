@@ -69,7 +69,10 @@ def test_gx_failed_from_inside_the_task_is_upgraded_and_deduplicated(env, monkey
     import airflow.sdk
 
     ti = _ti(env.building)
-    ti.xcom_pull = lambda task_ids: {"proven": False, "failed_expectations": ["expect_table_row_count_to_equal"]}
+    # as the building DAG leaves them: verify is mapped (a list of parts), verify_close has the verdict
+    xcoms = {"verify": [{"mailboxes": 1}, {"mailboxes": 2}],
+             "verify_close": {"proven": False, "failed_expectations": ["expect_table_row_count_to_equal"]}}
+    ti.xcom_pull = lambda task_ids: xcoms[task_ids]
     monkeypatch.setattr(airflow.sdk, "get_current_context", lambda: {"ti": ti})
     # what building.mark_proven does today
     callbacks.post(slack.gx_failed(env.building, ["expect_table_row_count_to_equal"], "/worker/reports/x.html"),
