@@ -25,6 +25,7 @@ from mailshift.rules import states
 from mailshift.rules.proof import proof_states
 from mailshift.store import progress as progress_store
 from mailshift.store.exception_records import raise_exception
+from mailshift.store.proofs import copied_totals
 from mailshift.store.waivers import create_waiver
 from mailshift.verify.report import render
 from support.cutover import record_pass, record_proof
@@ -127,6 +128,7 @@ def test_every_caller_gives_the_rules_answer(dsn, db, domain, capsys, monkeypatc
     t = wave_totals(db, WAVE)
     assert (t["mailboxes"], t["proven_mailboxes"], t["not_proven"]) == (len(by_address), len(ok), len(by_address) - len(ok))
     assert t["proven_buildings"] == 0          # both buildings hold a not-proven mailbox
+    assert (t["messages"], t["bytes"]) == copied_totals(db, list(domain.values())) == (1, 10)
     msg = slack.wave_finished(WAVE, t["buildings"], t["proven_buildings"], t["mailboxes"], t["not_proven"],
                               t["messages"], t["bytes"], 60.0)
     assert f"{len(by_address) - len(ok)} not proven" in msg.text

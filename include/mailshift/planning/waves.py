@@ -11,10 +11,13 @@ def wave_buildings(conn, wave_number: int) -> list[str]:
 
 
 def wave_totals(conn, wave_number: int) -> dict:
-    """Buildings, mailboxes, proven mailboxes (rules.proof), messages and bytes copied for one wave."""
-    found = proof.proof_states(conn, wave=wave_number)
-    t = proof.tally(found)
-    messages, bytes_ = proofs.copied_totals(conn, [s.mailbox_id for s in found])
+    """Buildings, mailboxes, proven mailboxes (rules.proof), messages and bytes copied for one wave.
+
+    The copied totals come with the facts (fresh `mailbox_ledger` rows), as the gate's do: only
+    mailboxes whose summary is behind the ledger are counted live, not every ledger row again."""
+    facts = proofs.mailbox_facts(conn, wave=wave_number)
+    t = proof.tally([proof.decide(f) for f in facts])
+    messages, bytes_, _live = proofs.summarised_totals(conn, facts)
     return {"buildings": t["buildings"], "mailboxes": t["mailboxes"], "proven_mailboxes": t["ok"],
             "not_proven": t["not_proven"], "proven_buildings": t["buildings_ok"],
             "messages": messages, "bytes": bytes_}
