@@ -68,29 +68,36 @@ class LabMailbox:
 def add_mailbox(conn, cfg: LabConfig, source: str, login: str, protocol: str = "imap",
                 spec: dict | None = None, quota_bytes: int | None = None) -> LabMailbox:
     """Inventory rows for one mailbox, empty accounts on the source and the destination."""
-    import json
-
     address = f"{login}@{DOMAIN}"
-    building = f"B-{source}-{login}"
-    with conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO source_system (id, kind, imap_host, imap_port, pop3_port, tls, max_connections,"
-                    " airflow_conn_id) VALUES (%s, 'dovecot', '127.0.0.1', %s, %s, 'none', 8, %s)"
-                    " ON CONFLICT (id) DO NOTHING",
-                    (source, cfg.servers[source].imap_port, cfg.servers[source].pop3_port,
-                     "mailshift_" + source.replace("-", "_")))
-        cur.execute("INSERT INTO domain (name) VALUES (%s) ON CONFLICT DO NOTHING", (DOMAIN,))
-        cur.execute("INSERT INTO building (id, name, domain, source_system, spec) VALUES (%s, %s, %s, %s, %s)",
-                    (building, building, DOMAIN, source, json.dumps(spec or {})))
-        cur.execute("INSERT INTO household (id, building_id) VALUES (%s, %s)", ("H-" + building, building))
-        cur.execute("INSERT INTO mailbox (household_id, address, source_login, dest_login, protocol)"
-                    " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                    ("H-" + building, address, login, address, protocol))
-        mid = cur.fetchone()[0]
+    mid = inventory_rows(conn, source=source, kind="dovecot", host="127.0.0.1", imap_port=cfg.servers[source].imap_port,
+                         pop3_port=cfg.servers[source].pop3_port, conn_id="mailshift_" + source.replace("-", "_"),
+                         login=login, dest_login=address, protocol=protocol, spec=spec)
     users.ensure_users(cfg, source, [(login, None, None)])
     users.reset_mailbox(cfg, source, login)
     users.ensure_users(cfg, "dest", [(address, None, quota_bytes)])
     users.reset_mailbox(cfg, "dest", address)
     return LabMailbox(mid, address, source, login, address, protocol)
+
+
+def inventory_rows(conn, *, source: str, kind: str, host: str, imap_port, pop3_port, conn_id: str, login: str,
+                   dest_login: str, protocol: str = "imap", spec: dict | None = None, domain: str = DOMAIN) -> int:
+    """One mailbox in a building of its own (`B-<source>-<login>`, household `H-<building>`) on
+    `domain`, its source system added if new; returns the mailbox id."""
+    import json
+
+    address, building = f"{login}@{domain}", f"B-{source}-{login}"
+    with conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO source_system (id, kind, imap_host, imap_port, pop3_port, tls, max_connections,"
+                    " airflow_conn_id) VALUES (%s, %s, %s, %s, %s, 'none', 8, %s) ON CONFLICT (id) DO NOTHING",
+                    (source, kind, host, imap_port, pop3_port, conn_id))
+        cur.execute("INSERT INTO domain (name) VALUES (%s) ON CONFLICT DO NOTHING", (domain,))
+        cur.execute("INSERT INTO building (id, name, domain, source_system, spec) VALUES (%s, %s, %s, %s, %s)",
+                    (building, building, domain, source, json.dumps(spec or {})))
+        cur.execute("INSERT INTO household (id, building_id) VALUES (%s, %s)", ("H-" + building, building))
+        cur.execute("INSERT INTO mailbox (household_id, address, source_login, dest_login, protocol)"
+                    " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                    ("H-" + building, address, login, dest_login, protocol))
+        return cur.fetchone()[0]
 
 
 def unique_login(prefix: str = "t") -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import poplib
 import secrets
@@ -23,6 +22,7 @@ from lab.config import LabConfig
 from lab.cyrus import Cyrus
 from mailshift.protocols.endpoint import Endpoint, parse_endpoint
 from mailshift.protocols.imap.session import fetch_range
+from support.mail import inventory_rows
 
 DOMAIN = "real.mailshift.test"
 
@@ -102,18 +102,9 @@ def add_mailbox(conn, cfg: LabConfig, source: str, dest: str = "cyrus-dest", pro
         dest_login, dest_pw = new_user(cfg, dest, "n" + src_login[1:])
     address = f"{src_login}@{DOMAIN}"
     building = f"B-{source}-{src_login}"
-    with conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO source_system (id, kind, imap_host, imap_port, pop3_port, tls, max_connections,"
-                    " airflow_conn_id) VALUES (%s, 'cyrus', %s, %s, %s, 'none', 8, %s) ON CONFLICT (id) DO NOTHING",
-                    (source, c["host"], c["imap_port"], c["pop3_port"], conn_id(source)))
-        cur.execute("INSERT INTO domain (name) VALUES (%s) ON CONFLICT DO NOTHING", (DOMAIN,))
-        cur.execute("INSERT INTO building (id, name, domain, source_system, spec) VALUES (%s, %s, %s, %s, %s)",
-                    (building, building, DOMAIN, source, json.dumps(spec or {})))
-        cur.execute("INSERT INTO household (id, building_id) VALUES (%s, %s)", ("H-" + building, building))
-        cur.execute("INSERT INTO mailbox (household_id, address, source_login, dest_login, protocol)"
-                    " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                    ("H-" + building, address, src_login, dest_login, protocol))
-        mid = cur.fetchone()[0]
+    mid = inventory_rows(conn, source=source, kind="cyrus", host=c["host"], imap_port=c["imap_port"],
+                         pop3_port=c["pop3_port"], conn_id=conn_id(source), login=src_login, dest_login=dest_login,
+                         protocol=protocol, spec=spec, domain=DOMAIN)
     return RealMailbox(mid, address, source, src_login, src_pw, dest_login, dest_pw, protocol, building)
 
 
