@@ -6,7 +6,9 @@ Airflow connection, an `AIRFLOW_CONN_*` environment variable or the CLI:
     imap://admin:secret@mail.example.net:143?tls=starttls&auth=master&pop3_port=110
 
 - scheme `imap` (port 143 by default) or `imaps` (implicit TLS, port 993).
-- `tls`: `starttls` (default for imap), `imaps`, or `none` (plaintext; only for a loopback lab).
+- `tls`: `starttls` (default for imap), `imaps`, or `none` (plaintext). `none` to a host that is
+  not loopback is refused (ConfigError naming the connection and the host) unless the
+  connection also says `allow_plaintext=true`: the operator's explicit, visible decision.
 - `verify`: `true` (default) checks the certificate and host name; `ca` names a CA bundle file.
 - `auth`: `master` logs in as `<mailbox login><sep><admin>` (Dovecot master users, `sep`
   defaults to `*`); `authzid` uses SASL PLAIN with the mailbox login as authorization identity;
@@ -22,7 +24,7 @@ The password is a secret: `Endpoint.__repr__` never shows it.
 
 from __future__ import annotations
 
-import dataclasses
+import ipaddress
 import json
 import os
 import ssl
@@ -36,7 +38,16 @@ from mailshift.errors import ConfigError, CredentialsError
 
 _TLS_MODES = ("starttls", "imaps", "none")
 _AUTH_MODES = ("master", "authzid", "user")
-_OPTIONS = {"tls", "verify", "ca", "auth", "sep", "pop3_port", "pop3_tls", "timeout", "credentials", "imap"}
+_OPTIONS = {"tls", "verify", "ca", "auth", "sep", "pop3_port", "pop3_tls", "timeout", "credentials", "imap",
+            "allow_plaintext"}
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and `localhost`: the only hosts plaintext may reach by default."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
 
 
 @dataclass(frozen=True)
@@ -58,10 +69,16 @@ class Endpoint:
     credentials: str | None = None   # per-mailbox password file (auth=user)
     conn_id: str | None = None       # the connection id it was resolved from, if known
     imap: bool = True                # False: the server offers only POP3
+    allow_plaintext: bool = False    # tls=none to a non-loopback host, explicitly allowed
 
     def __post_init__(self):
         if self.tls not in _TLS_MODES:
             raise ConfigError(f"tls={self.tls!r}: expected one of {', '.join(_TLS_MODES)}")
+        plain = [name for name, mode in (("tls", self.tls), ("pop3_tls", self.pop3_tls)) if mode == "none"]
+        if plain and not self.allow_plaintext and not is_loopback(self.host):
+            raise ConfigError(f"connection {self.conn_id or '(unnamed)'}: {plain[0]}=none to {self.host}, which is "
+                              "not loopback: passwords and mail would cross the network in clear; use "
+                              "tls=starttls or tls=imaps, or set allow_plaintext=true on this connection")
         if self.auth not in _AUTH_MODES:
             raise ConfigError(f"auth={self.auth!r}: expected one of {', '.join(_AUTH_MODES)}")
         if self.auth in ("master", "authzid") and not self.admin_user:
@@ -89,8 +106,9 @@ def _flag(value: str, name: str) -> bool:
     raise ConfigError(f"{name}={value!r}: expected true or false")
 
 
-def parse_endpoint(uri: str) -> Endpoint:
-    """Parse a connection URI (see the module docstring); errors never echo the password."""
+def parse_endpoint(uri: str, conn_id: str | None = None) -> Endpoint:
+    """Parse a connection URI (see the module docstring); errors never echo the password and
+    name the connection id when it is given."""
     parts = urlsplit(uri)
     if parts.scheme not in ("imap", "imaps"):
         raise ConfigError(f"unsupported scheme {parts.scheme!r} in connection URI for {parts.hostname}")
@@ -121,10 +139,12 @@ def parse_endpoint(uri: str) -> Endpoint:
         timeout=float(query.get("timeout", "60")),
         credentials=query.get("credentials"),
         imap=_flag(query.get("imap", "true"), "imap"),
+        allow_plaintext=_flag(query.get("allow_plaintext", "false"), "allow_plaintext"),
+        conn_id=conn_id,
     )
 
 
-def endpoint_from_json(doc: dict) -> Endpoint:
+def endpoint_from_json(doc: dict, conn_id: str | None = None) -> Endpoint:
     """An endpoint from Airflow's JSON connection form (host, port, login, password, extra)."""
     extra = doc.get("extra") or {}
     if isinstance(extra, str):
@@ -133,7 +153,8 @@ def endpoint_from_json(doc: dict) -> Endpoint:
     user = quote(doc.get("login") or "", safe="")
     if doc.get("password"):
         user += ":" + quote(doc["password"], safe="")
-    return parse_endpoint(f"imap://{user}@{doc.get('host')}:{doc.get('port') or 143}" + (f"?{query}" if query else ""))
+    return parse_endpoint(f"imap://{user}@{doc.get('host')}:{doc.get('port') or 143}" + (f"?{query}" if query else ""),
+                          conn_id)
 
 
 def endpoint_from_env(conn_id: str) -> Endpoint:
@@ -144,8 +165,7 @@ def endpoint_from_env(conn_id: str) -> Endpoint:
     Airflow connection instead.
     """
     _var, value = settings.connection_value(conn_id)
-    endpoint = endpoint_from_json(value) if isinstance(value, dict) else parse_endpoint(value)
-    return dataclasses.replace(endpoint, conn_id=conn_id)
+    return endpoint_from_json(value, conn_id) if isinstance(value, dict) else parse_endpoint(value, conn_id)
 
 
 # -- per-mailbox credentials (servers without a master user) ---------------------------------

@@ -32,7 +32,7 @@ def _rep(**kw):
 
 
 def test_wont_work_rules():
-    lan = parse_endpoint("imap://admin:pw@mail.example.net:143?tls=none")
+    lan = parse_endpoint("imap://admin:pw@mail.example.net:143?tls=none&allow_plaintext=true")
     assert any("in clear" in w for w in check.wont_work(lan, _rep(), {"configured": False}))
     loop = parse_endpoint("imap://admin:pw@127.0.0.1:143?tls=none")
     assert check.wont_work(loop, _rep(), {"configured": False}) == []
