@@ -11,7 +11,9 @@ one mapped task per source system, in that system's pool and Celery queue: the s
 connections are bounded by the pools, the destination connections by the same tasks (one
 destination session per running task, so at most the sum of the source pools). No task's
 duration grows with the domain beyond `mailboxes_per_task` mailboxes (Airflow caps a map at
-[core] max_map_length; the batch grows only past that).
+[core] max_map_length; the batch grows only past that). The closes of a verification (GX suite
++ report) are mapped per building, in the source system's queue but not its pool (they hold no
+source connection): every worker serving that system takes them.
 
 `route` reads the database: once the MX swap is recorded, a re-triggered run skips the approval
 and everything before the drain (skipped, not failed; no alert) and drains and proves again.
@@ -144,25 +146,22 @@ def verify_batch(batch: dict, kind: str) -> dict:
 
 
 @task(trigger_rule="all_success")
-def merge_parts(parts) -> dict:
-    """{building: {verified, errors}} over the mapped verify tasks of one pool."""
-    out: dict = {}
-    for part in parts or []:
-        for b, p in (part or {}).items():
-            m = out.setdefault(b, {"verified": 0, "errors": {}})
-            m["verified"] += int(p.get("verified", 0))
-            m["errors"].update(p.get("errors") or {})
-    return out
+def merge_parts(parts, batches) -> list[dict]:
+    """The mapped verify tasks of one pool merged into the closing work: one item per building
+    (its run, its merged counts), so the closes map over buildings, not over the batches."""
+    from mailshift.cutover.steps import close_chunks
+
+    return close_chunks(list(batches or []), list(parts or []), MAX_BATCHES)
 
 
 @task(map_index_template="{{ batch_label }}")
-def close_runs(batch: dict, merged: dict) -> dict:
-    """Expectations and report of the building verify runs this batch closes."""
-    chunk = batch.get("close") or []
-    get_current_context()["batch_label"] = f"{chunk[0][0]} .. {chunk[-1][0]}" if chunk else "nothing to close"
+def close_runs(item: dict) -> dict:
+    """Expectations and report of the building verify run(s) of this item."""
+    chunk = item.get("close") or []
+    get_current_context()["batch_label"] = " ".join(b for b, _ in chunk) if chunk else "nothing to close"
     out = {"buildings": 0, "proven": 0, "reports": [], "runs": []}
     for building, run_id in chunk:
-        v = verify_close_fn(building, run_id, [merged])
+        v = verify_close_fn(building, run_id, [item.get("merged") or {}])
         out["runs"].append(run_id)
         out["buildings"] += 1
         out["proven"] += int(bool(v["proven"]))
@@ -270,24 +269,32 @@ APPROVAL_BODY = "{{ ti.xcom_pull(task_ids='gate')['approval_text'] }}\n\nApprovi
                 "{{ params.new_mx | join(', ') }}. There is no rollback."
 
 
-def _per_pool(pool: str, name: str, plan_task, plan_args: tuple, step, step_kw: dict, upstream=None, **plan_kw):
-    """plan_<name>_<pool> -> <name>_<pool> (mapped over the plan, in the pool and its queue)."""
+def _where(pool: str) -> dict:
+    """Pool and Celery queue of a task that holds a connection to the pool's source system."""
     from types import SimpleNamespace
 
     from mailshift.airflow.building import copy_queue
 
-    where = {"pool": pool, "queue": copy_queue(SimpleNamespace(pool=pool))} if pool != "default_pool" else {}
+    return {"pool": pool, "queue": copy_queue(SimpleNamespace(pool=pool))} if pool != "default_pool" else {}
+
+
+def _per_pool(pool: str, name: str, plan_task, plan_args: tuple, step, step_kw: dict, upstream=None, **plan_kw):
+    """plan_<name>_<pool> -> <name>_<pool> (mapped over the plan, in the pool and its queue)."""
     plan = plan_task.override(task_id=f"plan_{name}_{pool}", **plan_kw)(*plan_args)
     if upstream is not None:
         upstream >> plan
-    return plan, step.override(task_id=f"{name}_{pool}", **where).partial(**step_kw).expand(batch=plan)
+    return plan, step.override(task_id=f"{name}_{pool}", **_where(pool)).partial(**step_kw).expand(batch=plan)
 
 
 def _verify_step(domain: str, pool: str, name: str, kind: str, upstream):
-    """Verification of one pool's mailboxes: open runs, mapped re-read, merge, mapped close."""
+    """Verification of one pool's mailboxes: open runs, mapped re-read, merge, mapped close (one
+    task per building). The closes hold no source connection (database, GX, report): they stay
+    out of the source pool but go to its queue, so every worker that serves the source system
+    shares them (on `default` they all landed on the one control worker)."""
     plan, parts = _per_pool(pool, name, plan_verify, (domain, pool, kind), verify_batch, {"kind": kind}, upstream)
-    merged = merge_parts.override(task_id=f"{name}_merge_{pool}")(parts)
-    return close_runs.override(task_id=f"{name}_close_{pool}").partial(merged=merged).expand(batch=plan)
+    merged = merge_parts.override(task_id=f"{name}_merge_{pool}")(parts, plan)
+    queue = {"queue": _where(pool)["queue"]} if pool != "default_pool" else {}
+    return close_runs.override(task_id=f"{name}_close_{pool}", **queue).expand(item=merged)
 
 
 def _params(domain: str) -> dict:

@@ -184,18 +184,25 @@ def abort_step(conn, domain: str, *, by: str, reason: str, notify: Notify | None
 #: mailboxes per mapped task: ~4 min of a final pass at ~1.2 s a mailbox; raised when a source
 #: system has more mailboxes than max_batches x this (Airflow's [core] max_map_length)
 BATCH_MAILBOXES = 200
-NONE_BATCH = {"label": "(no mailbox of this source system)", "groups": []}
+NONE_BATCH = {"label": "(no mailbox of this source system)", "mailboxes": 0, "groups": []}
 
 
 def plan_batches(conn, domain: str, pool_of: Callable[[str], str], pool: str, *, size: int = BATCH_MAILBOXES,
                  max_batches: int = 1000, modes: dict | None = None, sample_rate: float = 0.02) -> list[dict]:
-    """The batches of the domain's mailboxes whose source system's pool is `pool` (one empty batch
-    when it has none, so every mapped task runs and trigger rules stay plain). A batch is
-    {"label", "mailboxes", "groups": [{"building_id", "mailbox_ids", "mode", "sample_rate",
-    "verify_run_id"}], "close": []}: groups never cross a building (one verify run each)."""
+    """The batches (`batch_rows`) of the domain's mailboxes whose source system's pool is `pool`."""
     from mailshift.store.cutover import domain_mailbox_sources
 
     rows = [(mid, building) for mid, building, system in domain_mailbox_sources(conn, domain) if pool_of(system) == pool]
+    return batch_rows(rows, size=size, max_batches=max_batches, modes=modes, sample_rate=sample_rate)
+
+
+def batch_rows(rows: list[tuple[int, str]], *, size: int = BATCH_MAILBOXES, max_batches: int = 1000,
+               modes: dict | None = None, sample_rate: float = 0.02) -> list[dict]:
+    """(mailbox id, building) rows, in building order, as ceil(len / size) batches of at most `size`
+    mailboxes (more only past `max_batches`: Airflow caps a map), or one empty batch when there are
+    none, so every mapped task runs and trigger rules stay plain. A batch is {"label", "mailboxes",
+    "groups": [{"building_id", "mailbox_ids", "mode", "sample_rate", "verify_run_id"}]}: groups
+    never cross a building (one verify run each)."""
     n = max(size, -(-len(rows) // max_batches))
     batches = []
     for start in range(0, len(rows), n):
@@ -207,13 +214,12 @@ def plan_batches(conn, domain: str, pool_of: Callable[[str], str], pool: str, *,
                                                      "sample_rate": sample_rate, "verify_run_id": None})
             g["mailbox_ids"].append(mid)
         batches.append({"label": f"{chunk[0][1]} .. {chunk[-1][1]} ({len(chunk)} mailboxes)",
-                        "mailboxes": len(chunk), "groups": list(groups.values()), "close": []})
-    return batches or [dict(NONE_BATCH, close=[])]
+                        "mailboxes": len(chunk), "groups": list(groups.values())})
+    return batches or [dict(NONE_BATCH)]
 
 
 def attach_verify_runs(conn, batches: list[dict], kind: str) -> dict:
-    """Open one verify run per building of the batches, write its id into their groups, and deal
-    the closing of the runs (expectations + report) round-robin over the batches: {building: run}."""
+    """Open one verify run per building of the batches and write its id into their groups: {building: run}."""
     from mailshift.verify.core import open_building_run
 
     runs: dict[str, int] = {}
@@ -222,9 +228,29 @@ def attach_verify_runs(conn, batches: list[dict], kind: str) -> dict:
             if g["building_id"] not in runs:
                 runs[g["building_id"]] = open_building_run(conn, g["building_id"], kind)
             g["verify_run_id"] = runs[g["building_id"]]
-    for i, (building, run) in enumerate(sorted(runs.items())):
-        batches[i % len(batches)]["close"].append([building, run])
     return runs
+
+
+def close_chunks(batches: list[dict], parts: list[dict], max_tasks: int = 1000) -> list[dict]:
+    """The closing work (GX suite + report per building verify run) of a mapped verification:
+    one item per building - ceil(buildings / max_tasks) past `max_tasks` - each {"close":
+    [[building, run], ...], "merged": {building: {verified, errors}}} with the merged counts of
+    the `parts` (the mapped verify tasks' results). A close costs what one building costs,
+    whatever the size of the domain. One empty item when nothing is to close (the map still runs)."""
+    runs = {g["building_id"]: g["verify_run_id"] for b in batches for g in b.get("groups", [])
+            if g.get("verify_run_id") is not None}
+    merged: dict[str, dict] = {}
+    for part in parts or []:
+        for b, p in (part or {}).items():
+            m = merged.setdefault(b, {"verified": 0, "errors": {}})
+            m["verified"] += int(p.get("verified", 0))
+            m["errors"].update(p.get("errors") or {})
+    order = sorted(runs.items())
+    n = max(1, -(-len(order) // max_tasks))
+    out = [{"close": [[b, r] for b, r in order[i:i + n]],
+            "merged": {b: merged.get(b, {"verified": 0, "errors": {}}) for b, _r in order[i:i + n]}}
+           for i in range(0, len(order), n)]
+    return out or [{"close": [], "merged": {}}]
 
 
 def final_pass_batch(conn, domain: str, batch: dict, copy_fn: CopyFn = default_copy) -> dict:

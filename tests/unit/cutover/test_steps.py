@@ -129,3 +129,45 @@ def test_airflow_cutover_calls_explicit_steps_and_holds_no_sql_or_rules():
     assert imported and all(callable(getattr(steps, name)) for name in imported)
     assert not re.search(r"\b(SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM)\b", src)
     assert "notice" not in src.replace("notices included", "")
+
+
+def _rows(buildings: int, per_building: int) -> list[tuple[int, str]]:
+    return [(b * 1000 + i, f"B{b:03d}") for b in range(buildings) for i in range(per_building)]
+
+
+def test_batches_cover_a_bounded_number_of_mailboxes():
+    """537 mailboxes at 3 a task are 179 tasks of <= 3 (the 537-mailbox run's REST listing showed
+    16: the listing was cut at the API's page limit, not the batching)."""
+    from mailshift.cutover.steps import batch_rows
+
+    rows = _rows(8, 67)[:537]
+    batches = batch_rows(rows, size=3)
+    assert len(batches) == 179 and max(b["mailboxes"] for b in batches) == 3
+    ids = [m for b in batches for g in b["groups"] for m in g["mailbox_ids"]]
+    assert sorted(ids) == sorted(m for m, _ in rows)          # every mailbox once
+    assert all(len({m // 1000 for m in g["mailbox_ids"]}) == 1 for b in batches for g in b["groups"])
+    # the size grows only past Airflow's map limit
+    assert [b["mailboxes"] for b in batch_rows(_rows(50, 100), size=3, max_batches=1000)] == [5] * 1000
+    assert batch_rows([], size=3) == [{"label": "(no mailbox of this source system)", "mailboxes": 0, "groups": []}]
+
+
+def test_closes_are_one_task_per_building_whatever_the_batches():
+    from mailshift.cutover.steps import batch_rows, close_chunks
+
+    batches = batch_rows(_rows(8, 67), size=3)
+    for i, b in enumerate(batches):
+        for g in b["groups"]:
+            g["verify_run_id"] = 100 + int(g["building_id"][1:])
+    parts = [{g["building_id"]: {"verified": len(g["mailbox_ids"]), "errors": {}} for g in b["groups"]}
+             for b in batches]
+    parts[0]["B000"]["errors"] = {"7": "boom"}
+    items = close_chunks(batches, parts)
+    assert [i["close"] for i in items] == [[[f"B{n:03d}", 100 + n]] for n in range(8)]
+    assert items[0]["merged"] == {"B000": {"verified": 67, "errors": {"7": "boom"}}}
+    assert list(items[5]["merged"]) == ["B005"]                # only its own building's counts
+    many = batch_rows(_rows(2500, 1), size=3)
+    for b in many:
+        for g in b["groups"]:
+            g["verify_run_id"] = 1
+    assert [len(i["close"]) for i in close_chunks(many, [], max_tasks=1000)] == [3] * 833 + [1]
+    assert close_chunks(batch_rows([]), []) == [{"close": [], "merged": {}}]
