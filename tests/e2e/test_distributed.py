@@ -204,7 +204,7 @@ def cluster(lab_config, tmp_path_factory):
                     af.wait_for_dag(f"mailshift_building_{b.id}", timeout=300)
                     af.api("PATCH", f"/dags/mailshift_building_{b.id}", {"is_paused": False})
                 timings["dags_parsed_s"] = round(time.monotonic() - t, 1)
-                out = {"cfg": cfg, "dsn": dsn, "conn": conn, "inv": inv, "af": af, "workers": workers,
+                out = {"cfg": cfg, "dsn": dsn, "conn": conn, "inv": inv, "af": af, "workers": workers, "env": env,
                        "redis": redis, "buildings": buildings, "manifest": manifest, "timings": timings,
                        "seeded": seeded, "state_dir": sdir, "runs": {}}
                 try:
@@ -228,7 +228,7 @@ def _pool_exists(af, name: str) -> bool:
 
 def _record(c) -> None:
     """Timings and per-task facts of the runs, for bench/README.md and the projection check."""
-    doc = {"timings": c["timings"], "pool_slots": POOL_SLOTS,
+    doc = {"timings": c["timings"], "pool_slots": POOL_SLOTS, "scale": SCALE,
            "workers": [{"name": n, "queues": list(q), "concurrency": k} for n, q, k in WORKERS],
            "seeded": {k: v for k, v in c["seeded"].items() if isinstance(v, int | float | str)},
            "runs": c["runs"], "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
@@ -242,8 +242,20 @@ def _wave(c, number):
     return [b for b in c["buildings"] if b.wave == number]
 
 
-def _task_instances(af, dag_id, run_id):
-    return af.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000")["task_instances"]
+def _task_instances(af, dag_id, run_id, page: int = 100):
+    """Every task instance of a run. The REST listing is paginated: the api-server caps `limit`
+    at `[api] maximum_page_limit` (100), so one request with limit=1000 returned 100 of a
+    900-task cutover run (the "16 final-pass tasks" of the first 537-mailbox run)."""
+    out, total = [], None
+    while total is None or len(out) < total:
+        doc = af.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit={page}&offset={len(out)}"
+                            "&order_by=id")
+        total = doc["total_entries"]
+        if not doc["task_instances"]:
+            break
+        out.extend(doc["task_instances"])
+    assert len(out) == total and len({(t["task_id"], t["map_index"]) for t in out}) == total, (len(out), total)
+    return out
 
 
 def _run_facts(c, number, run_id) -> dict:
@@ -428,15 +440,21 @@ def test_worker_killed_mid_copy(cluster):
     print(json.dumps({k: v for k, v in facts.items() if k != "tasks"}, indent=1, default=str))
 
 
-def _cutover_facts(af, dag_id, run_id) -> dict:
-    """Per step of a cutover run: tasks, wall seconds (first start to last end), hosts, pools and
-    the most tasks of one pool running at once (= source connections; destination ones alike)."""
+def _step_name(task_id: str) -> str:
+    for pool in POOL_SLOTS:
+        task_id = task_id.replace(f"_{pool}", "")
+    return task_id
+
+
+def _cutover_facts(af, dag_id, run_id, samples=()) -> dict:
+    """Per step of a cutover run: tasks, wall seconds (first start to last end), each task's
+    seconds (median, max), hosts, the most tasks of one pool running at once (= source
+    connections the pools allow) and, from `samples` (ConnectionSampler), the connections the
+    workers' processes actually held to each lab server at once while the step ran."""
     steps: dict[str, dict] = {}
     for ti in _task_instances(af, dag_id, run_id):
-        name = ti["task_id"]
-        for pool in ("src_src_a", "src_src_b"):
-            name = name.replace(f"_{pool}", "")
-        s = steps.setdefault(name, {"tasks": 0, "states": Counter(), "iv": [], "hosts": Counter(), "pools": Counter()})
+        s = steps.setdefault(_step_name(ti["task_id"]), {"tasks": 0, "states": Counter(), "iv": [], "hosts": Counter(),
+                                                         "pools": Counter()})
         s["tasks"] += 1
         s["states"][ti["state"]] += 1
         if ti["start_date"] and ti["end_date"]:
@@ -447,9 +465,135 @@ def _cutover_facts(af, dag_id, run_id) -> dict:
     for name, s in steps.items():
         iv = s.pop("iv")
         s["seconds"] = round(max(e for _, e, _ in iv) - min(b for b, _, _ in iv), 1) if iv else 0
+        each = sorted(e - b for b, e, _ in iv)
+        s["task_seconds_median"] = round(each[len(each) // 2], 1) if each else 0
+        s["task_seconds_max"] = round(each[-1], 1) if each else 0
         s["max_concurrent_per_pool"] = {p: _max_overlap([(b, e) for b, e, q in iv if q == p]) for p in s["pools"]}
+        if iv:
+            lo, hi = min(b for b, _, _ in iv), max(e for _, e, _ in iv)
+            seen = [n for t, n in samples if lo <= t <= hi]
+            s["connections_max"] = {srv: max(n.get(srv, 0) for n in seen) for srv in {k for n in seen for k in n}}
         out[name] = {k: dict(v) if isinstance(v, Counter) else v for k, v in s.items()}
     return out
+
+
+class ConnectionSampler:
+    """The TCP connections the Celery workers' processes (worker, pool, task supervisors, tasks)
+    hold to each lab server, sampled every `every` s with the load average: the measured
+    "connections used" of bench/README.md (the pools only say how many tasks may hold one)."""
+
+    def __init__(self, cfg, workers, every: float = 2.0):
+        import threading
+
+        self.ports = {port: name for name, srv in cfg.servers.items()
+                      for port in (srv.imap_port, srv.pop3_port, srv.imaps_port) if port}
+        self.roots = [p.pid for p in workers.procs.values()]
+        self.every, self.samples, self.load = every, [], []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join(10)
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self.stopped.is_set():
+            pids = set()
+            for root in self.roots:
+                try:
+                    pids |= {root, *(p.pid for p in psutil.Process(root).children(recursive=True))}
+                except psutil.Error:
+                    continue
+            n = Counter(self.ports[x.raddr.port] for x in psutil.net_connections(kind="tcp")
+                        if x.pid in pids and x.raddr and x.status == psutil.CONN_ESTABLISHED
+                        and x.raddr.port in self.ports)
+            self.samples.append((time.time(), dict(n)))
+            self.load.append(os.getloadavg()[0])
+            self.stopped.wait(self.every)
+
+
+#: mailboxes per mapped task of the measured cutover: 3 in the small run (20 mailboxes: several
+#: batches per pool); 25 at scale (2,000 mailboxes = ~80 tasks a step, not ~670 of 3: the task
+#: count, not the mail, would be measured)
+CUTOVER_MAILBOXES_PER_TASK = 25 if SCALE else 3
+CUTOVER_DRAIN_TASKS = 2
+
+
+def _expected_tasks(conn, domain: str, per_task: int, drain_tasks: int) -> dict:
+    """Mapped tasks per step from the domain's mailboxes per pool (steps.batch_rows' rule)."""
+    from mailshift.planning.snapshot import pool_name
+    from mailshift.store.cutover import domain_mailbox_sources
+
+    rows = domain_mailbox_sources(conn, domain)
+    per_pool = Counter(pool_name(system) for _m, _b, system in rows)
+    buildings = {(pool_name(system), b) for _m, b, system in rows}
+    batches = sum(-(-per_pool[p] // per_task) or 1 for p in POOL_SLOTS)
+    closes = sum(len({b for q, b in buildings if q == p}) or 1 for p in POOL_SLOTS)
+    return {"final_pass": batches, "reverify": batches, "reverify_close": closes, "final_verify": batches,
+            "final_verify_close": closes, "drain": sum(-(-per_pool[p] // max(1, -(-per_pool[p] // drain_tasks))) or 1 for p in POOL_SLOTS)}
+
+
+#: processes of the direct prestage (scale mode): below the lab sources' limits (20 / 10)
+PRESTAGE_PROCS = 6
+
+
+def _child_env(env: dict) -> None:
+    os.environ.update(env)
+
+
+def _copy_part(dsn: str, ids: list[int]) -> dict:
+    from mailshift.copy.copy_one import copy_one
+    from mailshift.store import db
+
+    out = Counter()
+    conn = db.connect(dsn)
+    try:
+        for mid in ids:
+            r = copy_one(conn, mid, "prestage")
+            out["mailboxes"] += 1
+            out["copied"] += int(r.copied or 0)
+            out["refused"] += int(r.refused or 0)
+    finally:
+        conn.close()
+    return dict(out)
+
+
+def _verify_building(dsn: str, building_id: str) -> bool:
+    from mailshift.store import db
+    from mailshift.verify import verify_building
+
+    conn = db.connect(dsn)
+    try:
+        return bool(verify_building(conn, building_id, kind="pre_cutover", dsn=dsn).proven)
+    finally:
+        conn.close()
+
+
+def _prestage_direct(c, ours) -> dict:
+    """Scale mode: the prestage and the pre-cutover verification of every building done by the
+    test itself in PRESTAGE_PROCS processes - the same `copy_one` and `verify_building` the
+    building DAGs run, without Airflow's per-task overhead (501 s through the wave DAGs at 537
+    mailboxes) - so that the run's time goes to the cutover, which stays all in Airflow."""
+    import multiprocessing
+
+    ids = [m.id for b in ours for m in b.mailboxes]
+    env = {k: v for k, v in c["env"].items() if k.startswith(("AIRFLOW_CONN_", "MAILSHIFT_"))}
+    t = time.monotonic()
+    with multiprocessing.get_context("fork").Pool(PRESTAGE_PROCS, _child_env, (env,)) as pool:
+        copied = pool.starmap(_copy_part, [(c["dsn"], ids[i::PRESTAGE_PROCS]) for i in range(PRESTAGE_PROCS)])
+        copy_s = time.monotonic() - t
+        proven = pool.starmap(_verify_building, [(c["dsn"], b.id) for b in ours])
+    total = sum((Counter(x) for x in copied), Counter())
+    assert total["mailboxes"] == len(ids) and not total["refused"], total
+    assert all(proven), [b.id for b, ok in zip(ours, proven, strict=True) if not ok]
+    return {"mailboxes": len(ids), "messages": total["copied"], "copy_s": round(copy_s, 1),
+            "verify_s": round(time.monotonic() - t - copy_s, 1), "processes": PRESTAGE_PROCS}
 
 
 @pytest.mark.slow
@@ -467,7 +611,9 @@ def test_cutover_on_two_celery_workers(cluster):
     safe = domain.replace(".", "_")
     ours = [b for b in c["buildings"] if b.domain == domain]
     t = time.monotonic()
-    for w in sorted({b.wave for b in ours if any(_ledger(conn, m.id) == [] for m in b.mailboxes)}):
+    if SCALE:
+        c["timings"]["cutover_prestage_direct"] = _prestage_direct(c, ours)
+    for w in [] if SCALE else sorted({b.wave for b in ours if any(_ledger(conn, m.id) == [] for m in b.mailboxes)}):
         run = af.trigger(f"mailshift_wave_{w}", {"pass_kind": "prestage", "max_parallel_buildings": 4})
         assert af.wait_for_run(f"mailshift_wave_{w}", run, timeout=7200) == "success", f"wave {w}"
     c["timings"]["cutover_prestage_s"] = round(time.monotonic() - t, 1)
@@ -480,8 +626,11 @@ def test_cutover_on_two_celery_workers(cluster):
         slack_standin.reset(cfg)
         dag_id = f"mailshift_cutover_{safe}"
         t = time.monotonic()
-        run_id = af.trigger(dag_id, {"drain_quiet_seconds": 20, "drain_poll_seconds": 2, "mailboxes_per_task": 3,
-                                     "drain_tasks_per_source": 2, "final_sample_rate": 0.1})
+        started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        sampler = ConnectionSampler(cfg, c["workers"]).__enter__()
+        run_id = af.trigger(dag_id, {"drain_quiet_seconds": 20, "drain_poll_seconds": 2,
+                                     "mailboxes_per_task": CUTOVER_MAILBOXES_PER_TASK,
+                                     "drain_tasks_per_source": CUTOVER_DRAIN_TASKS, "final_sample_rate": 0.1})
         af.respond(dag_id, run_id, "approve_mx_swap", "Approve")
         hitl = af.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve_mx_swap/-1/hitlDetails")
         _wait_task(af, dag_id, run_id, "swap_mx")
@@ -490,11 +639,14 @@ def test_cutover_on_two_celery_workers(cluster):
         server = {s.id: s.lab_server for s in c["inv"].systems}[legacy.source_system]
         late = put_plain(cfg, server, legacy.login, 1, "late-during-drain")
         late_at = time.time()
-        state = af.wait_for_run(dag_id, run_id, timeout=2400)
+        state = af.wait_for_run(dag_id, run_id, timeout=7200)
         wall = time.monotonic() - t
-        facts = _cutover_facts(af, dag_id, run_id)
+        sampler.__exit__(None, None, None)
+        facts = _cutover_facts(af, dag_id, run_id, sampler.samples)
         texts = [json.dumps(x["params"], ensure_ascii=False) for x in slack_standin.recorded(cfg, method="chat.postMessage")]
         assert state == "success", {k: v["states"] for k, v in facts.items()}
+        expected = _expected_tasks(conn, domain, CUTOVER_MAILBOXES_PER_TASK, CUTOVER_DRAIN_TASKS)
+        assert {k: facts[k]["tasks"] for k in expected} == expected   # a task covers a bounded batch
         assert "{'" not in str(hitl.get("body", "")) and "mailboxes" in str(hitl.get("body", "")), hitl.get("body")
         assert [u.get("id") for u in hitl.get("assigned_users") or []] == ["operator"], hitl.get("assigned_users")
         # the late mail: drained (in the ledger, copied) and proven by the final proof
@@ -512,12 +664,18 @@ def test_cutover_on_two_celery_workers(cluster):
         slack_standin.reset(cfg)
         again = af.trigger(dag_id, {"drain_quiet_seconds": 4, "drain_poll_seconds": 1, "final_sample_rate": 0.1})
         assert af.wait_for_run(dag_id, again, timeout=1200) == "success"
-        states = af.task_states(dag_id, again)
+        states = {(x["task_id"], x["map_index"]): x["state"] for x in _task_instances(af, dag_id, again)}
         assert states[("approve_mx_swap", -1)] == "skipped" and states[("check_ttl", -1)] == "skipped"
         assert states[("record_rejection", -1)] == "skipped" and states[("resume_after_swap", -1)] == "success"
         alerts = [x["params"].get("text", "") for x in slack_standin.recorded(cfg, method="chat.postMessage")]
         assert not [x for x in alerts if "fail" in x.lower() or "approval" in x.lower()], alerts
-    c["runs"]["cutover"] = {"wall_seconds": round(wall, 1), "mailboxes": sum(len(b.mailboxes) for b in ours),
+    load = sorted(sampler.load) or [0.0]
+    c["runs"]["cutover"] = {"started_at": started_at, "wall_seconds": round(wall, 1),
+                            "mailboxes": sum(len(b.mailboxes) for b in ours), "buildings": len(ours),
+                            "mailboxes_per_task": CUTOVER_MAILBOXES_PER_TASK, "expected_tasks": expected,
+                            "load_average_1m": {"min": load[0], "median": load[len(load) // 2], "max": load[-1]},
+                            "connections_max": {srv: max(n.get(srv, 0) for _t, n in sampler.samples)
+                                                for srv in {k for _t, n in sampler.samples for k in n}},
                             "late_mail_delay_s": round(drained[0] - late_at, 1), "steps": facts}
     print(json.dumps(c["runs"]["cutover"], indent=1, default=str))
 
