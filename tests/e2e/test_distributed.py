@@ -633,7 +633,7 @@ def test_cutover_on_two_celery_workers(cluster):
                                      "drain_tasks_per_source": CUTOVER_DRAIN_TASKS, "final_sample_rate": 0.1})
         af.respond(dag_id, run_id, "approve_mx_swap", "Approve")
         hitl = af.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve_mx_swap/-1/hitlDetails")
-        _wait_task(af, dag_id, run_id, "swap_mx")
+        _wait_task(af, dag_id, run_id, "swap_mx", timeout=5400)
         mb = next(m for m in ours[0].mailboxes if m.protocol == "imap")
         legacy = {x.address: x for x in c["inv"].mailboxes}[mb.address]
         server = {s.id: s.lab_server for s in c["inv"].systems}[legacy.source_system]
@@ -663,7 +663,7 @@ def test_cutover_on_two_celery_workers(cluster):
         # re-triggered after the swap: green, silent, approval skipped
         slack_standin.reset(cfg)
         again = af.trigger(dag_id, {"drain_quiet_seconds": 4, "drain_poll_seconds": 1, "final_sample_rate": 0.1})
-        assert af.wait_for_run(dag_id, again, timeout=1200) == "success"
+        assert af.wait_for_run(dag_id, again, timeout=3600) == "success"
         states = {(x["task_id"], x["map_index"]): x["state"] for x in _task_instances(af, dag_id, again)}
         assert states[("approve_mx_swap", -1)] == "skipped" and states[("check_ttl", -1)] == "skipped"
         assert states[("record_rejection", -1)] == "skipped" and states[("resume_after_swap", -1)] == "success"
