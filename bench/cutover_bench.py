@@ -10,6 +10,10 @@ then measures:
 - the late-mail delay: a message delivered to the OLD server while the drain polls (every
   `--poll` seconds) until it is in the ledger as copied - delivery to copy, in seconds.
 Prints JSON. Bounded: one process, one connection at a time.
+
+    .venv/bin/python bench/cutover_bench.py --table .lab/celery-airflow_celery/distributed-scale-*.json
+
+prints bench/README.md's per-step table of the recorded cutover runs of tests/e2e/test_distributed.py.
 """
 
 from __future__ import annotations
@@ -78,11 +82,44 @@ def _late_mail(conn, cfg, domain, boxes, poll: float) -> dict:
             "round_s_max": max(r.round_seconds), "late_mail_delay_s": round(float(copied_at) - delivered["at"], 2)}
 
 
+STEPS = ("gate", "approve_mx_swap", "plan_final_pass", "final_pass", "plan_reverify", "reverify", "reverify_merge",
+         "reverify_close", "swap_mx", "drain", "plan_final_verify", "final_verify", "final_verify_merge",
+         "final_verify_close", "final_proof")
+
+
+def table(paths: list[str]) -> str:
+    """bench/README.md's per-step table from the distributed test's recorded cutover runs
+    (`.lab/celery-<db>/distributed-scale-N.json`): per run, tasks / step seconds / task seconds
+    median-max / workers / most at once per pool / connections held per lab server."""
+    runs = [json.loads(Path(x).read_text())["runs"]["cutover"] for x in paths]
+    head = "| step | " + " | ".join(f"{r['mailboxes']} mailboxes: tasks / s / task s (median, max) / workers / "
+                                     "pool at once / connections (src-a, src-b, dest)" for r in runs) + " |"
+    rows = [head, "|---|" + "---|" * len(runs)]
+    for step in STEPS:
+        cells = []
+        for r in runs:
+            f = r["steps"].get(step)
+            if not f:
+                cells.append("-")
+                continue
+            pools = ", ".join(f"{p.replace('src_src_', '')} {n}" for p, n in sorted(f["max_concurrent_per_pool"].items()))
+            conns = f.get("connections_max") or {}
+            hosts = ", ".join(f"{h} {n}" for h, n in sorted(f["hosts"].items()))
+            cells.append(f"{f['tasks']} / {f['seconds']} / {f.get('task_seconds_median')}, {f.get('task_seconds_max')}"
+                         f" / {hosts} / {pools} / {conns.get('src-a', 0)}, {conns.get('src-b', 0)}, {conns.get('dest', 0)}")
+        rows.append(f"| {step} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mailboxes", type=int, default=200)
     p.add_argument("--poll", type=float, default=2.0)
+    p.add_argument("--table", nargs="+", metavar="JSON", help="print the per-step table of recorded distributed runs")
     args = p.parse_args()
+    if args.table:
+        print(table(args.table))
+        return 0
     import psycopg2
 
     from lab.config import LabConfig
