@@ -2,5 +2,6 @@
 mailshift.airflow.cutover, CUTOVER_FILES)."""
 
 from mailshift.airflow.cutover import CUTOVER_FILES, cutover_dags
+from mailshift.airflow.factory import with_ui_links
 
-globals().update(cutover_dags(part=3, parts=CUTOVER_FILES))
+globals().update(with_ui_links(cutover_dags(part=3, parts=CUTOVER_FILES)))

@@ -243,31 +243,77 @@ def _json(obj) -> JSONResponse:
     return JSONResponse(jsonable_encoder(obj))
 
 
-# -- DAG runs of a building (Airflow's metadata DB; only DAGs the user may read) ------------
-def _dag_runs(building_id: str, user) -> list[dict] | None:
+# -- DAG runs and task logs (Airflow's metadata DB; only DAGs the user may read) ----------------
+RUNS_SHOWN = 20
+TASKS_SHOWN = 30
+#: task states worth a link to the log on a page (the rest succeeded or did not start)
+TASK_STATES_SHOWN = ("failed", "upstream_failed", "up_for_retry", "running", "queued", "deferred")
+
+
+def _readable(dag_ids: list[str], user) -> list[str]:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+
+    return [d for d in dag_ids if get_auth_manager().is_authorized_dag(
+        method="GET", access_entity=DagAccessEntity.RUN, details=DagDetails(id=d), user=user)]
+
+
+def _tasks_to_look_at(session, dag_id: str, run_id: str) -> list[dict]:
+    from airflow.models.taskinstance import TaskInstance as TI
+    from sqlalchemy import select
+
+    rows = session.execute(select(TI.task_id, TI.map_index, TI.state, TI.try_number)
+                           .where(TI.dag_id == dag_id, TI.run_id == run_id, TI.state.in_(TASK_STATES_SHOWN))
+                           .order_by(TI.task_id, TI.map_index).limit(TASKS_SHOWN)).all()
+    return [{"task_id": r[0], "map_index": r[1], "state": str(r[2]) if r[2] else None, "try_number": r[3]}
+            for r in rows]
+
+
+def dag_runs(dag_ids: list[str], user) -> list[dict] | None:
+    """The latest runs of these DAGs (those the user may read), newest first; the newest run of
+    each DAG carries the tasks worth opening the log of. None when Airflow cannot answer."""
     try:
-        from airflow.api_fastapi.app import get_auth_manager
-        from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
         from airflow.models.dagrun import DagRun
         from airflow.utils.session import create_session
         from sqlalchemy import select
 
-        from mailshift.airflow.building import building_dag_id
-
-        dag_ids = [building_dag_id(building_id)]
-        allowed = [d for d in dag_ids if get_auth_manager().is_authorized_dag(
-            method="GET", access_entity=DagAccessEntity.RUN, details=DagDetails(id=d), user=user)]
+        allowed = _readable(dag_ids, user)
         if not allowed:
             return []
         with create_session() as session:
             rows = session.execute(select(DagRun.dag_id, DagRun.run_id, DagRun.state, DagRun.start_date,
                                           DagRun.end_date).where(DagRun.dag_id.in_(allowed))
-                                   .order_by(DagRun.id.desc()).limit(20)).all()
-        return [{"dag_id": r[0], "run_id": r[1], "state": str(r[2]) if r[2] else None,
-                 "start_date": r[3], "end_date": r[4]} for r in rows]
-    except Exception:  # noqa: BLE001
-        log.exception("DAG runs of %s unavailable", building_id)
+                                   .order_by(DagRun.id.desc()).limit(RUNS_SHOWN)).all()
+            runs, seen = [], set()
+            for r in rows:
+                run = {"dag_id": r[0], "run_id": r[1], "state": str(r[2]) if r[2] else None,
+                       "start_date": r[3], "end_date": r[4], "tasks": []}
+                if r[0] not in seen:
+                    seen.add(r[0])
+                    run["tasks"] = _tasks_to_look_at(session, r[0], r[1])
+                runs.append(run)
+        return runs
+    except Exception:  # noqa: BLE001 - the page must work without Airflow's runs
+        log.exception("DAG runs of %s unavailable", dag_ids)
         return None
+
+
+def _building_dags(building_id: str) -> list[str]:
+    from mailshift.airflow.building import building_dag_id
+
+    return [building_dag_id(building_id)]
+
+
+def _wave_dags(wave_id: int) -> list[str]:
+    from mailshift.airflow.factory import wave_dag_id
+
+    return [wave_dag_id(wave_id)]
+
+
+def _domain_dags(domain: str) -> list[str]:
+    from mailshift.airflow.factory import cutover_dag_ids
+
+    return cutover_dag_ids(domain)
 
 
 # -- routes --------------------------------------------------------------------------------
@@ -306,7 +352,7 @@ async def building_view(request: Request, building_id: str):
     bp = await _db(queries.building_page, building_id)
     if bp is None:
         raise HTTPException(status_code=404, detail=f"no building {building_id}")
-    runs = await asyncio.to_thread(_dag_runs, building_id, _user(request))
+    runs = await asyncio.to_thread(dag_runs, _building_dags(building_id), _user(request))
     return HTMLResponse(html.building_html(bp, runs, _base(request), _username(_user(request))))
 
 
@@ -317,8 +363,95 @@ async def building_api(request: Request, building_id: str):
     bp = await _db(queries.building_page, building_id)
     if bp is None:
         raise HTTPException(status_code=404, detail=f"no building {building_id}")
-    bp["dag_runs"] = await asyncio.to_thread(_dag_runs, building_id, _user(request))
+    bp["dag_runs"] = await asyncio.to_thread(dag_runs, _building_dags(building_id), _user(request))
     return _json(bp)
+
+
+@app.get("/wave/{wave_id}", response_class=HTMLResponse)
+async def wave_view(request: Request, wave_id: int):
+    from mailshift.progress import pages, queries
+
+    wp = await _db(queries.wave_page, wave_id)
+    if wp is None:
+        raise HTTPException(status_code=404, detail=f"no wave {wave_id}")
+    runs = await asyncio.to_thread(dag_runs, _wave_dags(wave_id), _user(request))
+    return HTMLResponse(pages.wave_html(wp, runs, _base(request), _username(_user(request))))
+
+
+@app.get("/api/wave/{wave_id}")
+async def wave_api(request: Request, wave_id: int):
+    from mailshift.progress import queries
+
+    wp = await _db(queries.wave_page, wave_id)
+    if wp is None:
+        raise HTTPException(status_code=404, detail=f"no wave {wave_id}")
+    wp["dag_runs"] = await asyncio.to_thread(dag_runs, _wave_dags(wave_id), _user(request))
+    return _json(wp)
+
+
+@app.get("/domains", response_class=HTMLResponse)
+async def domains_view(request: Request):
+    from mailshift.progress import pages, queries
+
+    return HTMLResponse(pages.domains_html(await _db(queries.domains), _base(request), _username(_user(request))))
+
+
+@app.get("/api/domains")
+async def domains_api(request: Request):
+    from mailshift.progress import queries
+
+    return _json(await _db(queries.domains))
+
+
+@app.get("/domain/{domain}", response_class=HTMLResponse)
+async def domain_view(request: Request, domain: str):
+    from mailshift.progress import pages, queries
+
+    dp = await _db(queries.domain_page, domain)
+    if dp is None:
+        raise HTTPException(status_code=404, detail=f"no domain {domain}")
+    runs = await asyncio.to_thread(dag_runs, _domain_dags(domain), _user(request))
+    return HTMLResponse(pages.domain_html(dp, runs, _base(request), _username(_user(request))))
+
+
+@app.get("/api/domain/{domain}")
+async def domain_api(request: Request, domain: str):
+    from mailshift.progress import queries
+
+    dp = await _db(queries.domain_page, domain)
+    if dp is None:
+        raise HTTPException(status_code=404, detail=f"no domain {domain}")
+    dp["dag_runs"] = await asyncio.to_thread(dag_runs, _domain_dags(domain), _user(request))
+    return _json(dp)
+
+
+def _map_filters(wave: str | None, system: str | None, state: str | None) -> dict:
+    """The map's filters from the query string: empty means all; a wave is a number."""
+    from mailshift.progress import queries
+
+    wave = (wave or "").strip()
+    if wave and not wave.isdigit():
+        raise HTTPException(status_code=400, detail="wave must be a wave number")
+    if state and state not in queries.BUILDING_STATES:
+        raise HTTPException(status_code=400, detail=f"state must be one of {', '.join(queries.BUILDING_STATES)}")
+    return {"wave": int(wave) if wave else None, "system": (system or "").strip() or None, "state": state or None}
+
+
+@app.get("/map", response_class=HTMLResponse)
+async def map_view(request: Request, wave: str | None = None, system: str | None = None, state: str | None = None):
+    from mailshift.progress import pages, queries
+
+    f = _map_filters(wave, system, state)
+    m = await _db(lambda conn: queries.building_map(conn, **f))
+    return HTMLResponse(pages.map_html(m, _base(request), _username(_user(request))))
+
+
+@app.get("/api/map")
+async def map_api(request: Request, wave: str | None = None, system: str | None = None, state: str | None = None):
+    from mailshift.progress import queries
+
+    f = _map_filters(wave, system, state)
+    return _json(await _db(lambda conn: queries.building_map(conn, **f)))
 
 
 @app.get("/report/{building_id}")
@@ -394,5 +527,7 @@ async def lookup_api(request: Request, q: str):
 class MailshiftUIPlugin(AirflowPlugin):
     name = "mailshift_ui"
     fastapi_apps = [{"app": app, "url_prefix": PREFIX, "name": "mailshift operator UI"}]
-    external_views = [{"name": "Migration progress", "href": "mailshift/", "url_route": "mailshift",
-                       "destination": "nav", "category": "browse"}]
+    # an item of Airflow's main navigation (Airflow 3.3: `nav_top_level`; without it, and without a
+    # category, the item would sit in a "Plugins" menu); the page is shown in an iframe at /plugin/mailshift
+    external_views = [{"name": "Migration", "href": "mailshift/", "url_route": "mailshift",
+                       "destination": "nav", "nav_top_level": True}]

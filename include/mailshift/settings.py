@@ -25,6 +25,9 @@ FAILPOINTS = "MAILSHIFT_FAILPOINTS"         # tests only: crash at a named point
 SHARD_BUDGET_SECONDS = "MAILSHIFT_SHARD_BUDGET_SECONDS"
 SHARD_BUILD_SHARE = "MAILSHIFT_SHARD_BUILD_SHARE"
 PROGRESS_REFRESH_SECONDS = "MAILSHIFT_PROGRESS_REFRESH_SECONDS"
+# public root URL of the Airflow UI that serves the mailshift pages (links in DAG docs), e.g.
+# https://airflow.isp.example; default: Airflow's own [api] base_url from AIRFLOW__API__BASE_URL
+UI_BASE_URL = "MAILSHIFT_UI_BASE_URL"
 # per-mailbox passwords for servers without a master user: <dir>/<connection id>.credentials,
 # mode 0600, lines `login:password` (the connection's extra `credentials` names a file instead)
 CREDENTIALS_DIR = "MAILSHIFT_CREDENTIALS_DIR"
@@ -66,6 +69,13 @@ def reports_dir(explicit: str | os.PathLike | None = None) -> Path:
     if explicit:
         return Path(explicit)
     return Path(get(REPORTS_DIR) or Path.cwd() / "reports")
+
+
+def ui_base_url() -> str | None:
+    """Where links to the mailshift pages point: $MAILSHIFT_UI_BASE_URL, else Airflow's
+    AIRFLOW__API__BASE_URL; None when neither is set (links are then relative to the host)."""
+    value = get(UI_BASE_URL) or get("AIRFLOW__API__BASE_URL")
+    return value.rstrip("/") if value else None
 
 
 def identity_probe_cache_dir() -> Path:

@@ -77,7 +77,7 @@ def building_dags(shard: int, directory=None, dag_file: str | None = None) -> di
         dag_id = building_dag_id(building.id)
         if wanted and wanted != dag_id:
             continue
-        dags[dag_id] = build_building_dag(building)
+        dags[dag_id] = with_ui_links(build_building_dag(building))
         if not wanted:
             check_budget(f"snapshot shard {shard}", len(dags), len(buildings), "building DAGs", started,
                          "; re-plan with more shards")
@@ -117,4 +117,54 @@ def selfcheck_dag() -> DAG:
              description="a worker runs one task through the execution API and reaches the database",
              doc_md=selfcheck_dag.__doc__) as dag:
         reach()
-    return dag
+    return with_ui_links(dag)
+
+
+# -- DAG docs link to the mailshift pages (the pages link back to the runs) -------------------
+UI_MOUNT = "mailshift"       # the plugin's url_prefix (plugins/mailshift_ui.py PREFIX)
+
+
+def wave_dag_id(number) -> str:
+    """The DAG of a wave (mailshift.airflow.wave.build_wave_dag names it so)."""
+    return f"mailshift_wave_{number}"
+
+
+def cutover_dag_ids(domain: str) -> list[str]:
+    """The cutover and TTL-lowering DAGs of a domain (mailshift.airflow.cutover names them so)."""
+    safe = domain.replace(".", "_").replace("-", "_")
+    return [f"mailshift_cutover_{safe}", f"mailshift_lower_ttl_{safe}"]
+
+
+def ui_page(dag) -> tuple[str, str]:
+    """(label, path under the mailshift mount) of the page about what this DAG works on."""
+    from urllib.parse import quote
+
+    from mailshift.airflow.building import building_dag_id
+
+    dag_id = dag.dag_id
+    prefix = building_dag_id("")
+    if dag_id.startswith(prefix):
+        return "this building's page", "building/" + quote(dag_id[len(prefix):], safe="")
+    if dag_id.startswith(wave_dag_id("")):
+        return "this wave's page", "wave/" + dag_id[len(wave_dag_id("")):]
+    domains = [t for t in (dag.tags or ()) if "." in t]
+    if domains and dag_id in cutover_dag_ids(domains[0]):
+        return "this domain's page", "domain/" + quote(domains[0], safe="")
+    return "the migration overview", ""
+
+
+def ui_links_md(dag) -> str:
+    """The Markdown appended to a DAG's docs: its mailshift page, the overview and the map, at
+    the configured base URL (settings.ui_base_url), never a file path."""
+    base = settings.ui_base_url()
+    root = f"{base}/{UI_MOUNT}/" if base else f"/{UI_MOUNT}/"
+    label, path = ui_page(dag)
+    return (f"\n\n---\n**mailshift:** [{label}]({root}{path}) · [migration overview]({root}) · "
+            f"[building map]({root}map)\n")
+
+
+def with_ui_links(dags):
+    """Append the mailshift links to the docs of one DAG or of each DAG of a {dag_id: DAG} dict."""
+    for dag in (dags.values() if isinstance(dags, dict) else [dags]):
+        dag.doc_md = (dag.doc_md or "") + ui_links_md(dag)
+    return dags

@@ -18,6 +18,9 @@ nav a{margin-right:14px} .muted{color:#777} .ok{color:#1a7f37;font-weight:600} .
 .warn{color:#b26a00;font-weight:600} .cards{display:flex;gap:10px;flex-wrap:wrap}
 .card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:150px}
 .card b{display:block;font-size:20px} form{margin:8px 0}
+.state{padding:1px 6px;border-radius:3px;color:#fff;font-weight:600}
+.s-planned{background:#9e9e9e}.s-copying{background:#1e88e5}.s-copied{background:#8e24aa}
+.s-proven{background:#2e7d32}.s-cut_over{background:#004d40}.s-empty{background:#e0e0e0;color:#555}
 """
 
 
@@ -46,11 +49,39 @@ def _pct(a, b) -> str:
     return f"{100.0 * (a or 0) / b:.1f} %" if b else "-"
 
 
+def airflow_root(base: str) -> str:
+    """Airflow's own root: the parent of the plugin's mount point (`/mailshift` -> `/`)."""
+    return base.rstrip("/").rsplit("/", 1)[0] + "/"
+
+
 def page(title: str, body: str, base: str, user: str | None) -> str:
     who = f'<span class="muted">signed in as {escape(user)}</span>' if user else ""
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-            f'<style>{CSS}</style></head><body><nav><a href="{base}/">Overview</a>'
-            f'<a href="{base}/lookup">Household lookup</a>{who}</nav><hr>{body}</body></html>')
+            f'<style>{CSS}</style></head><body><nav id="mailshift-nav"><a href="{base}/">Overview</a>'
+            f'<a href="{base}/map">Building map</a><a href="{base}/domains">Domains</a>'
+            f'<a href="{base}/lookup">Household lookup</a>'
+            f'<a id="airflow-home" target="_top" href="{airflow_root(base)}">Airflow</a>{who}</nav><hr>{body}'
+            '</body></html>')
+
+
+#: the counts every level shows (overview, wave, domain, building): header, key, CSS class when > 0
+COUNTS = (("refused msgs", "messages_refused", "bad"), ("altered msgs", "messages_altered", "bad"),
+          ("waived mailboxes", "mailboxes_waived", "warn"), ("open exceptions", "open_exceptions", "bad"))
+
+
+def counts_head() -> str:
+    return "".join(f"<th>{h}</th>" for h, _k, _c in COUNTS)
+
+
+def counts_cells(g: dict) -> str:
+    """One cell per count; a non-zero count is coloured (refused, altered, exceptions: red)."""
+    return "".join(f"<td class='n {cls if g.get(k) else ''}' data-count='{k}'>{_n(g.get(k))}</td>"
+                   for _h, k, cls in COUNTS)
+
+
+def state_badge(state: str | None) -> str:
+    """A building / wave / domain state (rules.states vocabulary) as a coloured label."""
+    return f"<span class='state s-{escape(state or '')}'>{_e(state)}</span>"
 
 
 def _state_class(state: str | None) -> str:
@@ -96,21 +127,27 @@ def overview_html(ov: dict, base: str, user: str | None = None) -> str:
              f'{_n(t["unproven_mailboxes"])}</b>{_n(t["mailboxes_failed"])} with a failed verification; '
              f'{_n(t["mailboxes_waived"])} proven by waivers</div>'
              f'<div class="card" id="card-exceptions">open exceptions<b class="{"bad" if t["open_exceptions"] else "ok"}">'
-             f'{_n(t["open_exceptions"])}</b>{_n(t["open_blocking_exceptions"])} blocking</div></div>')
-    p.append("<h2>Waves</h2><table id='waves'><tr><th>wave</th><th>status</th><th>buildings</th>"
+             f'{_n(t["open_exceptions"])}</b>{_n(t["open_blocking_exceptions"])} blocking</div>'
+             f'<div class="card" id="card-problems">refused / altered messages<b class="'
+             f'{"bad" if t["messages_refused"] or t["messages_altered"] else "ok"}">{_n(t["messages_refused"])} / '
+             f'{_n(t["messages_altered"])}</b>{_n(t["mailboxes_waived"])} mailboxes waived</div></div>')
+    p.append(f"<p>state of the whole migration: {state_badge(t['status'])} "
+             f"<a id='link-map' href='{base}/map'>building map</a> · <a href='{base}/domains'>domains</a></p>")
+    p.append("<h2>Waves</h2><table id='waves'><tr><th>wave</th><th>state</th><th>buildings</th>"
              + "".join(f"<th>{escape(s)}</th>" for s in states)
-             + "<th>mailboxes copied</th><th>proven (waived)</th><th>unproven</th><th>messages copied</th>"
-             "<th>bytes copied</th><th></th><th>rate</th><th>ETA</th></tr>")
+             + "<th>mailboxes copied</th><th>proven (waived)</th><th>unproven</th>" + counts_head()
+             + "<th>messages copied</th><th>bytes copied</th><th></th><th>rate</th><th>ETA</th></tr>")
     for w in ov["waves"]:
         frac = w["bytes_copied"] / w["bytes_total"] if w["bytes_total"] else 0
         wid = "unassigned" if w["wave"] is None else w["wave"]
-        p.append(f"<tr data-wave='{wid}'><td>{_e(w['name'])}</td><td>{_e(w['status'])}</td>"
+        name = _e(w["name"]) if w["wave"] is None else f"<a href='{base}/wave/{w['wave']}'>{_e(w['name'])}</a>"
+        p.append(f"<tr data-wave='{wid}'><td>{name}</td><td class='wave-state'>{state_badge(w['status'])}</td>"
                  f"<td class=n>{_n(w['buildings'])}</td>"
                  + "".join(f"<td class=n>{_n(w['buildings_by_state'][s])}</td>" for s in states)
                  + f"<td class=n>{_n(w['mailboxes_copied'])} / {_n(w['mailboxes'])}</td>"
                  f"<td class=n>{_n(w['mailboxes_proven'])} ({_n(w['mailboxes_waived'])})</td>"
-                 f"<td class=n>{_n(w['unproven_mailboxes'])}</td>"
-                 f"<td class=n>{_n(w['messages_copied'])} / {_n(w['messages_total'])}</td>"
+                 f"<td class=n>{_n(w['unproven_mailboxes'])}</td>" + counts_cells(w)
+                 + f"<td class=n>{_n(w['messages_copied'])} / {_n(w['messages_total'])}</td>"
                  f"<td class=n>{human_bytes(w['bytes_copied'])} / {human_bytes(w['bytes_total'])}</td>"
                  f"<td>{bar(frac)} {_pct(w['bytes_copied'], w['bytes_total'])}</td>"
                  f"<td class=n>{human_bytes(w['bytes_per_s']) + '/s' if w['bytes_per_s'] else '-'}</td>"
@@ -133,30 +170,73 @@ def overview_html(ov: dict, base: str, user: str | None = None) -> str:
                         x_fmt=fmt_time, y_fmt=lambda v: f"{v:.1f}", chart_id="chart-throughput"))
     p.append(f"<h2>Buildings</h2><form action='{base}/building' method='get'><label>building ID "
              f"<input name='id' size=12></label> <button>open</button></form>"
-             f"<p><a href='{base}/buildings'>all buildings by state</a></p>")
+             f"<p><a href='{base}/map'>building map</a> · <a href='{base}/buildings'>all buildings by state</a></p>")
     return page("mailshift: migration progress", "".join(p), base, user)
 
 
-def buildings_html(rows: list[dict], base: str, user: str | None = None, state: str | None = None) -> str:
-    p = [f"<h1>Buildings{(' in state ' + escape(state)) if state else ''}</h1><table id='buildings'><tr>"
-         "<th>building</th><th>name</th><th>wave</th><th>state</th><th>mailboxes copied</th><th>proven</th>"
-         "<th>bytes copied</th></tr>"]
+def buildings_table(rows: list[dict], base: str, table_id: str = "buildings") -> str:
+    """Buildings with their state and the counts (wave, domain and 'all buildings' pages)."""
+    p = [f"<table id='{table_id}'><tr><th>building</th><th>name</th><th>wave</th><th>domain</th><th>state</th>"
+         f"<th>mailboxes copied</th><th>proven</th>{counts_head()}<th>bytes copied</th></tr>"]
     for r in rows:
-        p.append(f"<tr><td><a href='{base}/building/{quote(r['id'])}'>{_e(r['id'])}</a></td><td>{_e(r['name'])}</td>"
-                 f"<td>{_e(r['wave_id'])}</td><td>{_e(r['state'])}</td>"
+        p.append(f"<tr data-building='{escape(r['id'])}'><td><a href='{base}/building/{quote(r['id'])}'>{_e(r['id'])}</a>"
+                 f"</td><td>{_e(r['name'])}</td><td>{_e(r['wave_id'])}</td><td>{_e(r['domain'])}</td>"
+                 f"<td>{state_badge(r['state'])}</td>"
                  f"<td class=n>{_n(r['mailboxes_copied'])} / {_n(r['mailboxes'])}</td>"
-                 f"<td class=n>{_n(r['mailboxes_proven'])}</td><td class=n>{human_bytes(r['bytes_copied'])}</td></tr>")
+                 f"<td class=n>{_n(r['mailboxes_proven'])}</td>{counts_cells(r)}"
+                 f"<td class=n>{human_bytes(r['bytes_copied'])}</td></tr>")
     p.append("</table>")
-    return page("mailshift: buildings", "".join(p), base, user)
+    return "".join(p)
 
 
-def building_html(bp: dict, dag_runs: list[dict] | None, base: str, user: str | None = None,
-                  airflow_base: str = "") -> str:
+def buildings_html(rows: list[dict], base: str, user: str | None = None, state: str | None = None) -> str:
+    body = (f"<h1>Buildings{(' in state ' + escape(state)) if state else ''}</h1>"
+            f"<p><a href='{base}/map'>as a map</a></p>" + buildings_table(rows, base))
+    return page("mailshift: buildings", body, base, user)
+
+
+def _task_link(root: str, run: dict, t: dict) -> str:
+    href = f"{root}dags/{quote(run['dag_id'])}/runs/{quote(run['run_id'])}/tasks/{quote(t['task_id'])}"
+    label = t["task_id"]
+    if t.get("map_index") is not None and t["map_index"] >= 0:
+        href += f"/mapped/{t['map_index']}"
+        label += f"[{t['map_index']}]"
+    return (f"<a class='task-log' target='_top' href='{href}'>{escape(label)}</a> "
+            f"<span class='muted'>{_e(t.get('state'))}</span>")
+
+
+def dag_runs_html(dag_runs: list[dict] | None, base: str) -> str:
+    """The Airflow runs of a building / wave / domain, each linked to its run page, with links to
+    the logs of the tasks of the latest run that did not succeed (opened in the top window: our
+    pages sit in Airflow's iframe)."""
+    root = airflow_root(base)
+    p = ["<h2>DAG runs</h2>"]
+    if dag_runs is None:
+        return p[0] + "<p class=muted>not available</p>"
+    if not dag_runs:
+        return p[0] + "<p class=muted id='no-dag-runs'>no runs</p>"
+    p.append("<table id='dag-runs'><tr><th>DAG</th><th>run</th><th>state</th><th>started</th><th>ended</th>"
+             "<th>tasks to look at (logs)</th></tr>")
+    for r in dag_runs:
+        link = f"{root}dags/{quote(r['dag_id'])}/runs/{quote(r['run_id'])}"
+        tasks = "<br>".join(_task_link(root, r, t) for t in r.get("tasks") or [])
+        p.append(f"<tr data-dag='{escape(r['dag_id'])}'><td><a target='_top' href='{root}dags/{quote(r['dag_id'])}'>"
+                 f"{_e(r['dag_id'])}</a></td><td><a class='dag-run' target='_top' href='{link}'>{_e(r['run_id'])}</a></td>"
+                 f"<td>{_e(r['state'])}</td><td>{_e(r['start_date'])}</td><td>{_e(r['end_date'])}</td>"
+                 f"<td>{tasks}</td></tr>")
+    p.append("</table>")
+    return "".join(p)
+
+
+def building_html(bp: dict, dag_runs: list[dict] | None, base: str, user: str | None = None) -> str:
     b = bp["building"]
     bid = b["id"]
     p = [f"<h1>Building {_e(bid)} <span class=muted>{_e(b['name'])}</span></h1>"
-         f"<p>domain {_e(b['domain'])}, source system {_e(b['source_system'])}, wave {_e(b['wave_id'])}, "
-         f"state <b id='building-state'>{_e(b['state'])}</b></p>"
+         f"<p>domain <a href='{base}/domain/{quote(b['domain'])}'>{_e(b['domain'])}</a>, source system "
+         f"{_e(b['source_system'])}, wave "
+         + (f"<a href='{base}/wave/{b['wave_id']}'>{_e(b['wave_id'])}</a>" if b["wave_id"] is not None else _e(None))
+         + f", state <b id='building-state'>{state_badge(b['state'])}</b></p>"
+         f"<table id='building-counts'><tr>{counts_head()}</tr><tr>{counts_cells(b)}</tr></table>"
          f"<p id='building-summary'>mailboxes copied {_n(b['mailboxes_copied'])} / {_n(b['mailboxes'])}, "
          f"proven {_n(b['mailboxes_proven'])} ({_n(b['mailboxes_waived'])} by waivers), "
          f"failed verification {_n(b['mailboxes_failed'])}; "
@@ -205,18 +285,7 @@ def building_html(bp: dict, dag_runs: list[dict] | None, base: str, user: str | 
         p.append("</table>")
     else:
         p.append("<p class=muted id='no-waivers'>none</p>")
-    p.append("<h2>DAG runs</h2>")
-    if dag_runs is None:
-        p.append("<p class=muted>not available</p>")
-    elif not dag_runs:
-        p.append("<p class=muted id='no-dag-runs'>no runs</p>")
-    else:
-        p.append("<table id='dag-runs'><tr><th>DAG</th><th>run</th><th>state</th><th>started</th><th>ended</th></tr>")
-        for r in dag_runs:
-            link = f"{airflow_base}/dags/{quote(r['dag_id'])}/runs/{quote(r['run_id'])}"
-            p.append(f"<tr><td>{_e(r['dag_id'])}</td><td><a target='_top' href='{link}'>{_e(r['run_id'])}</a></td>"
-                     f"<td>{_e(r['state'])}</td><td>{_e(r['start_date'])}</td><td>{_e(r['end_date'])}</td></tr>")
-        p.append("</table>")
+    p.append(dag_runs_html(dag_runs, base))
     return page(f"mailshift: building {bid}", "".join(p), base, user)
 
 

@@ -16,6 +16,7 @@ import unicodedata
 from pathlib import Path
 
 from mailshift import settings
+from mailshift.rules import states as rs
 from mailshift.rules.proof import proof_states
 from mailshift.store import progress as store
 from mailshift.store.progress import BUILDING_STATES
@@ -24,13 +25,12 @@ THROUGHPUT_WINDOW_MIN = 15   # "throughput now": passes finished in the last 15 
 ETA_WINDOW_MIN = 60          # a wave's rate: its samples over the last hour
 SAMPLE_HORIZON_DAYS = 30     # chart range
 CHART_POINTS = 96
-#: summed per wave and over all waves
-_FIGURES = ("mailboxes", "mailboxes_copied", "mailboxes_proven", "mailboxes_waived", "mailboxes_failed",
-            "mailboxes_running", "messages_copied", "messages_total", "bytes_copied", "bytes_total",
-            "messages_unsettled")
+#: summed per wave, per domain and over all (store.progress.SUMMED: includes refused, altered,
+#: waived and open exceptions, the counts every level shows)
+_FIGURES = store.SUMMED
 
-__all__ = ["BUILDING_STATES", "REPORT_COLUMNS", "building_page", "building_report", "buildings", "lookup",
-           "overview", "report_path", "reports_root"]
+__all__ = ["BUILDING_STATES", "REPORT_COLUMNS", "building_map", "building_page", "building_report", "buildings",
+           "domain_page", "domains", "lookup", "overview", "report_path", "reports_root", "wave_page"]
 
 
 def _i(v) -> int:
@@ -43,13 +43,27 @@ def _empty(**meta) -> dict:
             **{k: 0 for k in _FIGURES}}
 
 
-def _wave(wave_id, name, status="-", kind=None, planned_start=None, totals=None) -> dict:
-    return _empty(wave=wave_id, name=name, status=status, kind=kind, planned_start=planned_start,
+def _wave(wave_id, name, stored_status=None, kind=None, planned_start=None, totals=None) -> dict:
+    return _empty(wave=wave_id, name=name, stored_status=stored_status, kind=kind, planned_start=planned_start,
                   buildings_without_estimate=0, planned_totals=totals)
 
 
+def _add(target: dict, cell: dict) -> None:
+    target["buildings"] += cell["buildings"]
+    target["buildings_by_state"][cell["state"]] += cell["buildings"]
+    for k in _FIGURES:
+        target[k] += _i(cell[k])
+
+
+def _with_state(group: dict) -> dict:
+    """The group's state from its buildings (rules.states.rollup_state), never a stored label."""
+    group["status"] = rs.rollup_state(group["buildings_by_state"])
+    group["unproven_mailboxes"] = group["mailboxes"] - group["mailboxes_proven"]
+    return group
+
+
 def _waves_and_totals(waves_meta: list[dict], cells: list[dict]) -> tuple[dict, dict]:
-    """Per wave (and over all waves): buildings by state and the summed figures."""
+    """Per wave (and over all waves): buildings by state, the summed figures and the state."""
     waves = {w["id"]: _wave(w["id"], w["name"], w["status"], w["kind"], w["planned_start"], w["totals"])
              for w in waves_meta}
     totals = _empty()
@@ -59,12 +73,11 @@ def _waves_and_totals(waves_meta: list[dict], cells: list[dict]) -> tuple[dict, 
             waves[key] = _wave(key, "unassigned" if key is None else f"wave {key}")
         w = waves[key]
         w["buildings_without_estimate"] += _i(c["no_estimate"])
-        for t in (w, totals):
-            t["buildings"] += c["buildings"]
-            t["buildings_by_state"][c["state"]] += c["buildings"]
-            for k in _FIGURES:
-                t[k] += _i(c[k])
-    return waves, totals
+        _add(w, c)
+        _add(totals, c)
+    for w in waves.values():
+        _with_state(w)
+    return waves, _with_state(totals)
 
 
 def _rate(pts: list[tuple], now) -> float | None:
@@ -120,8 +133,7 @@ def overview(conn) -> dict:
     waves, totals = _waves_and_totals(r["waves"], r["cells"])
     for key, w in waves.items():
         _eta(w, series.get(key, []), now)
-    totals["unproven_mailboxes"] = totals["mailboxes"] - totals["mailboxes_proven"]
-    totals["open_exceptions"] = r["open_exceptions"]
+    totals["open_exceptions"] = r["open_exceptions"]     # also those raised on a domain as a whole
     totals["open_blocking_exceptions"] = r["open_blocking"]
     tp_msgs, tp_bytes, tp_passes = r["throughput"]
     window_s = THROUGHPUT_WINDOW_MIN * 60
@@ -140,6 +152,74 @@ def overview(conn) -> dict:
 def buildings(conn, state: str | None = None) -> list[dict]:
     """Every building (or those in one overview state) with its summary figures."""
     return store.buildings(conn, state)
+
+
+# -- waves, domains and the building map ---------------------------------------------------------
+def _rollup(rows: list[dict], **meta) -> dict:
+    """Buildings (store.building_facts rows) summed into one group with its derived state."""
+    g = _empty(**meta)
+    for b in rows:
+        _add(g, {**b, "buildings": 1})
+    return _with_state(g)
+
+
+def wave_page(conn, wave_id: int) -> dict | None:
+    """A wave: its state from its buildings, the counts, its buildings and its domains."""
+    meta = store.wave_meta(conn, wave_id)
+    if meta is None:
+        return None
+    rows = store.building_facts(conn, wave=wave_id)
+    w = _rollup(rows, wave=meta["id"], name=meta["name"], stored_status=meta["status"], kind=meta["kind"],
+                planned_start=meta["planned_start"], planned_totals=meta["totals"])
+    return {"wave": w, "buildings": rows, "domains": sorted({b["domain"] for b in rows})}
+
+
+def _domain_groups(cells: list[dict], exceptions: dict) -> dict[str, dict]:
+    groups: dict[str, dict] = {}
+    for c in cells:
+        g = groups.setdefault(c["domain"], _empty(domain=c["domain"]))
+        _add(g, c)
+    for name, g in groups.items():
+        n, blocking = exceptions.get(name, (0, 0))
+        g["domain_exceptions"] = n          # raised on the domain as a whole (e.g. by the cutover)
+        g["open_exceptions"] += n
+        g["open_blocking_exceptions"] += blocking
+        _with_state(g)
+    return groups
+
+
+def domains(conn) -> list[dict]:
+    """Every domain with its state (from its buildings) and the counts."""
+    groups = _domain_groups(store.domain_cells(conn), store.domain_extras(conn)["exceptions"])
+    return [groups[k] for k in sorted(groups)]
+
+
+def domain_page(conn, domain: str) -> dict | None:
+    """A domain: state, counts, its buildings, its waves and its MX/TTL changes."""
+    extras = store.domain_extras(conn, domain)
+    groups = _domain_groups(store.domain_cells(conn, domain), extras["exceptions"])
+    if domain not in groups:
+        return None
+    rows = store.building_facts(conn, domain=domain)
+    return {"domain": groups[domain], "buildings": rows, "dns_changes": extras["dns_changes"],
+            "waves": sorted({b["wave_id"] for b in rows if b["wave_id"] is not None})}
+
+
+#: what one cell of the map carries (its colour, its link and its tooltip)
+MAP_COLUMNS = ("id", "name", "wave_id", "source_system", "domain", "state", "mailboxes", "mailboxes_proven",
+               "mailboxes_waived", "messages_refused", "messages_altered", "open_exceptions")
+
+
+def building_map(conn, wave: int | None = None, system: str | None = None, state: str | None = None) -> dict:
+    """Every building (or those of one wave / source system / state) as a map cell, the count
+    per state and what the map can be filtered by; read from the summaries only."""
+    cells = store.building_facts(conn, wave=wave, system=system, state=state, columns=MAP_COLUMNS)
+    by_state = {s: 0 for s in BUILDING_STATES}
+    for c in cells:
+        by_state[c["state"]] += 1
+    return {"filters": {"wave": wave, "system": system, "state": state}, "choices": store.map_filters(conn),
+            "by_state": by_state, "with_exceptions": sum(1 for c in cells if c["open_exceptions"]),
+            "cells": cells}
 
 
 # -- a building ---------------------------------------------------------------------------------

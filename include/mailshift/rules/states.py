@@ -31,6 +31,16 @@ SETTLED_STATES = frozenset({COPIED, SOURCE_EXPUNGED})
 BLOCKING_STATES = frozenset({INTENT, REFUSED, FAILED, ALTERED})
 #: states whose ``detail`` must carry the reason (CHECK message_reason)
 STATES_NEEDING_DETAIL = frozenset({REFUSED, FAILED, ALTERED})
+#: classes of an ALTERED message (`detail` = "<class>: <evidence>"), as
+#: `protocols.imap.append.classify_alteration` names them; a building spec's
+#: `accepted_alterations` names some of them (the schema's enum is this list)
+ALTERATION_CLASSES = ("line_endings", "header_bytes_replaced", "truncated", "other")
+
+
+def altered_class(detail: str | None) -> str | None:
+    """The class an ALTERED ledger row's detail records ("<class>: <evidence>"); None if none."""
+    head = (detail or "").split(":", 1)[0].strip()
+    return head if head in ALTERATION_CLASSES else None
 
 
 class Transform(enum.IntEnum):
@@ -131,3 +141,24 @@ PROOF_OK = (PROVEN, WAIVED)
 VERDICT_PROVEN, VERDICT_WITH_WAIVERS, VERDICT_FAILED = "proven", "proven_with_waivers", "failed"
 #: `proof.kind`: before the cutover, or the final proof after the drain
 PRE_CUTOVER, FINAL = "pre_cutover", "final"
+
+# -- progress vocabulary: how far a building, a wave or a domain has come -------------------
+# One set of words for the UI, the CLI and Slack. A building's state is derived from its
+# summary row and its domain's MX swap (store.progress); a wave's or a domain's from its
+# buildings' (`rollup_state`), so it follows the data instead of a stored label.
+PLANNED, COPYING, COPIED, CUT_OVER, EMPTY = "planned", "copying", "copied", "cut_over", "empty"
+#: in order of progress; PROVEN is the proof state's word (every mailbox proven or waived)
+PROGRESS_STATES = (PLANNED, COPYING, COPIED, PROVEN, CUT_OVER)
+#: a building may also have no mailboxes at all
+BUILDING_STATES = PROGRESS_STATES + (EMPTY,)
+
+
+def rollup_state(buildings_by_state: dict[str, int]) -> str:
+    """A wave's or a domain's state: the least advanced state of its buildings (empty ones
+    aside), except that a group in which any building has started is `copying`, not `planned`."""
+    present = [s for s in PROGRESS_STATES if buildings_by_state.get(s)]
+    if not present:
+        return PLANNED
+    if present[0] == PLANNED and len(present) > 1:
+        return COPYING
+    return present[0]

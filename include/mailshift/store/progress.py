@@ -21,6 +21,7 @@ import time
 import psycopg2.extras
 
 from mailshift.rules import proof as proof_rules
+from mailshift.rules import states as rs
 
 LOCK_KEY = 0x6D73_7072  # "mspr"
 OVERLAP = "2 minutes"     # re-read changes this far behind the watermark (in-flight commits)
@@ -188,7 +189,7 @@ def refresh_changed(conn, *, sample_every: float = 60.0, full: bool = False) -> 
 
 _REBUILD_MAILBOXES = """
 INSERT INTO mailbox_progress (mailbox_id, building_id, n_intent, n_copied, n_refused, n_failed,
-    n_expunged, bytes_copied, src_messages, passes, running, last_pass_kind, last_pass_status,
+    n_expunged, n_altered, bytes_copied, src_messages, passes, running, last_pass_kind, last_pass_status,
     first_finished_at, last_finished_at, proof_verdict, proof_kind, proven_at, proof_state)
 WITH ids AS (""" + _SUMMARISED + """),
 l AS (
@@ -198,6 +199,7 @@ l AS (
            count(*) FILTER (WHERE state = 2) AS n_refused,
            count(*) FILTER (WHERE state = 3) AS n_failed,
            count(*) FILTER (WHERE state = 4) AS n_expunged,
+           count(*) FILTER (WHERE state = 5) AS n_altered,
            coalesce(sum(size) FILTER (WHERE state = 1), 0) AS bytes_copied
     FROM message GROUP BY mailbox_id),
 pc AS (
@@ -214,7 +216,7 @@ pr AS (SELECT DISTINCT ON (mailbox_id) mailbox_id, verdict, kind, proven_at FROM
        ORDER BY mailbox_id, proven_at DESC, id DESC),
 st AS (SELECT * FROM unnest(%s::int[], %s::text[]) AS st(mailbox_id, state))
 SELECT ids.mailbox_id, s.building_id, coalesce(l.n_intent, 0), coalesce(l.n_copied, 0),
-       coalesce(l.n_refused, 0), coalesce(l.n_failed, 0), coalesce(l.n_expunged, 0),
+       coalesce(l.n_refused, 0), coalesce(l.n_failed, 0), coalesce(l.n_expunged, 0), coalesce(l.n_altered, 0),
        coalesce(l.bytes_copied, 0), lf.src_messages, coalesce(pc.n, 0), coalesce(pc.running, false),
        lp.kind, lp.status, pc.first_finished, pc.last_finished, pr.verdict, pr.kind, pr.proven_at, st.state
 FROM ids JOIN mailbox_scope s ON s.mailbox_id = ids.mailbox_id
@@ -229,7 +231,7 @@ LEFT JOIN st ON st.mailbox_id = ids.mailbox_id
 _REBUILD_BUILDINGS = """
 INSERT INTO building_progress (building_id, mailboxes, mailboxes_started, mailboxes_copied,
     mailboxes_running, mailboxes_proven, mailboxes_waived, mailboxes_failed, messages_copied, bytes_copied,
-    messages_unsettled, src_messages, last_activity_at)
+    messages_unsettled, messages_refused, messages_altered, src_messages, last_activity_at)
 WITH inv AS (SELECT building_id, count(*) AS n FROM mailbox_scope GROUP BY 1),
 mp AS (SELECT building_id,
               count(*) FILTER (WHERE passes > 0) AS started,
@@ -240,13 +242,14 @@ mp AS (SELECT building_id,
               count(*) FILTER (WHERE proof_state = 'waived') AS waived,
               count(*) FILTER (WHERE proof_state = 'not_proven' AND proof_verdict = 'failed') AS failed,
               sum(n_copied) AS msgs, sum(bytes_copied) AS bytes,
-              sum(n_intent + n_refused + n_failed) AS unsettled, sum(src_messages) AS src,
+              sum(n_intent + n_refused + n_failed) AS unsettled, sum(n_refused) AS refused,
+              sum(n_altered) AS altered, sum(src_messages) AS src,
               greatest(max(last_finished_at), max(proven_at)) AS last_at
        FROM mailbox_progress GROUP BY building_id)
 SELECT b.id, coalesce(inv.n, 0), coalesce(mp.started, 0), coalesce(mp.copied, 0),
        coalesce(mp.running, 0), coalesce(mp.proven, 0), coalesce(mp.waived, 0), coalesce(mp.failed, 0),
        coalesce(mp.msgs, 0), coalesce(mp.bytes, 0), coalesce(mp.unsettled, 0),
-       coalesce(mp.src, 0), mp.last_at
+       coalesce(mp.refused, 0), coalesce(mp.altered, 0), coalesce(mp.src, 0), mp.last_at
 FROM building b LEFT JOIN inv ON inv.building_id = b.id LEFT JOIN mp ON mp.building_id = b.id
 """
 
@@ -286,54 +289,75 @@ def _one(cur) -> dict | None:
     return rows[0] if rows else None
 
 
-#: a building's state on the overview, from its summary row and its domain's MX swap
-BUILDING_STATES = ("pending", "copying", "copied", "proven", "cut_over", "empty")
+#: a building's state (rules.states vocabulary), from its summary row and its domain's MX swap
+BUILDING_STATES = rs.BUILDING_STATES
 CUT_OVER_SQL = ("SELECT DISTINCT domain FROM dns_change WHERE kind = 'mx_swap' "
                 "AND status IN ('applied', 'verified')")
-BUILDING_STATE_SQL = """
-    CASE WHEN cut.domain IS NOT NULL THEN 'cut_over'
-         WHEN coalesce(bp.mailboxes, 0) = 0 THEN 'empty'
-         WHEN bp.mailboxes_proven >= bp.mailboxes THEN 'proven'
-         WHEN bp.mailboxes_copied >= bp.mailboxes THEN 'copied'
-         WHEN bp.mailboxes_started > 0 THEN 'copying'
-         ELSE 'pending' END
+BUILDING_STATE_SQL = f"""
+    CASE WHEN cut.domain IS NOT NULL THEN '{rs.CUT_OVER}'
+         WHEN coalesce(bp.mailboxes, 0) = 0 THEN '{rs.EMPTY}'
+         WHEN bp.mailboxes_proven >= bp.mailboxes THEN '{rs.PROVEN}'
+         WHEN bp.mailboxes_copied >= bp.mailboxes THEN '{rs.COPIED}'
+         WHEN bp.mailboxes_started > 0 THEN '{rs.COPYING}'
+         ELSE '{rs.PLANNED}' END
 """
+#: open exceptions per building: raised on the building or on one of its mailboxes (a few rows,
+#: read through the partial indexes of 0001)
+_EXCEPTIONS_BY_BUILDING = """
+    SELECT coalesce(e.building_id, s.building_id) AS building_id, count(*) AS n,
+           count(*) FILTER (WHERE e.severity = 'blocking') AS blocking
+    FROM exception e LEFT JOIN mailbox_scope s ON e.building_id IS NULL AND s.mailbox_id = e.mailbox_id
+    WHERE e.status IN ('open', 'acknowledged') AND (e.building_id IS NOT NULL OR e.mailbox_id IS NOT NULL)
+    GROUP BY 1
+"""
+#: every building with its state and summary figures: thousands of rows from building,
+#: building_progress and the exceptions, never the ledger (the overview, waves, domains, the map)
+BUILDING_FACTS = f"""
+WITH cut AS ({CUT_OVER_SQL}), exc AS ({_EXCEPTIONS_BY_BUILDING})
+SELECT b.id, b.name, b.domain, b.source_system, b.wave_id, {BUILDING_STATE_SQL} AS state,
+       coalesce(bp.mailboxes, 0) AS mailboxes,
+       coalesce(bp.mailboxes_started, 0) AS mailboxes_started,
+       coalesce(bp.mailboxes_copied, 0) AS mailboxes_copied,
+       coalesce(bp.mailboxes_proven, 0) AS mailboxes_proven,
+       coalesce(bp.mailboxes_waived, 0) AS mailboxes_waived,
+       coalesce(bp.mailboxes_failed, 0) AS mailboxes_failed,
+       coalesce(bp.mailboxes_running, 0) AS mailboxes_running,
+       coalesce(bp.messages_copied, 0) AS messages_copied,
+       coalesce(bp.bytes_copied, 0) AS bytes_copied,
+       coalesce(bp.messages_unsettled, 0) AS messages_unsettled,
+       coalesce(bp.messages_refused, 0) AS messages_refused,
+       coalesce(bp.messages_altered, 0) AS messages_altered,
+       coalesce(exc.n, 0) AS open_exceptions,
+       coalesce(exc.blocking, 0) AS open_blocking_exceptions,
+       -- measured once every mailbox of the building has been copied, else the
+       -- planner's estimate (never below what is already copied)
+       CASE WHEN bp.mailboxes > 0 AND bp.mailboxes_copied >= bp.mailboxes
+            THEN greatest(bp.src_messages, bp.messages_copied + bp.messages_unsettled)
+            ELSE greatest(coalesce(b.est_messages, 0), coalesce(bp.src_messages, 0),
+                          coalesce(bp.messages_copied, 0)) END AS messages_total,
+       CASE WHEN bp.mailboxes > 0 AND bp.mailboxes_copied >= bp.mailboxes
+            THEN bp.bytes_copied
+            ELSE greatest(coalesce(b.est_bytes, 0), coalesce(bp.bytes_copied, 0)) END AS bytes_total,
+       b.est_bytes IS NULL AS no_estimate
+FROM building b
+LEFT JOIN building_progress bp ON bp.building_id = b.id
+LEFT JOIN cut ON cut.domain = b.domain
+LEFT JOIN exc ON exc.building_id = b.id
+"""
+#: the figures summed per wave / domain / overall (with the count of buildings per state)
+SUMMED = ("mailboxes", "mailboxes_copied", "mailboxes_proven", "mailboxes_waived", "mailboxes_failed",
+          "mailboxes_running", "messages_copied", "bytes_copied", "messages_unsettled", "messages_refused",
+          "messages_altered", "open_exceptions", "open_blocking_exceptions", "messages_total", "bytes_total")
 
-_OVERVIEW_CELLS = f"""
-WITH cut AS ({CUT_OVER_SQL}),
-b AS (
-    SELECT b.wave_id, {BUILDING_STATE_SQL} AS state,
-           coalesce(bp.mailboxes, 0) AS mailboxes,
-           coalesce(bp.mailboxes_copied, 0) AS mailboxes_copied,
-           coalesce(bp.mailboxes_proven, 0) AS mailboxes_proven,
-           coalesce(bp.mailboxes_waived, 0) AS mailboxes_waived,
-           coalesce(bp.mailboxes_failed, 0) AS mailboxes_failed,
-           coalesce(bp.mailboxes_running, 0) AS mailboxes_running,
-           coalesce(bp.messages_copied, 0) AS messages_copied,
-           coalesce(bp.bytes_copied, 0) AS bytes_copied,
-           coalesce(bp.messages_unsettled, 0) AS messages_unsettled,
-           -- measured once every mailbox of the building has been copied, else the
-           -- planner's estimate (never below what is already copied)
-           CASE WHEN bp.mailboxes > 0 AND bp.mailboxes_copied >= bp.mailboxes
-                THEN greatest(bp.src_messages, bp.messages_copied + bp.messages_unsettled)
-                ELSE greatest(coalesce(b.est_messages, 0), coalesce(bp.src_messages, 0),
-                              coalesce(bp.messages_copied, 0)) END AS messages_total,
-           CASE WHEN bp.mailboxes > 0 AND bp.mailboxes_copied >= bp.mailboxes
-                THEN bp.bytes_copied
-                ELSE greatest(coalesce(b.est_bytes, 0), coalesce(bp.bytes_copied, 0)) END AS bytes_total,
-           b.est_bytes IS NULL AS no_estimate
-    FROM building b
-    LEFT JOIN building_progress bp ON bp.building_id = b.id
-    LEFT JOIN cut ON cut.domain = b.domain)
-SELECT wave_id, state, count(*) AS buildings, sum(mailboxes) AS mailboxes,
-       sum(mailboxes_copied) AS mailboxes_copied, sum(mailboxes_proven) AS mailboxes_proven,
-       sum(mailboxes_waived) AS mailboxes_waived,
-       sum(mailboxes_failed) AS mailboxes_failed, sum(mailboxes_running) AS mailboxes_running,
-       sum(messages_copied) AS messages_copied, sum(bytes_copied) AS bytes_copied,
-       sum(messages_unsettled) AS messages_unsettled, sum(messages_total) AS messages_total,
-       sum(bytes_total) AS bytes_total, count(*) FILTER (WHERE no_estimate) AS no_estimate
-FROM b GROUP BY wave_id, state
-"""
+
+def _cells_sql(key: str) -> str:
+    sums = ", ".join(f"sum({k}) AS {k}" for k in SUMMED)
+    return (f"WITH f AS ({BUILDING_FACTS}) SELECT {key}, state, count(*) AS buildings, {sums}, "
+            f"count(*) FILTER (WHERE no_estimate) AS no_estimate FROM f GROUP BY {key}, state")
+
+
+_OVERVIEW_CELLS = _cells_sql("wave_id")
+_DOMAIN_CELLS = _cells_sql("domain")
 
 # throughput now: passes finished in the window (index pass_updated_idx)
 _THROUGHPUT = """
@@ -388,32 +412,89 @@ def overview_rows(conn, *, throughput_minutes: int, recent_minutes: int, horizon
     return out
 
 
-def buildings(conn, state: str | None = None, limit: int = 2000) -> list[dict]:
-    """Buildings (optionally in one overview state) with their summary figures."""
+def _facts_where(wave, system, domain, state) -> tuple[str, dict]:
+    """The WHERE clause of a building_facts read and its parameters (None: no filter;
+    wave 0 selects the buildings in no wave)."""
+    conds, params = [], {"wave": wave, "system": system, "domain": domain, "state": state}
+    if wave is not None:
+        conds.append("wave_id IS NULL" if wave == 0 else "wave_id = %(wave)s")
+    for key, col in (("system", "source_system"), ("domain", "domain"), ("state", "state")):
+        if params[key] is not None:
+            conds.append(f"{col} = %({key})s")
+    return (" WHERE " + " AND ".join(conds)) if conds else "", params
+
+
+def building_facts(conn, *, wave: int | None = None, system: str | None = None, domain: str | None = None,
+                   state: str | None = None, columns: tuple[str, ...] | None = None,
+                   limit: int | None = None) -> list[dict]:
+    """Buildings with their state and summary figures (BUILDING_FACTS), filtered, ordered by
+    wave and id; `columns` narrows the row (the map reads only what it draws)."""
+    where, params = _facts_where(wave, system, domain, state)
+    cols = ", ".join(columns) if columns else "*"
+    params["limit"] = limit
     with conn, conn.cursor() as cur:
-        cur.execute(
-            f"""WITH cut AS ({CUT_OVER_SQL})
-            SELECT * FROM (SELECT b.id, b.name, b.wave_id, {BUILDING_STATE_SQL} AS state,
-                   coalesce(bp.mailboxes, 0) AS mailboxes, coalesce(bp.mailboxes_copied, 0) AS mailboxes_copied,
-                   coalesce(bp.mailboxes_proven, 0) AS mailboxes_proven,
-                   coalesce(bp.mailboxes_waived, 0) AS mailboxes_waived,
-                   coalesce(bp.bytes_copied, 0) AS bytes_copied
-            FROM building b LEFT JOIN building_progress bp ON bp.building_id = b.id
-            LEFT JOIN cut ON cut.domain = b.domain) x
-            WHERE %(state)s::text IS NULL OR state = %(state)s ORDER BY wave_id NULLS LAST, id LIMIT %(limit)s""",
-            {"state": state, "limit": limit})
+        cur.execute(f"WITH f AS ({BUILDING_FACTS}) SELECT {cols} FROM f{where}"
+                    " ORDER BY wave_id NULLS LAST, id LIMIT %(limit)s", params)
         return _rows(cur)
 
 
-_BUILDING = f"""
-WITH cut AS ({CUT_OVER_SQL})
-SELECT b.id, b.name, b.domain, b.source_system, b.wave_id, b.est_bytes, b.est_messages,
-       {BUILDING_STATE_SQL} AS state, bp.mailboxes, bp.mailboxes_copied, bp.mailboxes_proven,
-       bp.mailboxes_waived, bp.mailboxes_failed, bp.mailboxes_running, bp.messages_copied, bp.bytes_copied,
-       bp.messages_unsettled, bp.refreshed_at
-FROM building b LEFT JOIN building_progress bp ON bp.building_id = b.id
-LEFT JOIN cut ON cut.domain = b.domain WHERE b.id = %s
+def buildings(conn, state: str | None = None, limit: int = 2000) -> list[dict]:
+    """Buildings (optionally in one state) with their summary figures."""
+    return building_facts(conn, state=state, limit=limit)
+
+
+def map_filters(conn) -> dict:
+    """What the building map can be filtered by: waves (id, name) and source systems."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT id, name FROM wave ORDER BY id")
+        waves = _rows(cur)
+        cur.execute("SELECT id FROM source_system ORDER BY id")
+        systems = [r[0] for r in cur.fetchall()]
+    return {"waves": waves, "systems": systems}
+
+
+def wave_meta(conn, wave_id: int) -> dict | None:
+    """One wave's row (id, name, stored status, kind, planned start, planned totals)."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT id, name, status, kind, planned_start, totals FROM wave WHERE id = %s", (wave_id,))
+        return _one(cur)
+
+
+def domain_cells(conn, domain: str | None = None) -> list[dict]:
+    """Per domain and building state: the buildings and their summed figures."""
+    where = " WHERE domain = %(domain)s" if domain is not None else ""
+    sql = _DOMAIN_CELLS.replace(" GROUP BY domain", where + " GROUP BY domain")
+    with conn, conn.cursor() as cur:
+        cur.execute(sql, {"domain": domain})
+        return _rows(cur)
+
+
+_DOMAIN_ONLY_EXCEPTIONS = """
+SELECT domain, count(*) AS n, count(*) FILTER (WHERE severity = 'blocking') AS blocking FROM exception
+WHERE status IN ('open', 'acknowledged') AND building_id IS NULL AND mailbox_id IS NULL AND domain IS NOT NULL
+GROUP BY domain
 """
+
+_DOMAIN_SWAPS = """
+SELECT id, kind, status, old_rdata, new_rdata, applied_at, verified_at, requested_by, approved_by
+FROM dns_change WHERE domain = %s ORDER BY created_at DESC, id DESC LIMIT 20
+"""
+
+
+def domain_extras(conn, domain: str | None = None) -> dict:
+    """Open exceptions raised on a domain as a whole ({domain: (n, blocking)}) and, for one
+    domain, its MX and TTL changes (newest first)."""
+    with conn, conn.cursor() as cur:
+        cur.execute(_DOMAIN_ONLY_EXCEPTIONS)
+        exc = {r[0]: (r[1], r[2]) for r in cur.fetchall()}
+        changes = []
+        if domain is not None:
+            cur.execute(_DOMAIN_SWAPS, (domain,))
+            changes = _rows(cur)
+    return {"exceptions": exc, "dns_changes": changes}
+
+
+_BUILDING = f"WITH f AS ({BUILDING_FACTS}) SELECT * FROM f WHERE id = %s"
 
 _BUILDING_MAILBOXES = """
 SELECT s.mailbox_id, s.address, s.protocol, s.household_id,

@@ -11,9 +11,11 @@ T0 = dt.datetime(2027, 1, 11, 9, 0, tzinfo=dt.UTC)
 
 
 def _wave(n, copied, total, series):
-    return {"wave": n, "name": f"wave {n}", "status": "running", "kind": "regular", "planned_start": None,
-            "buildings": 2, "buildings_by_state": {"pending": 1, "copying": 1, "copied": 0, "proven": 0,
+    return {"wave": n, "name": f"wave {n}", "status": "copying", "stored_status": "planned", "kind": "regular",
+            "planned_start": None,
+            "buildings": 2, "buildings_by_state": {"planned": 1, "copying": 1, "copied": 0, "proven": 0,
                                                    "cut_over": 0, "empty": 0},
+            "messages_refused": 3, "messages_altered": 0, "open_exceptions": 1, "open_blocking_exceptions": 1,
             "mailboxes": 10, "mailboxes_copied": 4, "mailboxes_proven": 3, "mailboxes_waived": 1, "mailboxes_failed": 1,
             "mailboxes_running": 1, "messages_copied": 400, "messages_total": 1000, "bytes_copied": copied,
             "bytes_total": total, "messages_unsettled": 2, "buildings_without_estimate": 0, "planned_totals": None,
@@ -28,7 +30,8 @@ def overview_fixture():
             "totals": {**{k: w[k] for k in ("buildings", "mailboxes", "mailboxes_copied", "mailboxes_proven", "mailboxes_waived",
                                              "mailboxes_failed", "mailboxes_running", "messages_copied",
                                              "messages_total", "bytes_copied", "bytes_total",
-                                             "messages_unsettled", "unproven_mailboxes")},
+                                             "messages_unsettled", "unproven_mailboxes", "messages_refused",
+                                             "messages_altered", "status")},
                        "buildings_by_state": dict(w["buildings_by_state"]), "open_exceptions": 3,
                        "open_blocking_exceptions": 2},
             "throughput": {"window_minutes": 15, "messages": 90, "bytes": 900_000, "passes": 3,
@@ -74,7 +77,7 @@ def test_lookup_page_without_match():
 
 def test_building_page_shows_the_proof_state_and_why():
     b = {"id": "B1", "name": "<b>", "domain": "d.example", "source_system": "src-a", "wave_id": 1,
-         "state": "copied", "mailboxes": 2, "mailboxes_copied": 2, "mailboxes_proven": 1, "mailboxes_waived": 1,
+         "state": "copied", "messages_refused": 0, "messages_altered": 2, "open_exceptions": 0, "mailboxes": 2, "mailboxes_copied": 2, "mailboxes_proven": 1, "mailboxes_waived": 1,
          "mailboxes_failed": 0, "messages_copied": 10, "bytes_copied": 1000, "messages_unsettled": 0}
 
     def mailbox(mid, state, reasons):
