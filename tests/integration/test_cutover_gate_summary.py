@@ -3,15 +3,26 @@ verdict, the reasons and the summary of the full evaluation over every ledger ro
 holding every interesting case: proven; a finding waived by id; a whole-mailbox waiver; a
 stale ledger (changed after the proof); never verified; a copy running; an unwaived finding; an
 interrupted copy (intent row); an open exception. And a `mailbox_ledger` row that is not fresh
-(its watermark differs from the ledger's) is never trusted: the mailbox is counted live."""
+(its watermark differs from the ledger's) is never trusted: the mailbox is counted live.
+
+The latest pass and proof of each mailbox are kept by triggers (`mailbox_latest`, migration 0012):
+every kind of write to `pass` and `proof` (a newer pass after the proof, a pass that fails, a pass
+recorded with an older start, a newer proof, a proof deleted or moved back in time, TRUNCATE, two
+writers at once) leaves them equal to what probing the tables finds. A domain read in chunks over
+several connections gives the same answer as one read."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import psycopg2
 import pytest
 
 from mailshift.cutover.gate import evaluate_gate
+from mailshift.store import proofs
 from mailshift.store.exception_records import raise_exception
+from mailshift.store.ledger import CopyStore
 from mailshift.store.waivers import create_waiver
 from support.cutover import record_pass, record_proof
 from support.mail import fresh_database
@@ -23,11 +34,16 @@ CASES = ("proven", "finding-waived", "whole-waived", "stale", "never-verified", 
 
 
 @pytest.fixture
-def db(lab_config):
+def dsn(lab_config):
     with fresh_database(lab_config) as url:
-        conn = psycopg2.connect(url)
-        yield conn
-        conn.close()
+        yield url
+
+
+@pytest.fixture
+def db(dsn):
+    conn = psycopg2.connect(dsn)
+    yield conn
+    conn.close()
 
 
 def _inventory(db) -> dict[str, int]:
@@ -145,3 +161,136 @@ def test_the_triggers_keep_the_summary_exact(db, domain):
                     " coalesce(sum(size) FILTER (WHERE state = 1), 0) FROM message GROUP BY 1 ORDER BY 1")
         assert marks == cur.fetchall()
     _same(db)
+
+
+_PROBED = """
+SELECT m.id, lx.id, lx.kind, lx.status, lx.started_at, lx.detail ->> 'error',
+       lp.id, lp.verify_run_id, lp.kind, lp.verdict, lp.ledger_as_of, lp.proven_at, lp.src_messages
+FROM mailbox m
+LEFT JOIN LATERAL (SELECT * FROM pass x WHERE x.mailbox_id = m.id ORDER BY x.started_at DESC, x.id DESC LIMIT 1) lx ON true
+LEFT JOIN LATERAL (SELECT * FROM proof p WHERE p.mailbox_id = m.id ORDER BY p.proven_at DESC, p.id DESC LIMIT 1) lp ON true
+ORDER BY 1"""
+_KEPT = """
+SELECT m.id, k.pass_id, k.pass_kind, k.pass_status, k.pass_started, k.pass_error,
+       k.proof_id, k.verify_run_id, k.proof_kind, k.verdict, k.ledger_as_of, k.proven_at, k.src_messages
+FROM mailbox m LEFT JOIN mailbox_latest k ON k.mailbox_id = m.id ORDER BY 1"""
+
+
+def _kept_is_probed(db) -> list[tuple]:
+    """mailbox_latest equals the latest pass and proof probed in their tables, for every mailbox."""
+    with db, db.cursor() as cur:
+        cur.execute(_PROBED)
+        probed = cur.fetchall()
+        cur.execute(_KEPT)
+        assert cur.fetchall() == probed
+    return probed
+
+
+def _kinds(verdict, address: str) -> set[str]:
+    return {r.kind for r in verdict.reasons if r.mailbox == address}
+
+
+def test_the_kept_latest_pass_and_proof_follow_every_write(db, domain):
+    _kept_is_probed(db)
+    proven, fixed, finding = (f"{x}@{DOMAIN}" for x in ("proven", "never-verified", "finding"))
+    store = CopyStore(db)
+    # a newer pass after the proof: running, then failed (with its error)
+    pid = store.open_pass(domain["proven"], "delta")
+    _kept_is_probed(db)
+    assert _kinds(_same(db)[0], proven) == {"pass_running"}
+    store.finish_pass(pid, "failed", {"error": "connection reset by peer"})
+    _kept_is_probed(db)
+    summary, _ = _same(db)
+    assert _kinds(summary, proven) == {"pass_failed"}
+    assert any("connection reset by peer" in r.detail for r in summary.reasons if r.mailbox == proven)
+    # a pass recorded with an older start does not become the latest; a finished newer one does
+    with db, db.cursor() as cur:
+        cur.execute("INSERT INTO pass (mailbox_id, kind, status, started_at, finished_at)"
+                    " VALUES (%s, 'prestage', 'finished', now() - interval '1 day', now() - interval '1 day')",
+                    (domain["proven"],))
+    assert _kinds(_same(db)[0], proven) == {"pass_failed"}
+    store.finish_pass(store.open_pass(domain["proven"], "delta"), "finished", {})
+    assert _kinds(_same(db)[0], proven) == set()
+    # a first proof, then deleted again
+    new_proof = record_proof(db, domain["never-verified"])
+    _kept_is_probed(db)
+    assert _kinds(_same(db)[0], fixed) == set()
+    with db, db.cursor() as cur:
+        cur.execute("DELETE FROM proof WHERE id = %s", (new_proof,))
+    _kept_is_probed(db)
+    assert _kinds(_same(db)[0], fixed) == {"never_verified"}
+    # a newer proof replaces the failed one; moved back before it, the failed one is the latest again
+    newer = record_proof(db, domain["finding"])
+    assert _kinds(_same(db)[0], finding) == set()
+    with db, db.cursor() as cur:
+        cur.execute("UPDATE proof SET proven_at = proven_at - interval '1 day' WHERE id = %s", (newer,))
+    _kept_is_probed(db)
+    assert _kinds(_same(db)[0], finding) == {"unwaived_findings"}
+    # every proof gone at once
+    with db, db.cursor() as cur:
+        cur.execute("TRUNCATE proof CASCADE")
+    assert all(row[6] is None for row in _kept_is_probed(db))
+    assert {r.kind for r in _same(db)[0].reasons} >= {"never_verified"}
+
+
+def test_two_writers_at_once_keep_the_newest_pass(dsn, db, domain):
+    """Concurrent transactions: the kept pass is a maximum, whatever order they lock and commit in."""
+    mid = domain["proven"]
+    first, second = psycopg2.connect(dsn), psycopg2.connect(dsn)
+    try:
+        c1, c2 = first.cursor(), second.cursor()
+        c1.execute("SELECT now()")                    # transaction 1 starts first: the older started_at
+        time.sleep(0.01)
+        c1.execute("INSERT INTO pass (mailbox_id, kind) VALUES (%s, 'delta') RETURNING id", (mid,))
+        older = c1.fetchone()[0]
+        # transaction 2 (newer start) waits for 1's lock on the kept row, then re-checks its newer pass
+        t = threading.Thread(target=c2.execute, args=("INSERT INTO pass (mailbox_id, kind) VALUES (%s, 'drain')",
+                                                      (mid,)))
+        t.start()
+        time.sleep(0.3)
+        first.commit()
+        t.join(10)
+        second.commit()
+        probed = _kept_is_probed(db)
+        assert [r[2] for r in probed if r[0] == mid] == ["drain"]
+        # the other order: the older-started transaction writes last and must not win
+        c1.execute("SELECT now()")
+        time.sleep(0.01)
+        c2.execute("INSERT INTO pass (mailbox_id, kind) VALUES (%s, 'final') RETURNING id", (mid,))
+        second.commit()
+        c1.execute("INSERT INTO pass (mailbox_id, kind) VALUES (%s, 'delta')", (mid,))
+        first.commit()
+        assert [r[2] for r in _kept_is_probed(db) if r[0] == mid] == ["final"]
+        assert older not in [r[1] for r in _kept_is_probed(db)]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_domain_read_in_chunks_over_several_connections_gives_the_same_answer(dsn, db, domain, monkeypatch,
+                                                                                lab_config):
+    whole, _ = _same(db)
+    monkeypatch.setattr(proofs, "CHUNK_MAILBOXES", 1)    # one chunk per building: S0, S1, S2
+    chunks, siblings = [], []
+    admin = psycopg2.connect(lab_config.pg_admin_dsn)
+    try:
+        for chunk in proofs.facts_in_chunks(db, domain=DOMAIN):
+            chunks.append({f.building_id for f in chunk})
+            with admin, admin.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+                            " AND application_name = 'mailshift-facts'", (dsn.rsplit("/", 1)[1],))
+                siblings.append(cur.fetchone()[0])
+    finally:
+        admin.close()
+    assert chunks == [{"S0"}, {"S1"}, {"S2"}]
+    assert siblings[0] == 2                               # read over three connections at once
+    chunked, _ = _same(db)
+    assert (chunked.passed, chunked.reasons, chunked.summary) == (whole.passed, whole.reasons, whole.summary)
+    with psycopg2.connect(dsn) as probe, probe.cursor() as cur:   # the sibling connections were closed
+        for _ in range(50):
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mailshift-facts'")
+            if cur.fetchone()[0] == 0:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the sibling connections of the chunked read are still open")

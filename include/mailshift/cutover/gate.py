@@ -87,16 +87,21 @@ def evaluate_gate(conn, domain: str, notice_check: NoticeCheck | None = None, *,
     """The gate's verdict for `domain`, with every reason it refuses and a summary.
 
     `proof_kind="final"` (the final proof after the drain) also requires each mailbox's latest
-    proof to be of that kind. The facts come from index probes and the maintained per-mailbox
-    `mailbox_ledger` (store.proofs, migration 0009), never a scan of the ledger; `live=True` is
-    the full evaluation over every ledger row (the same verdict and reasons: tested)."""
+    proof to be of that kind. The facts come from the kept latest pass and proof per mailbox
+    (`mailbox_latest`, migration 0012), one live index probe of the ledger's newest change and the
+    maintained `mailbox_ledger` (migration 0009), never a scan of the ledger, read in building
+    chunks over a few connections; `live=True` is the full evaluation over every ledger row (the
+    same verdict and reasons: tested)."""
     check = notice_check or default_notice_check
     v = GateVerdict(domain, False)
     if not proofs.domain_exists(conn, domain):
         v.reasons.append(Reason(NO_DOMAIN, None, None, f"domain {domain!r} is not in the inventory"))
         return v
-    facts = proofs.mailbox_facts(conn, domain=domain, live=live)
-    found = [proof.decide(f, require_kind=proof_kind) for f in facts]
+    facts, found = [], []
+    with proofs.gc_paused():   # decide chunk k while chunk k+1 is read (store.proofs.facts_in_chunks)
+        for chunk in proofs.facts_in_chunks(conn, domain=domain, live=live):
+            facts.extend(chunk)
+            found.extend(proof.decide(f, require_kind=proof_kind) for f in chunk)
     if not found:
         v.reasons.append(Reason(NO_MAILBOXES, None, None, f"no mailbox of {domain} is in the inventory: "
                                                           "nothing to prove, refusing to swap blind"))
