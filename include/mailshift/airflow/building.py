@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from mailshift import settings
 from mailshift.airflow.callbacks import task_failure_alert
 from mailshift.airflow.connections import database_url, endpoint
+from mailshift.airflow.failfast import fail_fast, not_retried
 from mailshift.rules.states import PASS_KINDS, PROOF_OK
 
 OWNER = "mailshift-ops"
@@ -81,6 +82,7 @@ def mailbox_batches(mailboxes, size: int = BATCH_SIZE) -> list[dict]:
 
 
 @task(task_id="preflight")
+@fail_fast()
 def preflight(building_id: str) -> dict:
     """Log in at both sides for every mailbox; each problem becomes an exception (copy.preflight)."""
     from mailshift.copy.preflight import preflight_building
@@ -96,9 +98,11 @@ def preflight(building_id: str) -> dict:
 
 
 @task(task_id="copy", map_index_template="{{ batch_label }}")
+@fail_fast()
 def copy_batch(batch: dict) -> dict:
-    """One pass over a batch of mailboxes. Login refusals fail fast (no retry) after the rest
-    of the batch is done; connection trouble raises and Airflow retries with backoff."""
+    """One pass over a batch of mailboxes. Refused logins, unproven identities and missing
+    passwords fail the task without retry after the rest of the batch is done, other deliberate
+    failures at once (`failfast`); connection trouble raises and Airflow retries with backoff."""
     from mailshift.copy.copy_one import copy_mailboxes
 
     context = get_current_context()
@@ -113,11 +117,15 @@ def copy_batch(batch: dict) -> dict:
         print(f"{s.mailbox}: {pass_kind} copied {s.copied}, already {s.already}, refused {s.refused}, "
               f"flags {s.flags_synced}, expunged at source {s.expunged_at_source}")
     if result.refused_logins:
-        raise AirflowFailException("login refused (not retried): " + "; ".join(result.refused_logins))
+        from mailshift.cli.errors import AUTH
+
+        raise not_retried(f"{len(result.refused_logins)} mailbox(es) not copied, login refused or identity not "
+                          "proven: " + "; ".join(result.refused_logins), "AuthError", AUTH)
     return result.totals
 
 
 @task(task_id="verify_open", trigger_rule="all_done")
+@fail_fast()
 def verify_open(building_id: str, kind: str = "pre_cutover") -> int:
     """Open the building's verify run; its mailbox batches are verified in parallel (mapped)."""
     from mailshift.verify.core import open_building_run
@@ -149,6 +157,7 @@ def verify_part_fn(batch: dict, kind: str = "pre_cutover") -> dict:
 
 
 @task(task_id="verify", map_index_template="{{ batch_label }}")
+@fail_fast()
 def verify_part(batch: dict) -> dict:
     """Re-read both servers for a batch of the building's mailboxes (in the source system's pool)."""
     return verify_part_fn(batch)
@@ -183,6 +192,7 @@ def verify_close_fn(building_id: str, run_id: int, parts, started: float | None 
 
 
 @task(task_id="verify_batches")
+@fail_fast()
 def verify_groups(batches: list[dict], building_id: str, verify_run: int) -> list[dict]:
     """The copy batches as verify batches of the building's open run (the run id is known only now)."""
     return [{"label": b["label"], "groups": [{"building_id": building_id, "verify_run_id": verify_run,
@@ -190,6 +200,7 @@ def verify_groups(batches: list[dict], building_id: str, verify_run: int) -> lis
 
 
 @task(task_id="verify_close", trigger_rule="all_done")
+@fail_fast()
 def verify_close(building_id: str, verify_run: int, parts) -> dict:
     """Independent recount done: expectations, proof states and the HTML report of the building."""
     return verify_close_fn(building_id, verify_run, parts)
@@ -197,16 +208,18 @@ def verify_close(building_id: str, verify_run: int, parts) -> dict:
 
 @task(task_id="mark_proven")
 def mark_proven(building_id: str, verdict: dict) -> dict:
-    """Only a building whose every mailbox is proven (or waived) emits its Asset event."""
+    """Only a building whose every mailbox is proven (or waived) emits its Asset event. A failed
+    proof pages once: the proof alert (mailboxes, findings, links, next step) is posted under
+    this task's problem key, so the failure callback of this task stays silent."""
     if not verdict.get("proven"):
-        from mailshift.airflow.callbacks import post
-        from mailshift.notify import slack
+        from mailshift.airflow.callbacks import post, proof_failed_alert
 
-        post(slack.gx_failed(building_id, verdict.get("failed_expectations") or ["mailboxes not proven"],
-                             verdict.get("report")))
+        ti = get_current_context()["ti"]
+        post(proof_failed_alert(building_id, verdict, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
+                                map_index=getattr(ti, "map_index", -1)))
         raise AirflowFailException(
-            f"building {building_id} is NOT proven: {verdict.get('not_proven')} mailbox(es) not proven, "
-            f"failed expectations: {verdict.get('failed_expectations')}")
+            f"building {building_id} is NOT proven: {verdict.get('not_proven')} mailbox(es) not proven "
+            "(the Slack alert and the building page name them and the next step)")
     return verdict
 
 

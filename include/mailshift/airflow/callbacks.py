@@ -2,13 +2,15 @@
 
 Sent through the Slack provider's hook (connection `mailshift_slack`; its extra `base_url`
 points the real slack-sdk client at the lab's stand-in), so tokens stay in the connection.
-Links are built from Airflow's own `[api] base_url` (AIRFLOW__API__BASE_URL), never from a
-path on a worker.
+Links are built from Airflow's own `[api] base_url` (AIRFLOW__API__BASE_URL) and, for the
+mailshift pages, MAILSHIFT_UI_BASE_URL when set (`settings.ui_base_url`, as the DAG docs), never
+from a path on a worker.
 
 One alert per problem: every message posted from inside a task, and the failure callback of
 that task, carry the same key (`notify.alerts.problem_key`: DAG, run, task, map index); the key
 is claimed in the mailshift database (`store.alerts.claim`) before posting, so a failed proof
-(posted by `mark_proven`) does not page again when `mark_proven` then fails. A proof failure
+(posted by `mark_proven` with `proof_failed_alert`) does not page again when `mark_proven` then
+fails. Run-level messages (a wave started / finished) carry their own key (`alerts.run_key`). A proof failure
 is rebuilt here from the database (the mailboxes, their reasons, the first folder), since XCom
 carries no addresses.
 """
@@ -16,7 +18,6 @@ carries no addresses.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 from mailshift.airflow.connections import SLACK_CONN_ID, database_url
 from mailshift.notify import alerts, slack
@@ -34,6 +35,24 @@ def ui_base_url() -> str | None:
         return conf.get("api", "base_url", fallback=None) or None
     except Exception:  # noqa: BLE001 - no link rather than no alert
         return None
+
+
+def pages_base_url() -> str | None:
+    """The base URL links to the mailshift pages start from: MAILSHIFT_UI_BASE_URL (as the DAG
+    docs' links, `settings.ui_base_url`), else Airflow's `[api] base_url`."""
+    from mailshift import settings
+
+    return settings.ui_base_url() or ui_base_url()
+
+
+def page_url(building_id: str) -> str | None:
+    """The building's mailshift page (http(s), never a path on a worker)."""
+    return alerts.building_page_url(pages_base_url(), building_id)
+
+
+def page_links(ti, path: str = "") -> tuple[str | None, str | None]:
+    """(the task's DAG run in Airflow, the mailshift page at `path`) as http links."""
+    return alerts.dag_run_url(ui_base_url(), ti.dag_id, ti.run_id), alerts.page_url(pages_base_url(), path)
 
 
 def _client():
@@ -62,6 +81,20 @@ def _claim(key: str, kind: str, summary: str) -> bool:
         conn.close()
 
 
+def _release(key: str) -> None:
+    from mailshift.store import alerts as store
+    from mailshift.store import db
+
+    try:
+        conn = db.connect(database_url())
+        try:
+            store.release(conn, key)
+        finally:
+            conn.close()
+    except Exception:  # noqa: BLE001 - the key stays claimed: one alert lost beats a crash here
+        log.exception("could not release alert key %s", key)
+
+
 def _current_key() -> str | None:
     """The problem key of the task running now (None outside a task)."""
     try:
@@ -73,12 +106,16 @@ def _current_key() -> str | None:
     return alerts.problem_key(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
 
 
-def post(message: slack.Message, channel: str | None = None, client=None) -> bool:
-    """Post once per problem; returns True when sent. A proof failure posted from a task is
-    upgraded to the full alert. An unreachable Slack is logged, never fails a migration task."""
-    if message.kind == "proof_failed" and message.dedup_key is None:
-        message = _upgrade_proof_failed(message)
-    key = message.dedup_key or _current_key()
+def post(message: slack.Message, channel: str | None = None, client=None, *,
+         silence_task_failure: bool = False) -> bool:
+    """Post once per problem (the message's key, else the running task's); returns True when
+    sent. `silence_task_failure`: this message already tells about the running task's failure
+    (e.g. a wave summary that then fails the task), so its failure callback must not page again.
+    An unreachable Slack is logged, never fails a migration task."""
+    task_key = _current_key()
+    key = message.dedup_key or task_key
+    if silence_task_failure and task_key and task_key != key:
+        _claim(task_key, "silenced", f"told by {key}")
     if key is not None and not _claim(key, message.kind or "message", message.text):
         log.info("alert %s already posted; not paging again", key)
         return False
@@ -87,6 +124,8 @@ def post(message: slack.Message, channel: str | None = None, client=None) -> boo
         return True
     except Exception:  # noqa: BLE001
         log.exception("could not post to Slack: %s", slack.scrub(message.text)[:200])
+        if key is not None:
+            _release(key)   # the next caller (a retry, the failure callback) tries again
         return False
 
 
@@ -114,31 +153,14 @@ def proof_failed_alert(building_id: str, verdict: dict | None, *, dag_id: str | 
     key = alerts.problem_key(dag_id, run_id, task_id, map_index) if dag_id and run_id else None
     return alerts.proof_failed(building_id, facts=facts, failed_checks=(verdict or {}).get("failed_expectations") or (),
                                run_url=alerts.dag_run_url(base, dag_id, run_id) if dag_id and run_id else None,
-                               page_url=alerts.building_page_url(base, building_id), dedup_key=key).message()
+                               page_url=page_url(building_id), dedup_key=key).message()
 
 
-def _upgrade_proof_failed(message: slack.Message) -> slack.Message:
-    """`slack.gx_failed` posted from inside `mark_proven`: rebuild it with the facts and links."""
-    try:
-        from airflow.sdk import get_current_context
-
-        ctx = get_current_context()
-        ti = ctx["ti"]
-    except Exception:  # noqa: BLE001 - outside a task: send what we have
-        return message
-    building = building_of(ti.dag_id)
-    if building is None:
-        return message
-    verdict = None
-    try:  # the building's verdict is verify_close's (verify itself is mapped: a list of parts)
-        verdict = ti.xcom_pull(task_ids="verify_close")
-    except Exception:  # noqa: BLE001
-        verdict = None
-    if not isinstance(verdict, dict):
-        verdict = None
-    full = proof_failed_alert(building, verdict, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
-                              map_index=getattr(ti, "map_index", -1))
-    return replace(full, dedup_key=full.dedup_key or _current_key())
+def _error_class(error) -> str | None:
+    """The mailshift exception behind a failure (`failfast.NotRetried` carries its name)."""
+    if error is None:
+        return None
+    return getattr(error, "cause_class", None) or type(error).__name__
 
 
 def task_failed_message(context) -> slack.Message:
@@ -157,8 +179,8 @@ def task_failed_message(context) -> slack.Message:
     return alerts.task_failed(
         ti.dag_id, ti.task_id, ti.try_number, f"{type(error).__name__}: {error}" if error else "failed",
         label=label, run_url=alerts.dag_run_url(base, ti.dag_id, ti.run_id), log_url=log_url,
-        page_url=alerts.building_page_url(base, building) if building else None, where=where,
-        error_class=type(error).__name__ if error else None,
+        page_url=page_url(building) if building else None, where=where,
+        error_class=_error_class(error),
         dedup_key=alerts.problem_key(ti.dag_id, ti.run_id, ti.task_id, map_index)).message()
 
 

@@ -17,8 +17,9 @@ from airflow.sdk import DAG, Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowRescheduleException
 
 from mailshift.airflow.building import DEFAULT_ARGS, DEFAULT_PASS, building_dag_id
-from mailshift.airflow.callbacks import post
+from mailshift.airflow.callbacks import page_links, post
 from mailshift.airflow.connections import database_url
+from mailshift.airflow.failfast import fail_fast
 from mailshift.rules.states import PASS_KINDS
 
 MAX_PARALLEL_BUILDINGS = 4
@@ -50,9 +51,10 @@ def _connect():
 
 
 @task(task_id="announce")
+@fail_fast()
 def announce(wave: int) -> list[str]:
     """The wave's building DAG ids; posts the wave's start to Slack."""
-    from mailshift.notify import slack
+    from mailshift.notify import alerts, slack
     from mailshift.planning.waves import wave_buildings, wave_totals
     from mailshift.store.plans import wave_estimated_bytes
 
@@ -63,15 +65,19 @@ def announce(wave: int) -> list[str]:
         est = wave_estimated_bytes(conn, wave)
     finally:
         conn.close()
-    post(slack.wave_started(wave, len(buildings), totals["mailboxes"], est))
-    get_current_context()["ti"].xcom_push(key="started", value=time.time())
+    ti = get_current_context()["ti"]
+    run_url, _ = page_links(ti, f"wave/{wave}")
+    post(slack.wave_started(wave, len(buildings), totals["mailboxes"], est, run_url=run_url,
+                            dedup_key=alerts.run_key("wave_started", ti.dag_id, ti.run_id)))
+    ti.xcom_push(key="started", value=time.time())
     return [building_dag_id(b) for b in buildings]
 
 
 @task(task_id="summary", trigger_rule="all_done")
+@fail_fast()
 def summary(wave: int, started: float | None = None) -> dict:
     """Counts, bytes, duration and mailboxes not proven, to Slack."""
-    from mailshift.notify import slack
+    from mailshift.notify import alerts, slack
     from mailshift.planning.waves import wave_totals
 
     conn = _connect()
@@ -83,9 +89,17 @@ def summary(wave: int, started: float | None = None) -> dict:
         seconds = time.time() - float(started)
     except (TypeError, ValueError):
         seconds = 0.0
+    ti = get_current_context()["ti"]
+    run_url, pages = page_links(ti, f"wave/{wave}")
+    failing = t["proven_buildings"] < t["buildings"]
+    # keyed by the figures: a cleared summary posts again only when they changed; when the task
+    # then fails, this message is the alert (its failure callback stays silent)
     post(slack.wave_finished(wave, t["buildings"], t["proven_buildings"], t["mailboxes"], t["not_proven"],
-                             t["messages"], t["bytes"], seconds))
-    if t["proven_buildings"] < t["buildings"]:
+                             t["messages"], t["bytes"], seconds, run_url=run_url, page_url=pages,
+                             dedup_key=alerts.run_key("wave_finished", ti.dag_id, ti.run_id, t["proven_buildings"],
+                                                      t["buildings"], t["not_proven"])),
+         silence_task_failure=failing)
+    if failing:
         from airflow.sdk.exceptions import AirflowFailException
 
         # The summary is the wave's last task: failing it makes the wave run itself show failed.

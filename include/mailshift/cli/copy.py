@@ -3,55 +3,60 @@ for operators re-running or debugging a single mailbox. JSON summary on stdout."
 
 from __future__ import annotations
 
-import sys
-import time
 from contextlib import closing
 
-from mailshift.cli import errors
+from mailshift.cli import display, errors
 from mailshift.cli.output import print_json
 from mailshift.rules.states import PASS_KINDS
 from mailshift.store import db
 
 
-class _Progress:
-    """A one-line progress display on stderr (only when stderr is a terminal or forced)."""
+def source_count(source, login: str) -> int | None:
+    """How many messages the pass will read at the source, counted before it starts (the bar's
+    denominator): STATUS MESSAGES of every selectable folder, or the UIDL list of a POP3-only
+    server. Read-only. None when it cannot be counted: the bar then follows the copier's count,
+    which grows folder by folder."""
+    from mailshift.protocols.imap.session import close_session, open_session
+    from mailshift.protocols.pop3 import read_uidls
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.shown = False
-        self.started = time.monotonic()
-
-    def __call__(self, s) -> None:
-        if not self.enabled:
-            return
-        took = max(time.monotonic() - self.started, 1e-6)
-        done = s.copied + s.already
-        sys.stderr.write(f"\r{s.mailbox}: {done}/{s.source_messages} messages, {s.bytes / 1e6:.1f} MB, "
-                         f"{s.copied / took:.0f} msg/s, refused {s.refused}   ")
-        sys.stderr.flush()
-        self.shown = True
-
-    def end(self) -> None:
-        """End the progress line so an error or the summary starts on its own line."""
-        if self.shown:
-            sys.stderr.write("\n")
+    try:
+        if not source.imap:
+            return len(read_uidls(source, login))
+        client = open_session(source, login)
+        try:
+            total = 0
+            for flags, _sep, name in client.list_folders():
+                names = {(f.decode() if isinstance(f, bytes) else str(f)).lower() for f in flags}
+                if names & {"\\noselect", "\\nonexistent"}:
+                    continue
+                status = client.folder_status(name, ["MESSAGES"])
+                total += int(status.get(b"MESSAGES", status.get("MESSAGES", 0)))
+            return total
+        finally:
+            close_session(client)
+    except Exception:  # noqa: BLE001 - a progress nicety never fails the copy; the copy reports the cause
+        return None
 
 
 def cmd_copy(args) -> int:
     """Exit 1 when the destination refused any message or folder, or stored a message altered
     (the summary says which, the ledger why)."""
-    from mailshift.copy.copy_one import copy_one
+    from mailshift.copy.copy_one import copy_one, mailbox_context
     from mailshift.protocols.endpoint import endpoint_from_env
 
-    progress = _Progress(args.progress or sys.stderr.isatty())
-    try:
-        with closing(db.connect(args.db)) as conn:
+    enabled = display.wanted_by(args)
+    with closing(db.connect(args.db)) as conn:
+        expected = None
+        if enabled:
+            ctx = mailbox_context(conn, args.mailbox)
+            expected = source_count(endpoint_from_env(ctx.source_conn_id), ctx.mailbox.source_login)
+        with display.progress(f"{args.pass_kind} {args.mailbox}", total=expected, enabled=enabled) as bar:
+            progress = display.CopyProgress(bar, expected)
             summary = copy_one(conn, args.mailbox, args.pass_kind, resolve=endpoint_from_env,
                                dest_conn_id=args.dest_conn, progress=progress,
                                batch_messages=args.batch_messages, append_lanes=args.append_lanes,
                                max_batches_in_flight=args.in_flight)
-    finally:
-        progress.end()
+            progress(summary)   # the last batch may have been only "already there"
     print_json(summary.as_dict())
     clean = summary.refused == 0 and summary.altered == 0 and not summary.folders_refused
     return errors.OK if clean else errors.NO
@@ -69,5 +74,7 @@ def register(sub) -> None:
                          "(default: the building spec's dest_append_lanes, 3)")
     cp.add_argument("--in-flight", type=int, default=None,
                     help="batches appended or queued at once, bounds memory (default 6)")
-    cp.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+    display.add_flag(cp)
+    cp.add_argument("--json", action="store_true",
+                    help="machine use: the JSON summary only, no progress bar (stdout is JSON either way)")
     cp.set_defaults(func=cmd_copy)

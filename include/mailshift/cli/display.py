@@ -112,15 +112,18 @@ class _RateBar(Bar):
 class CopyProgress:
     """The copier's progress callback (`copy_one(..., progress=CopyProgress(bar, expected))`).
 
-    The denominator is the source's message count: the copier learns it folder by folder
-    (`summary.source_messages` grows as folders are listed), so until every folder is read the
-    total is the larger of that and `expected` (the last finished pass's source count) and the
-    note says so; done = copied + already at the destination."""
+    The denominator is the mailbox's message count at the source, `expected`, counted before
+    the pass starts (`cli.copy.source_count`); the copier's own count (`summary.source_messages`)
+    grows folder by folder, so it only raises the total when the source grew meanwhile or could
+    not be counted. Done = every message the pass has settled: copied, already at the
+    destination, refused or stored altered (the note counts the last two)."""
 
     def __init__(self, bar: Bar, expected: int | None = None):
         self.bar, self.expected = bar, expected or 0
 
     def __call__(self, s) -> None:
-        total = max(s.source_messages, self.expected, s.copied + s.already)
-        note = f"refused {s.refused}" if s.refused else ""
-        self.bar.update(completed=s.copied + s.already, total=total, note=note)
+        refused, altered = getattr(s, "refused", 0), getattr(s, "altered", 0)
+        done = s.copied + s.already + refused + altered
+        total = max(s.source_messages, self.expected, done)
+        note = ", ".join(f"{label} {n}" for label, n in (("refused", refused), ("altered", altered)) if n)
+        self.bar.update(completed=done, total=total, note=note)

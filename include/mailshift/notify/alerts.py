@@ -38,11 +38,20 @@ def check_words(check: str) -> str:
     return CHECK_WORDS.get(key, CHECK_WORDS.get(check, check.replace("_", " ")))
 
 
-def building_page_url(ui_base: str | None, building_id: str) -> str | None:
-    """The mailshift page of a building under the Airflow base URL (None when unknown)."""
+UI_MOUNT = "mailshift"   # the plugin's url_prefix (plugins/mailshift_ui.py PREFIX)
+
+
+def page_url(ui_base: str | None, path: str = "") -> str | None:
+    """A mailshift page (`building/B-1`, `wave/3`, "" for the overview) under the base URL of the
+    Airflow that serves the plugin; None when no base is configured (never a path on a worker)."""
     if not ui_base:
         return None
-    return f"{ui_base.rstrip('/')}/mailshift/building/{quote(building_id, safe='')}"
+    return f"{ui_base.rstrip('/')}/{UI_MOUNT}/{path}"
+
+
+def building_page_url(ui_base: str | None, building_id: str) -> str | None:
+    """The mailshift page of a building (see `page_url`)."""
+    return page_url(ui_base, "building/" + quote(building_id, safe=""))
 
 
 def dag_run_url(ui_base: str | None, dag_id: str, run_id: str) -> str | None:
@@ -55,6 +64,12 @@ def problem_key(dag_id: str, run_id: str, task_id: str, map_index: int | None = 
     """The key of 'this task of this run failed': the task's own message and its failure
     callback share it, so the problem pages once."""
     return f"task:{dag_id}:{run_id}:{task_id}:{-1 if map_index is None else map_index}"
+
+
+def run_key(event: str, dag_id: str, run_id: str, *facts) -> str:
+    """The key of a run-level event (a wave started, a wave finished with these figures): a
+    retried or cleared task does not post it again unless the facts changed."""
+    return ":".join([event, dag_id, run_id, *map(str, facts)])
 
 
 def _cut(text: str, limit: int = MAX_TEXT) -> str:
@@ -169,6 +184,16 @@ def proof_failed(building: str, *, facts: ProofFacts | None = None, failed_check
 _TASK_STEPS = (
     ("AuthError", "A login was refused and is not retried (retries only lock accounts). Fix the credentials "
                   "of the connection named in the error, then clear the task in Airflow."),
+    ("CredentialsError", "A mailbox's own password is missing or its file is unsafe (not retried). Add it to "
+                         "the secrets backend (Variable <connection id>__password__<login>) or the 0600 "
+                         "credentials file of that source system, then clear the task in Airflow."),
+    ("IdentityMismatch", "A session could not be proven to be the intended mailbox, or the server is not the "
+                         "one the inventory names (not retried, nothing was read). A person must check that "
+                         "server's login setup or the inventory before the task is cleared."),
+    ("FolderCollision", "Two source folders map to one destination name (not retried, nothing was written). "
+                        "Say in the building spec's folder_map how to resolve it, then clear the task."),
+    ("UnknownMailbox", "The inventory does not know that mailbox (not retried). Reload the exports or re-plan, "
+                       "then clear the task."),
     ("ConfigError", "A setting is wrong (the error names it). Fix it, then clear the task in Airflow."),
     ("TransientError", "A server or the database did not answer after every retry. Check that it is up; "
                        "then clear the task in Airflow to run it again (safe)."),

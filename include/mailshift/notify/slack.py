@@ -85,17 +85,30 @@ def gx_failed(building: str, failed: list[str], report: str | None = None) -> Me
     return alerts.proof_failed(building, failed_checks=failed).message()
 
 
-def wave_started(wave: int | str, buildings: int, mailboxes: int, bytes_: int) -> Message:
-    text = f":rocket: wave {wave} started: {buildings} buildings, {mailboxes} mailboxes, {_mb(bytes_)}"
-    return Message(text, [_section(text)])
+def wave_started(wave: int | str, buildings: int, mailboxes: int, bytes_: int, *, run_url: str | None = None,
+                 dedup_key: str | None = None) -> Message:
+    text = f":rocket: wave {escape(wave)} started: {buildings} buildings, {mailboxes} mailboxes, {_mb(bytes_)}"
+    body = text + (f"\n<{run_url}|Open the wave run in Airflow>" if run_url else "")
+    return Message(text, [_section(body)], dedup_key=dedup_key, kind="wave_started")
 
 
 def wave_finished(wave: int | str, buildings: int, proven: int, mailboxes: int, not_proven: int,
-                  messages: int, bytes_: int, seconds: float) -> Message:
-    icon = ":white_check_mark:" if not_proven == 0 and proven == buildings else ":warning:"
-    text = (f"{icon} wave {wave} finished in {seconds / 60:.1f} min: {proven}/{buildings} buildings proven, "
+                  messages: int, bytes_: int, seconds: float, *, run_url: str | None = None,
+                  page_url: str | None = None, dedup_key: str | None = None) -> Message:
+    """The end of a wave; when buildings are not proven it says where to look and what to do."""
+    ok = not_proven == 0 and proven == buildings
+    icon = ":white_check_mark:" if ok else ":warning:"
+    text = (f"{icon} wave {escape(wave)} finished in {seconds / 60:.1f} min: {proven}/{buildings} buildings proven, "
             f"{mailboxes} mailboxes ({not_proven} not proven), {messages} messages, {_mb(bytes_)}")
-    return Message(text, [_section(text)])
+    body = text
+    if not ok:
+        body += ("\n*Next step*\nOpen the buildings not proven (each one's own alert names the mailboxes and "
+                 "what to do); once they are fixed or waived, clear the wave's `summary` task.")
+    links = [f"<{u}|{label}>" for label, u in (("Open the wave run in Airflow", run_url),
+                                                ("Open the wave in mailshift", page_url)) if u]
+    if links:
+        body += "\n" + " · ".join(links)
+    return Message(text, [_section(body)], dedup_key=dedup_key, kind="wave_finished")
 
 
 def gate_blocked(domain: str, reasons: list[str], more: int = 0) -> Message:

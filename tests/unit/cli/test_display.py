@@ -33,11 +33,17 @@ def test_disabled_bar_is_silent(capsys):
 def test_copy_denominator_is_the_source_count():
     seen = []
     bar = SimpleNamespace(update=lambda **kw: seen.append(kw))
-    cp = display.CopyProgress(bar, expected=500)
-    cp(SimpleNamespace(source_messages=120, copied=100, already=10, refused=0))    # first folder listed
-    cp(SimpleNamespace(source_messages=620, copied=580, already=10, refused=2))    # every folder listed
-    assert seen[0]["total"] == 500 and seen[0]["completed"] == 110
-    assert seen[1]["total"] == 620 and seen[1]["completed"] == 590 and seen[1]["note"] == "refused 2"
+    cp = display.CopyProgress(bar, expected=620)
+    cp(SimpleNamespace(source_messages=120, copied=100, already=10, refused=0, altered=0))   # first folder listed
+    cp(SimpleNamespace(source_messages=620, copied=580, already=10, refused=2, altered=1))   # every folder listed
+    cp(SimpleNamespace(source_messages=630, copied=590, already=10, refused=2, altered=1))   # mail arrived meanwhile
+    assert seen[0]["total"] == 620 and seen[0]["completed"] == 110
+    assert seen[1]["total"] == 620 and seen[1]["completed"] == 593 and seen[1]["note"] == "refused 2, altered 1"
+    assert seen[2]["total"] == 630
+    # not counted beforehand: the copier's growing count, never below what is done
+    unknown = display.CopyProgress(bar)
+    unknown(SimpleNamespace(source_messages=5, copied=7, already=0, refused=0, altered=0))
+    assert seen[-1]["total"] == 7
 
 
 def _cli(argv, tty: bool) -> tuple[int, str]:

@@ -16,6 +16,7 @@ from mailshift.store import alerts as alert_store
 from support.mail import add_mailbox, fresh_database, unique_login
 
 BASE = "https://airflow.example.net"
+PAGES = "https://migration.example.net"     # MAILSHIFT_UI_BASE_URL: where the pages are linked from
 
 
 @pytest.fixture
@@ -29,6 +30,7 @@ def env(lab_config, monkeypatch):
         client = slack.web_client(lab_config.slack_token, lab_config.slack_base_url)
         monkeypatch.setattr(callbacks, "database_url", lambda: dsn)
         monkeypatch.setattr(callbacks, "ui_base_url", lambda: BASE)
+        monkeypatch.setenv("MAILSHIFT_UI_BASE_URL", PAGES)
         monkeypatch.setattr(callbacks, "_client", lambda: client)
         monkeypatch.setattr(callbacks, "CHANNEL", channel)
 
@@ -62,25 +64,39 @@ def test_failed_proof_pages_once(env):
     assert sent["blocks"][3]["text"]["text"].startswith("*Next step*\n")
     urls = [e["url"] for e in sent["blocks"][-1]["elements"]]
     assert urls == [f"{BASE}/dags/{ti.dag_id}/runs/manual__2026-05-01T10%3A00%3A00",
-                    f"{BASE}/mailshift/building/{env.building}"]
+                    f"{PAGES}/mailshift/building/{env.building}"]
 
 
-def test_gx_failed_from_inside_the_task_is_upgraded_and_deduplicated(env, monkeypatch):
-    import airflow.sdk
+def test_mark_proven_posts_the_proof_alert_itself_and_pages_once(env, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from mailshift.airflow import building
 
     ti = _ti(env.building)
-    # as the building DAG leaves them: verify is mapped (a list of parts), verify_close has the verdict
-    xcoms = {"verify": [{"mailboxes": 1}, {"mailboxes": 2}],
-             "verify_close": {"proven": False, "failed_expectations": ["expect_table_row_count_to_equal"]}}
-    ti.xcom_pull = lambda task_ids: xcoms[task_ids]
-    monkeypatch.setattr(airflow.sdk, "get_current_context", lambda: {"ti": ti})
-    # what building.mark_proven does today
-    callbacks.post(slack.gx_failed(env.building, ["expect_table_row_count_to_equal"], "/worker/reports/x.html"),
-                   env.channel)
-    callbacks.task_failure_alert({"ti": ti, "exception": RuntimeError("NOT proven")})
+    monkeypatch.setattr(building, "get_current_context", lambda: {"ti": ti})
+    verdict = {"proven": False, "not_proven": 1, "failed_expectations": ["expect_table_row_count_to_equal"],
+               "report": "/worker/reports/x.html"}
+    with pytest.raises(AirflowFailException) as failed:
+        building.mark_proven.function(env.building, verdict)
+    callbacks.task_failure_alert({"ti": ti, "exception": failed.value})
     (sent,) = env.read()
     assert "not every mailbox of the building was verified" in sent["text"]
     assert env.mailbox.address in str(sent["blocks"]) and "/worker/reports" not in str(sent)
+    assert "Next step" in str(sent["blocks"])
+
+
+def test_deliberate_failures_get_their_own_next_step(env):
+    from mailshift.airflow.failfast import fail_fast
+    from mailshift.errors import CredentialsError
+
+    ti = _ti(env.building, "copy", 0)
+    with pytest.raises(Exception) as failed:
+        with fail_fast():
+            raise CredentialsError("127.0.0.1:14361: no password for c1 in /etc/x.credentials")
+    callbacks.task_failure_alert({"ti": ti, "exception": failed.value})
+    (sent,) = env.read()
+    assert "no password for c1" in sent["text"] and "(not retried)" in sent["text"]
+    assert "__password__" in sent["blocks"][3]["text"]["text"]     # where the password goes
 
 
 def test_other_task_failures_page_with_links(env):
