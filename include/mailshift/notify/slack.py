@@ -112,11 +112,11 @@ def wave_finished(wave: int | str, buildings: int, proven: int, mailboxes: int, 
 
 
 def gate_blocked(domain: str, reasons: list[str], more: int = 0) -> Message:
-    shown = "\n".join(f"• {r}" for r in reasons[:20])
+    shown = "\n".join(f"• {escape(r)}" for r in reasons[:20])
     if more or len(reasons) > 20:
         shown += f"\n… and {more + max(len(reasons) - 20, 0)} more"
-    text = f":no_entry: MX swap for {domain} BLOCKED by the gate: {len(reasons) + more} reason(s)"
-    return Message(text, [_section(f":no_entry: *Gate blocked* `{domain}`\n{shown}")])
+    text = f":no_entry: MX swap for {escape(domain)} BLOCKED by the gate: {len(reasons) + more} reason(s)"
+    return Message(text, [_section(f":no_entry: *Gate blocked* `{escape(domain)}`\n{shown}")])
 
 
 def web_client(token: str | None = None, base_url: str | None = None):
