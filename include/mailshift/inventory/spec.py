@@ -16,6 +16,10 @@ Keys:
 - dest_append_lanes: int 1..16 (default 3). Destination connections that append in parallel
   per mailbox being copied (besides its own session): lower it where the provider limits
   concurrent connections per user or per client address.
+- accepted_alterations: list of alteration classes (default []): an altered message (ledger state
+  `altered`) of such a class does not block the proof; it is counted and named in the proof and
+  the report. Classes: line_endings, header_bytes_replaced, truncated, other. Every class not
+  listed blocks.
 """
 from __future__ import annotations
 
@@ -43,7 +47,11 @@ DEFAULT_SPEC: dict = {
     "max_connections": None,
     "pinned_wave": None,
     "dest_append_lanes": 3,
+    "accepted_alterations": [],
 }
+
+#: the alteration classes the copier and the verifier name (`states.ALTERATION_CLASSES`)
+ALTERATION_CLASSES: tuple = tuple(SPEC_SCHEMA["properties"]["accepted_alterations"]["items"]["enum"])
 
 
 def merge(base: dict, override: dict | None) -> dict:
@@ -112,6 +120,9 @@ def validate_partial(doc: Any, fname: str, root: yaml.Node | None, record: str =
             continue
         knode, vnode = _node_at(root, path)
         msg = err.message
+        if path[:1] == ["accepted_alterations"] and err.validator == "enum":
+            msg = (f"unknown alteration class {err.instance!r}: the classes are "
+                   f"{', '.join(ALTERATION_CLASSES)}")
         if len(msg) > 160:
             msg = msg[:157] + "..."
         issues.append(Issue(fname, _line(vnode or knode), _field(path), msg, record))

@@ -1,8 +1,10 @@
-"""Waiver coverage: which findings a named person's waiver lets stand. The one definition:
-the verifier, the proof state, the gate and the reports all call `covers` / `apply_waivers`.
+"""What lets a finding stand, the one definition: a named person's waiver (`covers` /
+`apply_waivers`: the verifier, the proof state, the gate and the reports all call them), or
+the building spec's `accepted_alterations` for an altered message (`accept_alterations`, applied
+by the verifier when it records the finding).
 
-Scopes: one source message (folder + source UID), one source folder, one whole mailbox, or one
-destination message (a stray or duplicate: destination folder, UIDVALIDITY, UID). Only
+Waiver scopes: one source message (folder + source UID), one source folder, one whole mailbox,
+or one destination message (a stray or duplicate: destination folder, UIDVALIDITY, UID). Only
 unrevoked waivers cover findings, and only blocking findings need one.
 """
 
@@ -73,6 +75,36 @@ def apply_waivers(findings, waivers: list[Waiver]) -> int:
                 n += 1
                 break
     return n
+
+
+def accept_alterations(findings, accepted, building: str) -> dict[str, int]:
+    """Let the building spec's accepted alteration classes stand; returns {class: messages}.
+
+    An altered message (a `digest_mismatch` finding) stops blocking only when its class is named
+    in the spec's `accepted_alterations`, the verifier classified the bytes both servers serve now
+    as that class (`alteration_class`) and the copier recorded the same class for it at copy time
+    (ledger state altered: `copy_class`). Anything else keeps blocking, with the reason added.
+    The finding is kept (non-blocking, `accepted`, the spec named in its detail), counted in the
+    proof and shown in the report: an accepted alteration is visible, never silent."""
+    wanted = set(accepted or ())
+    counts: dict[str, int] = {}
+    for f in findings:
+        cls = f.alteration_class
+        if f.kind != "digest_mismatch" or not f.blocking or cls is None or not wanted:
+            continue
+        if cls not in wanted:
+            f.detail += (f"; class {cls} is not in building {building}'s accepted_alterations "
+                         f"({', '.join(sorted(wanted))})")
+        elif f.copy_class != cls:
+            seen = f"class {f.copy_class}" if f.copy_class else "no alteration"
+            f.detail += (f"; class {cls} is accepted by building {building}'s spec, but the copier recorded "
+                         f"{seen} for this message at copy time: not accepted")
+        else:
+            f.blocking, f.accepted = False, True
+            f.detail = (f"accepted alteration ({cls}) by building {building}'s spec accepted_alterations: "
+                        + f.detail)
+            counts[cls] = counts.get(cls, 0) + 1
+    return counts
 
 
 def check_request(approved_by: str, reason: str, requested_by: str | None, *, finding_id=None, folder=None,

@@ -18,10 +18,10 @@ REC_COLUMNS = ("verify_run_id", "mailbox_id", "folder_id", "level", "dest_folder
                "expunged_kept_bytes", "transform_bytes", "transformed", "missing_open", "duplicated_open",
                "altered_open", "unexpected_open", "flags_open", "dates_open", "folders_open", "uidl_open",
                "blocking_open", "src_count_net", "dest_count_net", "src_bytes_net", "dest_bytes_net", "sampled",
-               "seconds", "ok")
+               "seconds", "ok", "accepted_altered", "accepted_altered_bytes")
 _FINDING_COLUMNS = ("reconciliation_id", "mailbox_id", "folder_id", "kind", "src_uid", "dest_uid", "src_sha256",
                     "dest_sha256", "pop3_uidl", "detail", "blocking", "waiver_id", "src_folder", "dest_folder",
-                    "dest_uidvalidity", "src_size", "dest_size", "ledger_state")
+                    "dest_uidvalidity", "src_size", "dest_size", "ledger_state", "alteration_class")
 _PROOF_COLUMNS = ("mailbox_id", "verify_run_id", "kind", "verdict", "src_messages", "dest_messages", "matched",
                   "waived", "transformed", "ledger_as_of", "detail")
 
@@ -30,16 +30,17 @@ _PROOF_COLUMNS = ("mailbox_id", "verify_run_id", "kind", "verdict", "src_message
 def read_ledger(conn, mailbox_id: int) -> tuple[list[tuple], list[tuple], object]:
     """(folders, messages, as_of) of one mailbox, read in one transaction:
     folders (id, src_name, src_uidvalidity, dest_name, state); messages (folder_id, src_uid, state,
-    transform, pop3_uidl, dest_uid, size, src_sha256, dest_sha256, detail) with the digests as bytes;
-    as_of the ledger's newest change (max(message.updated_at))."""
+    transform, pop3_uidl, dest_uid, size, src_sha256, dest_sha256, detail, transform_detail) with
+    the digests as bytes and transform_detail as declared (the X-UIDL fields removed, so the
+    verifier reverses exactly that); as_of the ledger's newest change (max(message.updated_at))."""
     with conn, conn.cursor() as cur:
         cur.execute("SELECT id, src_name, src_uidvalidity, dest_name, state FROM folder WHERE mailbox_id = %s",
                     (mailbox_id,))
         folders = cur.fetchall()
         cur.execute("SELECT folder_id, src_uid, state, transform, pop3_uidl, dest_uid, size, src_sha256,"
-                    " dest_sha256, detail FROM message WHERE mailbox_id = %s", (mailbox_id,))
-        messages = [(f, u, s, t, p, d, z, bytes(a), bytes(b) if b is not None else None, dt)
-                    for f, u, s, t, p, d, z, a, b, dt in cur.fetchall()]
+                    " dest_sha256, detail, transform_detail FROM message WHERE mailbox_id = %s", (mailbox_id,))
+        messages = [(f, u, s, t, p, d, z, bytes(a), bytes(b) if b is not None else None, dt, td)
+                    for f, u, s, t, p, d, z, a, b, dt, td in cur.fetchall()]
         cur.execute("SELECT max(updated_at) FROM message WHERE mailbox_id = %s", (mailbox_id,))
         as_of = cur.fetchone()[0]
     return folders, messages, as_of
@@ -102,7 +103,7 @@ def _insert_reconciliation(cur, values: dict) -> int:
 def _insert_findings(cur, rec_id: int, mailbox_id: int, findings) -> None:
     rows = [(rec_id, mailbox_id, f.folder_id, f.kind, f.src_uid, f.dest_uid, f.src_sha256, f.dest_sha256,
              f.pop3_uidl, f.detail, f.blocking, f.waiver_id, f.src_folder, f.dest_folder, f.dest_uidvalidity,
-             f.src_size, f.dest_size, f.ledger_state) for f in findings]
+             f.src_size, f.dest_size, f.ledger_state, f.alteration_class) for f in findings]
     if rows:
         psycopg2.extras.execute_values(cur, f"INSERT INTO reconciliation_finding ({', '.join(_FINDING_COLUMNS)})"
                                        " VALUES %s", rows, page_size=500)
@@ -149,24 +150,24 @@ def store_gx_validation(conn, run_id: int, suite: str, success: bool, evaluated:
 # -- the per-building proof report -------------------------------------------------------------
 def report_rows(conn, building_id: str, run_id: int) -> dict:
     """Everything the building's proof report shows of one verify run:
-    building (name, domain, source_system), run (started_at, verifier, kind, detail), mailboxes (one
+    building (name, domain, source_system), spec (the building's spec), run (started_at, verifier, kind, detail), mailboxes (one
     tuple per mailbox of the building: id, address, protocol and its mailbox-level reconciliation
     figures, NULLs when it was not verified in this run) and findings (every finding of the run)."""
     with conn, conn.cursor() as cur:
-        cur.execute("SELECT name, domain, source_system FROM building WHERE id = %s", (building_id,))
-        building = cur.fetchone()
+        cur.execute("SELECT name, domain, source_system, spec FROM building WHERE id = %s", (building_id,))
+        *building, spec = cur.fetchone()
         cur.execute("SELECT started_at, verifier, kind, detail FROM verify_run WHERE id = %s", (run_id,))
         run = cur.fetchone()
         cur.execute("SELECT s.mailbox_id, s.address, s.protocol, r.src_count, r.dest_count, r.src_bytes,"
                     " r.dest_bytes, r.matched, r.transformed, r.transform_bytes, r.expunged_kept, r.waived,"
-                    " r.blocking_open, r.mode, r.sampled, r.seconds FROM mailbox_scope s"
+                    " r.blocking_open, r.mode, r.sampled, r.seconds, r.accepted_altered FROM mailbox_scope s"
                     " LEFT JOIN reconciliation r ON r.mailbox_id = s.mailbox_id AND r.verify_run_id = %s"
                     " AND r.level = 'mailbox' WHERE s.building_id = %s ORDER BY s.mailbox_id",
                     (run_id, building_id))
         mailboxes = cur.fetchall()
         cur.execute("SELECT f.id, m.address, f.kind, f.blocking, f.src_folder, f.dest_folder, f.src_uid, f.dest_uid,"
-                    " f.pop3_uidl, f.detail, f.waiver_id FROM reconciliation_finding f"
+                    " f.pop3_uidl, f.detail, f.waiver_id, f.alteration_class FROM reconciliation_finding f"
                     " JOIN reconciliation r ON r.id = f.reconciliation_id JOIN mailbox m ON m.id = f.mailbox_id"
                     " WHERE r.verify_run_id = %s ORDER BY m.id, f.blocking DESC, f.id", (run_id,))
         findings = cur.fetchall()
-    return {"building": building, "run": run, "mailboxes": mailboxes, "findings": findings}
+    return {"building": tuple(building), "spec": spec, "run": run, "mailboxes": mailboxes, "findings": findings}

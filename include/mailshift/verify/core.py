@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from mailshift import settings
 from mailshift.errors import ProtocolError
 from mailshift.protocols.endpoint import Endpoint, endpoint_from_env
+from mailshift.protocols.imap.append import classify_alteration
 from mailshift.protocols.imap.folders import plan_folder
 from mailshift.protocols.pop3 import map_uidls_to_uids, read_uidls
 from mailshift.rules import states
@@ -37,7 +38,7 @@ from mailshift.verify.matching import (
     check_sample,
     match_group,
 )
-from mailshift.verify.recount import MODES, SideRead, fetch_digests, read_side
+from mailshift.verify.recount import MODES, BodyReader, SideRead, fetch_digests, read_side, remove_declared
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class MailboxVerdict:
     findings: list[Finding] = field(default_factory=list)
     seconds: float = 0.0
     bytes_read: int = 0
+    #: altered messages the building spec accepts, by class (non-blocking findings, never silent)
+    accepted_alterations: dict = field(default_factory=dict)
 
     @property
     def reasons(self) -> list[str]:
@@ -103,6 +106,17 @@ def _ledger(conn, mailbox_id: int):
         r = LedgerInfo(*row)
         by_folder[r.folder_id][r.src_uid] = r
     return folders, by_folder, as_of
+
+
+def _declared_removals(ledger_folders, ledger_rows) -> dict:
+    """(source folder, UIDVALIDITY) -> {source UID: X-UIDL fields the copier declares removed}."""
+    name_of = {fid: (name, uv) for fid, name, uv, _, _ in ledger_folders}
+    out: dict[tuple, dict[int, list]] = defaultdict(dict)
+    for fid, rows in ledger_rows.items():
+        for uid, r in rows.items():
+            if r.removed and fid in name_of:
+                out[name_of[fid]][uid] = r.removed
+    return dict(out)
 
 
 def _verifier() -> str:
@@ -195,8 +209,9 @@ def _verify(conn, ctx, source: Endpoint, dest: Endpoint, mode: str, run_id: int,
     mb = ctx.mailbox
     started = time.monotonic()
     ledger_folders, ledger_rows, ledger_as_of = _ledger(conn, mb.id)
+    declared = _declared_removals(ledger_folders, ledger_rows)
     with ThreadPoolExecutor(2, thread_name_prefix="verify") as pool:
-        fs = pool.submit(read_side, source, mb.source_login, mode)
+        fs = pool.submit(read_side, source, mb.source_login, mode, declared=declared)
         fd = pool.submit(read_side, dest, mb.dest_login, mode)
         src, dst = fs.result(), fd.result()
 
@@ -207,7 +222,7 @@ def _verify(conn, ctx, source: Endpoint, dest: Endpoint, mode: str, run_id: int,
                for dname in sorted(groups)]
     if mode == "sample":
         rng = random.Random(seed if seed is not None else f"{mb.id}:{run_id}")
-        _check_samples(results, source, dest, mb, rng, sample_rate, sample_min)
+        _check_samples(results, source, dest, mb, rng, sample_rate, sample_min, declared)
 
     uidl_findings, uidl_info = [], {}
     if mb.protocol == "pop3":
@@ -216,11 +231,13 @@ def _verify(conn, ctx, source: Endpoint, dest: Endpoint, mode: str, run_id: int,
         uidl_findings, uidl_info = _uidl_findings(source, dest, ctx, src, dst, inbox, inbox_fid)
 
     all_findings = [f for r in results for f in r.findings] + uidl_findings
+    classify_alterations(all_findings, ledger_rows, source, dest, mb)
+    accepted = wv.accept_alterations(all_findings, ctx.spec.get("accepted_alterations"), ctx.building_id)
     active = waiver_store.list_waivers(conn, [mb.id], include_revoked=False)
     waived = wv.apply_waivers(all_findings, active)
     seconds = time.monotonic() - started
     return _record(conn, ctx, run_id, kind, mode, results, uidl_findings, uidl_info, waived, ledger_as_of,
-                   seconds, src.bytes_read + dst.bytes_read)
+                   seconds, src.bytes_read + dst.bytes_read, accepted)
 
 
 def _group_sources(ctx, src: SideRead, dst: SideRead, ledger_folders, ledger_rows):
@@ -253,8 +270,50 @@ def _group_sources(ctx, src: SideRead, dst: SideRead, ledger_folders, ledger_row
     return groups, items, gone
 
 
+def classify_alterations(findings: list[Finding], ledger_rows, source: Endpoint, dest: Endpoint, mb,
+                         chunk: int = 50) -> None:
+    """Classify every altered message (a `digest_mismatch` pairing a source and a destination
+    message) from the bytes both servers serve now, exactly as the copier classifies at copy
+    time (`classify_alteration` of the bytes it had to store vs the bytes stored; a declared
+    X-UIDL transformation applied first), and note the class the copier recorded. Only these
+    messages are read again, `chunk` pairs at a time; the evidence joins the finding's detail."""
+    todo = [f for f in findings if f.kind == "digest_mismatch" and f.src_folder is not None
+            and f.src_uid is not None and f.dest_uid is not None]
+    if not todo:
+        return
+    with BodyReader(source, mb.source_login) as src, BodyReader(dest, mb.dest_login) as dst:
+        for start in range(0, len(todo), chunk):
+            part = todo[start:start + chunk]
+            raw, stored = _bodies(src, part, "src_folder", "src_uid"), _bodies(dst, part, "dest_folder", "dest_uid")
+            for f in part:
+                led = ledger_rows.get(f.folder_id, {}).get(f.src_uid) if f.folder_id is not None else None
+                f.copy_class = led.copy_class if led is not None and led.dest_uid == f.dest_uid else None
+                body, got = raw.get((f.src_folder, f.src_uid)), stored.get((f.dest_folder, f.dest_uid))
+                expected = _expected_bytes(body, led) if body is not None else None
+                if expected is None or got is None:
+                    continue
+                f.alteration_class, evidence = classify_alteration(expected, got)
+                f.detail += f"; class {f.alteration_class}: {evidence}"
+
+
+def _bodies(reader: BodyReader, findings: list[Finding], folder_attr: str, uid_attr: str) -> dict:
+    wanted: dict[str, list[int]] = defaultdict(list)
+    for f in findings:
+        wanted[getattr(f, folder_attr)].append(getattr(f, uid_attr))
+    return {(folder, uid): body for folder, uids in wanted.items() for uid, body in reader.get(folder, uids).items()}
+
+
+def _expected_bytes(raw: bytes, led: LedgerInfo | None) -> bytes | None:
+    """The bytes the destination had to store for source bytes `raw`: the declared X-UIDL line
+    in front of the source without exactly the fields the ledger declares removed."""
+    if led is None or led.transform != states.Transform.X_UIDL or not led.pop3_uidl:
+        return raw
+    clean = remove_declared(raw, led.removed) if led.removed else raw
+    return None if clean is None else states.x_uidl_header(led.pop3_uidl) + clean
+
+
 def _check_samples(results: list[GroupResult], source: Endpoint, dest: Endpoint, mb, rng: random.Random,
-                   sample_rate: float, sample_min: int) -> None:
+                   sample_rate: float, sample_min: int, declared: dict | None = None) -> None:
     """Sample mode: fetch full bodies of a random sample of matched pairs on both sides and compare."""
     picks = {}
     for res in results:
@@ -267,7 +326,7 @@ def _check_samples(results: list[GroupResult], source: Endpoint, dest: Endpoint,
             swant[item.src_folder].append(item.msg.uid)
             dwant[dname].append(d.uid)
     with ThreadPoolExecutor(2, thread_name_prefix="verify-sample") as pool:
-        fs = pool.submit(fetch_digests, source, mb.source_login, dict(swant))
+        fs = pool.submit(fetch_digests, source, mb.source_login, dict(swant), declared)
         fd = pool.submit(fetch_digests, dest, mb.dest_login, dict(dwant))
         sfull, dfull = fs.result(), fd.result()
     for res in results:
@@ -295,6 +354,9 @@ def _row_values(findings, src_count, dest_count, src_bytes, dest_bytes, expunged
     c = _counts(findings)
     w_src = [f for f in findings if f.waiver_id is not None and f.kind in SOURCE_SIDE]
     w_dst = [f for f in findings if f.waiver_id is not None and f.kind in DEST_SIDE]
+    accepted = [f for f in findings if f.accepted]
+    # an accepted alteration pairs one source with one destination message; its bytes differ
+    accepted_bytes = sum((f.dest_size or 0) - (f.src_size or 0) for f in accepted)
     return dict(
         missing=c["missing_at_dest"], duplicated=c["duplicate_at_dest"], unexpected=c["unexpected_at_dest"],
         altered=c["digest_mismatch"], flags_mismatch=c["flags_mismatch"], date_mismatch=c["date_mismatch"],
@@ -303,11 +365,12 @@ def _row_values(findings, src_count, dest_count, src_bytes, dest_bytes, expunged
         altered_open=c["digest_mismatch_open"], unexpected_open=c["unexpected_at_dest_open"],
         flags_open=c["flags_mismatch_open"], dates_open=c["date_mismatch_open"],
         folders_open=c["folder_missing_open"], uidl_open=c["uidl_mismatch_open"],
-        blocking_open=c["blocking_open"],
+        blocking_open=c["blocking_open"], accepted_altered=len(accepted), accepted_altered_bytes=accepted_bytes,
         src_count_net=src_count - len(w_src),
         dest_count_net=dest_count - expunged_kept - len(w_dst),
         src_bytes_net=src_bytes - sum(f.src_size or 0 for f in w_src),
-        dest_bytes_net=dest_bytes - transform_bytes - expunged_bytes - sum(f.dest_size or 0 for f in w_dst),
+        dest_bytes_net=(dest_bytes - transform_bytes - expunged_bytes - sum(f.dest_size or 0 for f in w_dst)
+                        - accepted_bytes),
     )
 
 
@@ -328,7 +391,9 @@ def _folder_rows(conn, mb, run_id: int, mode: str, results: list[GroupResult]) -
         vals.update(verify_run_id=run_id, mailbox_id=mb.id, folder_id=res.folder_id, level="folder",
                     dest_folder=res.dest_folder, src_folders=res.src_folders, mode=mode,
                     src_count=res.src_count, dest_count=res.dest_count, src_bytes=res.src_bytes,
-                    dest_bytes=res.dest_bytes, matched=res.matched, expunged_kept=res.expunged_kept,
+                    dest_bytes=res.dest_bytes, expunged_kept=res.expunged_kept,
+                    # an accepted alteration is a pair the building spec declares equal (counted apart)
+                    matched=res.matched + vals["accepted_altered"],
                     expunged_kept_bytes=res.expunged_kept_bytes, transform_bytes=res.transform_bytes,
                     transformed=res.transformed, sampled=res.sampled,
                     ledger_copied=sum(x[0] for x in lc), ledger_other=sum(x[1] for x in lc),
@@ -360,7 +425,7 @@ def _verdict(vals: dict) -> str:
 
 
 def _record(conn, ctx, run_id, kind, mode, results, uidl_findings, uidl_info, waived, ledger_as_of, seconds,
-            bytes_read) -> MailboxVerdict:
+            bytes_read, accepted: dict) -> MailboxVerdict:
     mb = ctx.mailbox
     rows = _folder_rows(conn, mb, run_id, mode, results)
     all_findings = [f for r in results for f in r.findings] + uidl_findings
@@ -369,6 +434,9 @@ def _record(conn, ctx, run_id, kind, mode, results, uidl_findings, uidl_info, wa
     verdict = _verdict(vals)
     detail = {"mode": mode, "uidl": uidl_info, "bytes_read": bytes_read,
               "open": {k: v for k, v in vals.items() if k.endswith("_open") and v}}
+    if accepted:   # the proof says what it accepted, and on whose word
+        detail["accepted_alterations"] = accepted
+        detail["accepted_by"] = f"building {ctx.building_id} spec accepted_alterations"
     _rec, proof_id = vstore.record_mailbox(conn, mb.id, rows, {
         "verify_run_id": run_id, "kind": kind, "verdict": verdict, "src_messages": vals["src_count"],
         "dest_messages": vals["dest_count"], "matched": vals["matched"], "waived": vals["waived"],
@@ -378,7 +446,7 @@ def _record(conn, ctx, run_id, kind, mode, results, uidl_findings, uidl_info, wa
     return MailboxVerdict(mb.id, mb.address, run_id, proof_id, state, verdict, mode, vals["src_count"],
                           vals["dest_count"], vals["src_bytes"], vals["dest_bytes"], vals["matched"],
                           vals["waived"], vals["blocking_open"], counts, all_findings, round(seconds, 3),
-                          bytes_read)
+                          bytes_read, accepted)
 
 
 # -- one building -------------------------------------------------------------------------

@@ -9,7 +9,8 @@ Expectations (one row per mailbox in scope; waived findings are excluded from th
 - row count = number of mailboxes of the building in the inventory
 - mailbox_id unique
 - src_count_net = dest_count_net (destination count minus source-expunged messages kept there)
-- src_bytes_net = dest_bytes_net (destination bytes minus the declared X-UIDL lines)
+- src_bytes_net = dest_bytes_net (destination bytes minus the declared X-UIDL lines and the
+  byte difference of altered messages the building spec accepts, `accepted_altered_bytes`)
 - missing_open = duplicated_open = altered_open = unexpected_open = 0
 - flags_open = dates_open = folders_open = uidl_open = 0, blocking_open = 0
 """
@@ -64,7 +65,8 @@ def build_suite(gx, expected_rows: int):
         meta={"why": "source count = destination count (kept source-expunged and waived excluded)"}))
     suite.add_expectation(gxe.ExpectColumnPairValuesToBeEqual(
         column_A="src_bytes_net", column_B="dest_bytes_net",
-        meta={"why": "source bytes = destination bytes minus declared X-UIDL lines"}))
+        meta={"why": "source bytes = destination bytes minus declared X-UIDL lines (and minus the byte "
+                     "difference of altered messages the building spec accepts)"}))
     for col in ZERO_COLUMNS:
         suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(
             column=col, min_value=0, max_value=0, meta={"why": f"{col.removesuffix('_open')} = 0 (unwaived)"}))

@@ -33,6 +33,17 @@ class LedgerInfo:
     src_sha256: bytes
     dest_sha256: bytes | None
     detail: str | None
+    transform_detail: dict | None = None   # {"removed": [[offset, hex], ...]}: stale X-UIDL fields taken out
+
+    @property
+    def removed(self) -> list[tuple[int, bytes]]:
+        """The X-UIDL header fields the copier declares it removed: [(offset in the source, bytes)]."""
+        return [(int(o), bytes.fromhex(h)) for o, h in (self.transform_detail or {}).get("removed", [])]
+
+    @property
+    def copy_class(self) -> str | None:
+        """The alteration class the copier recorded at copy time (state altered), else None."""
+        return states.altered_class(self.detail) if self.state == states.ALTERED else None
 
     @property
     def dest_size(self) -> int:
@@ -53,13 +64,15 @@ class SourceItem:
         return bool(self.ledger and self.ledger.transform == states.Transform.X_UIDL and self.ledger.pop3_uidl)
 
 
-def _declared_source(msg: SideMessage) -> tuple:
+def _declared_source(item: SourceItem) -> tuple:
     """(digest, size) the destination must hold behind its X-UIDL line: the source message
-    without any X-UIDL field it already had (the copier replaces a stale X-UIDL, never stacks
-    a second one, and records what it removed: `message.transform_detail`)."""
-    if msg.xuidl_free_key is not None:
-        return msg.xuidl_free_key, msg.xuidl_free_size
-    return msg.key, msg.size
+    without exactly the X-UIDL fields the ledger declares removed (the copier replaces a stale
+    X-UIDL, never stacks a second one, and records what it removed: `message.transform_detail`),
+    or the source message itself when it declares nothing removed. A declaration that does not
+    fit the source bytes gives no digest: nothing matches, the message is reported altered."""
+    if item.ledger.removed:
+        return item.msg.declared_key, item.msg.declared_size
+    return item.msg.key, item.msg.size
 
 
 @dataclass
@@ -80,6 +93,9 @@ class Finding:
     blocking: bool = True
     dest_uidvalidity: int | None = None
     waiver_id: int | None = None
+    alteration_class: str | None = None   # digest_mismatch: the class of the bytes both servers serve now
+    copy_class: str | None = None         # ... and the class the copier recorded at copy time
+    accepted: bool = False                # its class is accepted by the building spec (not blocking)
 
     def label(self) -> str:
         return (f"{self.kind}: folder {self.src_folder or '-'} -> {self.dest_folder or '-'}, "
@@ -194,7 +210,7 @@ class _GroupMatcher:
 
     def _expected(self, item: SourceItem) -> tuple[dict, tuple]:
         if item.transformed:
-            return self.xform, (item.ledger.pop3_uidl, *_declared_source(item.msg))
+            return self.xform, (item.ledger.pop3_uidl, *_declared_source(item))
         return self.raw, (item.msg.key, item.msg.size)
 
     def match_sources(self, sources: list[SourceItem]) -> None:
@@ -253,7 +269,8 @@ class _GroupMatcher:
     # -- 3. unmatched source messages: altered (paired with an unpaired one) or missing ---------
     def _pair(self, item: SourceItem) -> SideMessage | None:
         free = [d for d in self.unpaired if d.uid not in self.used]
-        lu = item.ledger.dest_uid if item.ledger and item.ledger.state == states.COPIED else None
+        lu = (item.ledger.dest_uid if item.ledger and item.ledger.state in (states.COPIED, states.ALTERED)
+              else None)
         for d in free:
             if lu is not None and d.uid == lu:
                 return d
@@ -303,6 +320,9 @@ def _expunged_copy(d: SideMessage, contents: list[tuple], exp_by_digest: dict, e
 
 
 def _altered_why(item: SourceItem, d: SideMessage) -> str:
+    if item.transformed and item.ledger.removed and item.msg.declared_key is None:
+        return ("the X-UIDL fields the ledger declares removed (transform_detail) are not where it says in "
+                "the source message")
     if (d.key, d.size) == (item.msg.key, item.msg.size):
         return f"bytes equal to the source but the declared X-UIDL header ({item.ledger.pop3_uidl}) is missing"
     if d.x_uidl is not None and (d.stripped_key, d.stripped_size) == (item.msg.key, item.msg.size):
@@ -331,7 +351,8 @@ def check_sample(res: GroupResult, src_full: dict[int, SideMessage], dest_full: 
             continue
         res.sampled += 1
         got = t.stripped_key if item.transformed else t.full_digest
-        if got != s.full_digest:
+        want = s.declared_key if item.transformed and item.ledger.removed else s.full_digest
+        if got is None or got != want:
             res.matched -= 1
             f = Finding("digest_mismatch", item.src_folder, item.folder_id, item.msg.uid, res.dest_folder, d.uid,
                         item.msg.size, d.size, s.full_digest, t.full_digest,

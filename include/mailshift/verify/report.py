@@ -2,7 +2,8 @@
 
 Shows the verify run, every Great Expectations expectation with its observed/unexpected values,
 each mailbox's proof state and counts, every finding (mailbox, folder, source UID, destination
-UID), and every waiver of the building's mailboxes (active and revoked), with who and why.
+UID), every altered message the building spec accepts (by class, never silently), and every
+waiver of the building's mailboxes (active and revoked), with who and why.
 """
 
 from __future__ import annotations
@@ -66,14 +67,15 @@ def _head(building_id: str, run_id: int, data: dict, gx, errors, states: dict) -
 
 def _mailboxes(mailboxes, states: dict) -> str:
     rows = []
-    for (mid, addr, proto, sc, dc, sb, db, matched, tr, tb, ek, wvd, bo, mode, sampled, secs) in mailboxes:
+    for (mid, addr, proto, sc, dc, sb, db, matched, tr, tb, ek, wvd, bo, mode, sampled, secs, acc) in mailboxes:
         st = states[mid]
         rows.append([_e(addr), _e(proto), f"<span class='{_state_cls(st.state)}'>{_e(st.state)}</span>",
-                     _e(sc), _e(dc), _e(matched), _e(sb), _e(db), f"{_e(tr)} / {_e(tb)} B", _e(ek), _e(wvd), _e(bo),
+                     _e(sc), _e(dc), _e(matched), _e(sb), _e(db), f"{_e(tr)} / {_e(tb)} B", _e(ek), _e(acc),
+                     _e(wvd), _e(bo),
                      _e(f"{mode} ({sampled} sampled)" if mode == "sample" else mode), _e(secs and round(secs, 2)),
                      "<br>".join(_e(r) for r in st.reason_texts()[:10])])
     return _table(["mailbox", "protocol", "proof state", "source msgs", "dest msgs", "matched", "source bytes",
-                   "dest bytes", "X-UIDL transformed (msgs / bytes)", "kept expunged", "waived",
+                   "dest bytes", "X-UIDL transformed (msgs / bytes)", "kept expunged", "accepted altered", "waived",
                    "open blocking", "mode", "seconds", "reasons"], rows)
 
 
@@ -108,14 +110,36 @@ def _waivers(all_waivers, mailboxes) -> str:
                     else _e(f"revoked {w.revoked_at} by {w.revoked_by}")] for w in all_waivers])
 
 
+def accepted_alterations(findings) -> dict[str, int]:
+    """{class: messages} of the altered messages the building spec accepted in this run: the
+    non-blocking `digest_mismatch` findings with a class (`rules.waivers.accept_alterations`)."""
+    out: dict[str, int] = {}
+    for _i, _a, kind, blocking, *_rest, cls in findings:
+        if kind == "digest_mismatch" and not blocking and cls:
+            out[cls] = out.get(cls, 0) + 1
+    return out
+
+
+def _accepted(findings, spec_accepts) -> str:
+    counts = accepted_alterations(findings)
+    listed = ", ".join(spec_accepts) if spec_accepts else "none"
+    if not counts:
+        return f"<p>Alteration classes the building spec accepts: <b>{_e(listed)}</b>. No altered message accepted.</p>"
+    return (f"<p>Alteration classes the building spec accepts: <b>{_e(listed)}</b>. <b>{sum(counts.values())}</b> "
+            "altered message(s) accepted as altered, not blocking the proof: "
+            + ", ".join(f"<b>{_e(n)}</b> {_e(c)}" for c, n in sorted(counts.items()))
+            + " (each listed below as a non-blocking <code>digest_mismatch</code> with its evidence).</p>")
+
+
 def _findings(findings) -> str:
     if not findings:
         return ("<p>No findings: every source message is at the destination exactly once, with equal bytes "
                 "(after reversing declared transformations), flags and INTERNALDATE.</p>")
     return _table(["#", "mailbox", "kind", "blocks", "source folder", "dest folder", "source UID", "dest UID",
-                   "POP3 UIDL", "detail", "waiver"],
-                  [[_e(i), _e(a), _e(k), "yes" if b else "no", _e(sf), _e(df), _e(su), _e(du), _e(u), _e(d),
-                    _e(f"#{w}" if w else "")] for i, a, k, b, sf, df, su, du, u, d, w in findings])
+                   "POP3 UIDL", "alteration class", "detail", "waiver"],
+                  [[_e(i), _e(a), _e(k), "yes" if b else ("no (accepted)" if k == "digest_mismatch" and c else "no"),
+                    _e(sf), _e(df), _e(su), _e(du), _e(u), _e(c), _e(d), _e(f"#{w}" if w else "")]
+                   for i, a, k, b, sf, df, su, du, u, d, w, c in findings])
 
 
 def render(conn, building_id: str, run_id: int, gx, errors) -> str:
@@ -130,6 +154,8 @@ def render(conn, building_id: str, run_id: int, gx, errors) -> str:
         p.append(_table(["mailbox", "error"], [[_e(a), _e(e)] for a, e in errors.items()]))
     p += ["<h2>Mailboxes</h2>", _mailboxes(mailboxes, states),
           "<h2>Great Expectations results</h2>", _expectations(gx),
+          "<h2>Accepted alterations</h2>", _accepted(data["findings"], (data.get("spec") or {}).get(
+              "accepted_alterations")),
           "<h2>Waivers</h2>", _waivers(waiver_store.list_waivers(conn, ids), mailboxes),
           f"<h2>Findings ({len(data['findings'])})</h2>", _findings(data["findings"]),
           "</body></html>"]

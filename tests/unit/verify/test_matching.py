@@ -88,3 +88,62 @@ def test_waivers_cover_only_what_they_name():
     stray = Waiver(3, 1, "dest_message", None, None, None, "INBOX", 7, 9, "why", None, "tanaka", D)
     assert apply_waivers(r.findings, [revoked, stray]) == 1
     assert [f.kind for f in r.findings if f.waiver_id == 3] == ["unexpected_at_dest"]
+
+
+def test_the_declared_x_uidl_removal_is_reversed_exactly():
+    """The ledger declares which stale X-UIDL field the copier took out (transform_detail); the
+    destination must hold exactly the source without it, behind the new X-UIDL line."""
+    from mailshift.protocols.pop3 import strip_x_uidl_fields
+
+    stale = b"Subject: s\r\nX-UIDL: stale\r\nMessage-ID: <s@x>\r\n\r\nS\r\n"
+    clean, removed = strip_x_uidl_fields(stale)
+    detail = {"removed": [[o, c.hex()] for o, c in removed]}
+
+    def ledger(uid, dest_uid, declared):
+        return LedgerInfo(1, uid, states.COPIED, int(states.Transform.X_UIDL), "U9", dest_uid, len(stale),
+                          hashlib.sha256(stale).digest(), None, None, declared)
+
+    def source(uid, declared):
+        m = SideMessage(uid, len(stale), norm_flags(()), (), D)
+        _digest_into(m, stale, "full", ledger(uid, 0, declared).removed)
+        return m
+
+    dest = SideFolder("INBOX", 7, None, {10: msg(10, states.x_uidl_header("U9") + clean)})
+    ok = match_group("INBOX", dest, [SourceItem("INBOX", 1, source(1, detail), ledger(1, 10, detail))], [],
+                     [("INBOX", 1)])
+    assert ok.findings == [] and ok.matched == 1 and ok.transform_bytes == len(states.x_uidl_header("U9")) - len(
+        removed[0][1])
+    # the ledger declares nothing removed: the destination must then hold the source unchanged
+    none = match_group("INBOX", dest, [SourceItem("INBOX", 1, source(1, None), ledger(1, 10, None))], [],
+                       [("INBOX", 1)])
+    assert [f.kind for f in none.findings] == ["digest_mismatch"]
+    # a declaration that does not fit the source bytes (wrong offset) matches nothing
+    wrong = {"removed": [[removed[0][0] + 1, removed[0][1].hex()]]}
+    bad = match_group("INBOX", dest, [SourceItem("INBOX", 1, source(1, wrong), ledger(1, 10, wrong))], [],
+                      [("INBOX", 1)])
+    assert [f.kind for f in bad.findings] == ["digest_mismatch"]
+    assert "declares removed (transform_detail) are not where it says" in bad.findings[0].detail
+
+
+def test_remove_declared_takes_out_only_x_uidl_fields_where_declared():
+    from mailshift.verify.recount import remove_declared
+
+    raw = b"A: 1\r\nX-UIDL: a\r\nB: 2\r\n\r\nbody\r\n"
+    assert remove_declared(raw, [(6, b"X-UIDL: a\r\n")]) == b"A: 1\r\nB: 2\r\n\r\nbody\r\n"
+    assert remove_declared(raw, [(7, b"X-UIDL: a\r\n")]) is None          # not at its offset
+    assert remove_declared(raw, [(17, b"B: 2\r\n")]) is None                # not an X-UIDL field
+    assert remove_declared(raw, []) == raw
+
+
+def test_an_altered_ledger_row_pairs_with_its_recorded_destination_uid():
+    """State altered (5) keeps the destination UID of the stored copy: the verifier pairs the two
+    by it, so the finding names both UIDs (no Message-ID needed)."""
+    a = b"Subject: \xe6\x97\xa5\r\n\r\nA\r\n"
+    stored = b"Subject: XXX\r\n\r\nA\r\n"
+    row = LedgerInfo(1, 1, states.ALTERED, 0, None, 12, len(a), hashlib.sha256(a).digest(), None,
+                     "header_bytes_replaced: stored 17 bytes ...")
+    assert row.copy_class == "header_bytes_replaced"
+    dest = SideFolder("INBOX", 7, None, {11: msg(11, b"Subject: other\r\n\r\nB\r\n"), 12: msg(12, stored)})
+    r = match_group("INBOX", dest, [SourceItem("INBOX", 1, msg(1, a), row)], [], [("INBOX", 1)])
+    got = {(f.kind, f.src_uid, f.dest_uid) for f in r.findings}
+    assert got == {("digest_mismatch", 1, 12), ("unexpected_at_dest", None, 11)}
