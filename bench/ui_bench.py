@@ -20,7 +20,16 @@ satisfy them by construction). Every step is timed and printed as JSON.
 from the whole ledger in one go (`mailshift.store.progress.rebuild_all`), timed.
 
 `time` measures the overview: the query (`mailshift.progress.queries.overview`) N times
-on a fresh connection, and, with --url and a token, the HTTP page; prints the median.
+on a fresh connection, and, with --url and a token, the HTTP page; prints the median. It also
+times the building map (issue #16): `queries.building_map` for all buildings, one wave and one
+source system, and rendering its HTML (`progress.pages.map_html`).
+
+`http` starts an Airflow api-server with the plugin on the bench database (its own metadata DB
+--airflow-db, port --port, background refresh off) and times the pages over HTTP with an
+operator's JWT: the map (all / one wave / one system), the overview, the map's JSON.
+
+    PYTHONPATH=include .venv/bin/python bench/ui_bench.py --db-name mailshift_uibench time -n 9
+    PYTHONPATH=include .venv/bin/python bench/ui_bench.py --db-name mailshift_uibench http -n 9
 """
 from __future__ import annotations
 
@@ -178,13 +187,15 @@ def generate(args) -> int:
                    1000 + ((s.id * 31 + u * 7919) % 120000), timestamptz '2020-01-01' + u * interval '7 hours',
                    st, (u % 2)::smallint, '\\x0102030405060708091011121314151617181920212223242526272829303132'::bytea,
                    CASE WHEN st = 1 THEN '\\x0102030405060708091011121314151617181920212223242526272829303132'::bytea END,
-                   0, s.id, CASE WHEN st IN (2, 3) THEN 'synthetic' END, timestamptz '2026-01-12'
+                   0, s.id, CASE WHEN st IN (2, 3) THEN 'synthetic'
+                                 WHEN st = 5 THEN 'header_bytes_replaced: synthetic' END, timestamptz '2026-01-12'
             FROM (SELECT m.id FROM mailbox m JOIN household h ON h.id = m.household_id
                   JOIN building b ON b.id = h.building_id
                   WHERE b.wave_id <= {COPIED_WAVES} AND m.id BETWEEN {a} AND {b}) s,
                  LATERAL generate_series(1, 100 + ((s.id::bigint * 7919) % 467)::int) u,
                  LATERAL (SELECT CASE WHEN s.id % 997 = 0 AND u = 1 THEN 2::smallint
                                       WHEN s.id % 1499 = 0 AND u = 2 THEN 3::smallint
+                                      WHEN s.id % 1999 = 0 AND u = 3 THEN 5::smallint
                                       WHEN s.id % 50 = 0 AND u > 95 THEN 0::smallint
                                       ELSE 1::smallint END AS st) x
         """)
@@ -257,6 +268,10 @@ def _finish(dsn: str) -> dict:
         INSERT INTO notice (household_id, mailbox_id, campaign, kind, channel, status, sent_at)
         SELECT m.household_id, m.id, 'migration', 'email_round_1', 'email', 'sent', timestamptz '2026-01-01'
         FROM mailbox m;
+        -- the MX of 20 domains swapped (their buildings show as cut over on the map)
+        INSERT INTO dns_change (domain, kind, status, approved_by, approved_at, applied_at)
+        SELECT 'd' || i || '.example.jp', 'mx_swap', 'applied', 'lead', timestamptz '2026-02-01',
+               timestamptz '2026-02-01' FROM generate_series(1, 20) i;
     """, out=timings)
     _run(conn, "analyze", "ANALYZE", out=timings)
     with conn.cursor() as cur:
@@ -310,6 +325,7 @@ def time_overview(args) -> int:
                                 "min": round(min(samples) * 1000, 1), "max": round(max(samples) * 1000, 1),
                                 "n": len(samples)}
     out["overview_totals"] = ov["totals"]
+    out.update(time_map(args))
     # first call on a new connection (cold plan cache)
     c2 = psycopg2.connect(dsn)
     t = time.perf_counter()
@@ -341,6 +357,77 @@ def time_overview(args) -> int:
     return 0
 
 
+def _timed(fn, n: int) -> dict:
+    """Median / min / max milliseconds of n calls of fn."""
+    s = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        s.append(time.perf_counter() - t)
+    return {"median": round(statistics.median(s) * 1000, 1), "min": round(min(s) * 1000, 1),
+            "max": round(max(s) * 1000, 1), "n": n}
+
+
+def time_map(args) -> dict:
+    """The building map: the query (all / one wave / one system) and the HTML it renders."""
+    from mailshift.progress import pages, queries
+
+    conn = psycopg2.connect(_dsn_for(args.dsn or os.environ["MAILSHIFT_DB_URL"], args.db_name))
+    out: dict = {}
+    m = queries.building_map(conn)
+    out["map_cells"] = len(m["cells"])
+    out["map_by_state"] = m["by_state"]
+    out["map_query_ms"] = _timed(lambda: queries.building_map(conn), args.n)
+    out["map_render_ms"] = _timed(lambda: pages.map_html(m, "/mailshift", "bench"), args.n)
+    out["map_html_bytes"] = len(pages.map_html(m, "/mailshift", "bench").encode())
+    wave = m["choices"]["waves"][len(m["choices"]["waves"]) // 2]["id"] if m["choices"]["waves"] else None
+    out["map_one_wave_ms"] = _timed(lambda: queries.building_map(conn, wave=wave), args.n)
+    system = m["choices"]["systems"][-1]
+    out["map_one_system_ms"] = _timed(lambda: queries.building_map(conn, system=system), args.n)
+    out["domains_ms"] = _timed(lambda: queries.domains(conn), args.n)
+    out["wave_page_ms"] = _timed(lambda: queries.wave_page(conn, wave), args.n)
+    conn.close()
+    return out
+
+
+def http(args) -> int:
+    """The pages over HTTP through a real api-server with the plugin, on the bench database."""
+    import urllib.request
+
+    from lab import airflow_services
+    from lab.airflow_home import airflow_env, ensure_metadata_db
+    from lab.config import LabConfig
+
+    cfg = LabConfig.load()
+    dsn = _dsn_for(args.dsn or os.environ["MAILSHIFT_DB_URL"], args.db_name)
+    os.environ["MAILSHIFT_AIRFLOW_API_PORT"] = str(args.port)
+    ensure_metadata_db(cfg, args.airflow_db)
+    env = airflow_env(cfg, args.airflow_db)
+    u = urllib.parse.urlsplit(dsn)
+    env["AIRFLOW_CONN_MAILSHIFT_DB"] = json.dumps({"conn_type": "postgres", "host": u.hostname, "port": u.port,
+                                                   "login": u.username, "password": u.password,
+                                                   "schema": u.path.lstrip("/")})
+    env.update({"MAILSHIFT_DB_URL": dsn, "MAILSHIFT_PROGRESS_REFRESH_SECONDS": "0",
+                "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "False"})
+    airflow_services.COMPONENTS = tuple(c for c in airflow_services.COMPONENTS if c[0] == "api-server")
+    out: dict = {}
+    with airflow_services.AirflowServices(cfg, env) as af:
+        token = af.token()
+
+        def get(path):
+            req = urllib.request.Request(af.base + path, headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.read()
+
+        for name, path in (("map", "/mailshift/map"), ("map_one_wave", "/mailshift/map?wave=5"),
+                           ("map_one_system", "/mailshift/map?system=beta"), ("overview", "/mailshift/"),
+                           ("map_json", "/mailshift/api/map"), ("domains", "/mailshift/domains")):
+            out[name + "_bytes"] = len(get(path))          # first (cold) request not counted
+            out[name + "_http_ms"] = _timed(lambda p=path: get(p), args.n)
+    print(json.dumps(out, indent=1))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dsn", help="any database URL in the target cluster (default $MAILSHIFT_DB_URL)")
@@ -356,6 +443,11 @@ def main() -> int:
     t.add_argument("--url", help="overview page URL (with --token) to time over HTTP too")
     t.add_argument("--token", default="")
     t.set_defaults(func=time_overview)
+    h = sub.add_parser("http", help="time the pages through an Airflow api-server with the plugin")
+    h.add_argument("-n", type=int, default=9)
+    h.add_argument("--port", type=int, default=14392)
+    h.add_argument("--airflow-db", default="airflow_uibench")
+    h.set_defaults(func=http)
     args = p.parse_args()
     return args.func(args)
 
