@@ -98,3 +98,23 @@ def test_prefix_searches_are_rate_limited(ui):
     assert codes[-1] == 429
     ui.who.update(name="support-d")      # per user
     assert ui.client.get("/api/lookup", params={"q": "zz999"}).status_code == 200
+
+
+def test_level_pages_map_and_their_errors(ui):
+    """The wave / domain / domains / map routes answer (with CSP), refuse bad filters with 400
+    and unknown waves or domains with 404, never 500."""
+    r = ui.client.get("/map")
+    assert r.status_code == 200 and "id='building-map'" in r.text and "href='building/" in r.text
+    assert "frame-ancestors 'self'" in r.headers["content-security-policy"]
+    doc = ui.client.get("/api/map").json()
+    assert len(doc["cells"]) >= 1 and sum(doc["by_state"].values()) == len(doc["cells"])
+    domain = doc["cells"][0]["domain"]
+    assert ui.client.get("/map?system=" + doc["cells"][0]["source_system"]).status_code == 200
+    for url, code in (("/map?wave=x", 400), ("/map?state=pending", 400), ("/api/map?wave=1;drop", 400),
+                      ("/wave/99999", 404), ("/api/wave/99999", 404), ("/domain/nowhere.example", 404),
+                      ("/domain/a%00b", 400), ("/map?system=%00", 400), ("/wave/abc", 422)):
+        assert ui.client.get(url).status_code == code, url
+    r = ui.client.get(f"/domain/{domain}")
+    assert r.status_code == 200 and "id='domain-counts'" in r.text
+    assert ui.client.get("/domains").status_code == 200
+    assert f"data-domain='{domain}'" in ui.client.get("/domains").text
