@@ -76,6 +76,10 @@ def airflow_env(cfg: LabConfig, db_name: str | None = None) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__API_AUTH__JWT_SECRET": sec["jwt_secret"],
         "AIRFLOW__API__SECRET_KEY": sec["secret_key"],
+        # the root of every link an alert carries (Airflow runs and task logs, and the mailshift
+        # pages under <base>/mailshift): real http links in the lab, never a path on a worker.
+        # MAILSHIFT_UI_BASE_URL is left unset on purpose: the pages' links then follow this URL in
+        # every lab environment that overrides it (the Celery lab's API on another port).
         "AIRFLOW__API__BASE_URL": api,
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in UI_USERS.items()),
