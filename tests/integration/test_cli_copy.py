@@ -71,3 +71,75 @@ def test_wrong_admin_password_fails_fast_without_leaking_it(setup, lab_config):
     r = _run(["copy", mb.address], {**env, "AIRFLOW_CONN_MAILSHIFT_SRC_B": json.dumps(doc)})
     assert r.returncode == 4 and "login refused" in r.stderr     # 4: authentication refused
     assert "definitely-wrong-S3cret" not in r.stderr + r.stdout
+
+
+def _fill_folders(lab_config, mb, counts: dict[str, int]) -> None:
+    with imap(lab_config, "src-b", mb.source_login) as c:
+        for folder, n in counts.items():
+            if folder != "INBOX":
+                c.create_folder(folder)
+            msgs = [OutgoingMessage((), dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+                                    f"Subject: {folder} {i}\r\n\r\nx\r\n".encode()) for i in range(n)]
+            assert multiappend(c, folder, msgs).ok
+
+
+def test_copy_progress_denominator_is_the_mailbox_count_from_the_start(setup, lab_config, monkeypatch):
+    """Issue #16: the bar's total is the mailbox's message count at the source from the first
+    update on (it was the count of the folders listed so far: 7/7 after INBOX of 16)."""
+    from types import SimpleNamespace
+
+    from mailshift.cli import display
+    from mailshift.cli.copy import source_count
+    from mailshift.copy.copy_one import copy_one
+    from mailshift.protocols.endpoint import endpoint_from_env
+
+    mb, env = setup
+    _fill_folders(lab_config, mb, {"INBOX.Alpha": 5, "INBOX.Beta": 4})    # + 7 in INBOX
+    for key in ("AIRFLOW_CONN_MAILSHIFT_SRC_B", "AIRFLOW_CONN_MAILSHIFT_DEST"):
+        monkeypatch.setenv(key, env[key])
+    expected = source_count(endpoint_from_env("mailshift_src_b"), mb.source_login)
+    assert expected == 16
+    seen = []
+    bar = SimpleNamespace(update=lambda **kw: seen.append((kw["completed"], kw["total"])))
+    conn = psycopg2.connect(env["MAILSHIFT_DB_URL"])
+    try:
+        summary = copy_one(conn, mb.address, "prestage", progress=display.CopyProgress(bar, expected),
+                           batch_messages=2)
+    finally:
+        conn.close()
+    assert summary.copied == 16 and summary.source_messages == 16
+    assert len(seen) >= 8, seen                        # one update per batch of 2
+    assert {total for _, total in seen} == {16}, seen
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen) and seen[-1] == (16, 16)
+
+
+def test_copy_progress_bar_on_a_terminal_only(setup, lab_config):
+    import pty
+
+    mb, env = setup
+    _fill_folders(lab_config, mb, {"INBOX.Gamma": 3})          # 10 messages in all
+    env = {**env, "COLUMNS": "160"}
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(MAILSHIFT, [MAILSHIFT, "copy", mb.address, "--pass", "prestage", "--batch-messages", "2"], env)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    _, status = os.waitpid(pid, 0)
+    text = screen.decode("utf-8", "replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "10/10" in text and "━" in text and "ETA" in text and "messages/s" in text, text
+    import re
+
+    assert {int(d) for d in re.findall(r"\b\d+/(\d+)\b", text)} == {10}, text      # never another total
+    r = _run(["copy", mb.address, "--pass", "delta"], env)                  # not a terminal: no bar
+    assert r.returncode == 0 and "10/10" not in r.stderr and "\x1b[" not in r.stderr
+    assert json.loads(r.stdout)["already"] == 10
+    r = _run(["copy", mb.address, "--pass", "delta", "--progress", "--json"], env)   # forced: a bar
+    assert "10/10" in r.stderr
