@@ -411,7 +411,9 @@ def http(args) -> int:
                 "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "False"})
     airflow_services.COMPONENTS = tuple(c for c in airflow_services.COMPONENTS if c[0] == "api-server")
     out: dict = {}
-    with airflow_services.AirflowServices(cfg, env) as af:
+    from pathlib import Path
+
+    with airflow_services.AirflowServices(cfg, env, log_dir=Path(cfg.root) / "bench" / "ui-airflow-logs") as af:
         token = af.token()
 
         def get(path):

@@ -116,7 +116,7 @@ def ui(lab_config, tmp_path_factory):
 
 MAP_BUILDINGS = 5000
 MAP_WAVES = (101, 102, 103, 104, 105)
-MAP_STATES = (states.PLANNED, states.COPYING, states.COPIED, states.CUT_OVER)
+MAP_STATES = (states.Progress.PLANNED, states.Progress.COPYING, states.Progress.COPIED, states.Progress.CUT_OVER)
 
 
 def add_map_buildings(conn) -> dict:
@@ -296,7 +296,9 @@ def test_browser_login_overview_building_lookup(ui, summarised, browser, artifac
     _wait(drv, lambda: "_token" in {c["name"] for c in drv.get_cookies()}, timeout=60, what="the JWT cookie")
     # 3. the nav entry of the Airflow UI (external view) exists
     status, _, body = _http(base + "/api/v2/plugins", {"Cookie": f"_token={drv.get_cookie('_token')['value']}"})
-    assert status == 200 and b"Migration progress" in body
+    views = [v for p in json.loads(body)["plugins"] for v in p["external_views"]]
+    assert status == 200 and {"name": "Migration", "destination": "nav", "nav_top_level": True,
+                              "url_route": "mailshift"}.items() <= next(v for v in views if v["name"] == "Migration").items()
     # 4. overview
     drv.get(base + "/mailshift/")
     _wait(drv, lambda: drv.find_elements(By.ID, "waves"), what="the overview")
@@ -470,7 +472,7 @@ def test_wave_domain_pages_counts_and_dag_doc_links(ui, summarised, browser, art
         row = drv.find_element(By.CSS_SELECTOR, f"#domains tr[data-domain='{domain}']")
         assert row.find_element(By.CSS_SELECTOR, "td[data-count='messages_refused']").text == f"{n:,}"
     cut = drv.find_element(By.CSS_SELECTOR, "#domains tr[data-domain='cut.example.jp'] .state").text
-    assert cut == states.CUT_OVER
+    assert cut == states.Progress.CUT_OVER
     drv.save_screenshot(str(artifacts / "30-domains.png"))
     domain = next(iter(refused))
     drv.get(base + f"/mailshift/domain/{domain}")
@@ -482,7 +484,7 @@ def test_wave_domain_pages_counts_and_dag_doc_links(ui, summarised, browser, art
     # a map wave: a quarter of it is cut over, the rest behind: the wave is copying, not 'planned'
     drv.get(base + f"/mailshift/wave/{m['waves'][0]}")
     _wait(drv, lambda: drv.find_elements(By.ID, "wave-state"), what="the wave page")
-    assert drv.find_element(By.ID, "wave-state").text == states.COPYING
+    assert drv.find_element(By.ID, "wave-state").text == states.Progress.COPYING
     assert "planned as planned" in drv.page_source
     drv.save_screenshot(str(artifacts / "32-wave.png"))
     # the building DAG's docs link to the building's page (configured base URL), and back

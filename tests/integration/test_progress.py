@@ -250,7 +250,7 @@ def test_counts_and_states_on_every_level(lab_data):
     by_wave = {w["wave"]: w for w in ov["waves"]}
     pilot_wave = next(w for w in ov["waves"] if w["buildings_by_state"][states.PROVEN])
     assert pilot_wave["status"] == states.PROVEN and pilot_wave["stored_status"] != states.PROVEN
-    assert {w["status"] for k, w in by_wave.items() if k != pilot_wave["wave"]} <= {states.COPIED, states.COPYING}
+    assert {w["status"] for k, w in by_wave.items() if k != pilot_wave["wave"]} <= {states.Progress.COPIED, states.Progress.COPYING}
     store.rebuild_all(conn)
     again = queries.overview(conn)["totals"]
     assert (again["messages_refused"], again["messages_altered"]) == (refused, altered)
@@ -266,9 +266,9 @@ def test_counts_and_states_on_every_level(lab_data):
         cur.execute("INSERT INTO dns_change (domain, kind, status, approved_by, approved_at, applied_at)"
                     " SELECT name, 'mx_swap', 'applied', 'ui test', now(), now() FROM domain")
     ov = queries.overview(conn)
-    assert {w["status"] for w in ov["waves"] if w["buildings"]} == {states.CUT_OVER}
-    assert {d["status"] for d in queries.domains(conn)} == {states.CUT_OVER}
+    assert {w["status"] for w in ov["waves"] if w["buildings"]} == {states.Progress.CUT_OVER}
+    assert {d["status"] for d in queries.domains(conn)} == {states.Progress.CUT_OVER}
     dp = queries.domain_page(conn, b["domain"])
-    assert dp["dns_changes"][0]["kind"] == "mx_swap" and dp["domain"]["status"] == states.CUT_OVER
+    assert dp["dns_changes"][0]["kind"] == "mx_swap" and dp["domain"]["status"] == states.Progress.CUT_OVER
     assert queries.domain_page(conn, "no-such.example") is None and queries.wave_page(conn, 999) is None
     conn.close()

@@ -146,11 +146,16 @@ PRE_CUTOVER, FINAL = "pre_cutover", "final"
 # One set of words for the UI, the CLI and Slack. A building's state is derived from its
 # summary row and its domain's MX swap (store.progress); a wave's or a domain's from its
 # buildings' (`rollup_state`), so it follows the data instead of a stored label.
-PLANNED, COPYING, COPIED, CUT_OVER, EMPTY = "planned", "copying", "copied", "cut_over", "empty"
-#: in order of progress; PROVEN is the proof state's word (every mailbox proven or waived)
-PROGRESS_STATES = (PLANNED, COPYING, COPIED, PROVEN, CUT_OVER)
+# (A namespace: COPIED alone is the ledger's MessageState above.)
+class Progress:
+    PLANNED, COPYING, COPIED, CUT_OVER, EMPTY = "planned", "copying", "copied", "cut_over", "empty"
+    PROVEN = PROVEN      # the proof state's word: every mailbox proven or waived
+
+
+#: in order of progress
+PROGRESS_STATES = (Progress.PLANNED, Progress.COPYING, Progress.COPIED, Progress.PROVEN, Progress.CUT_OVER)
 #: a building may also have no mailboxes at all
-BUILDING_STATES = PROGRESS_STATES + (EMPTY,)
+BUILDING_STATES = PROGRESS_STATES + (Progress.EMPTY,)
 
 
 def rollup_state(buildings_by_state: dict[str, int]) -> str:
@@ -158,7 +163,7 @@ def rollup_state(buildings_by_state: dict[str, int]) -> str:
     aside), except that a group in which any building has started is `copying`, not `planned`."""
     present = [s for s in PROGRESS_STATES if buildings_by_state.get(s)]
     if not present:
-        return PLANNED
-    if present[0] == PLANNED and len(present) > 1:
-        return COPYING
+        return Progress.PLANNED
+    if present[0] == Progress.PLANNED and len(present) > 1:
+        return Progress.COPYING
     return present[0]

@@ -294,12 +294,12 @@ BUILDING_STATES = rs.BUILDING_STATES
 CUT_OVER_SQL = ("SELECT DISTINCT domain FROM dns_change WHERE kind = 'mx_swap' "
                 "AND status IN ('applied', 'verified')")
 BUILDING_STATE_SQL = f"""
-    CASE WHEN cut.domain IS NOT NULL THEN '{rs.CUT_OVER}'
-         WHEN coalesce(bp.mailboxes, 0) = 0 THEN '{rs.EMPTY}'
-         WHEN bp.mailboxes_proven >= bp.mailboxes THEN '{rs.PROVEN}'
-         WHEN bp.mailboxes_copied >= bp.mailboxes THEN '{rs.COPIED}'
-         WHEN bp.mailboxes_started > 0 THEN '{rs.COPYING}'
-         ELSE '{rs.PLANNED}' END
+    CASE WHEN cut.domain IS NOT NULL THEN '{rs.Progress.CUT_OVER}'
+         WHEN coalesce(bp.mailboxes, 0) = 0 THEN '{rs.Progress.EMPTY}'
+         WHEN bp.mailboxes_proven >= bp.mailboxes THEN '{rs.Progress.PROVEN}'
+         WHEN bp.mailboxes_copied >= bp.mailboxes THEN '{rs.Progress.COPIED}'
+         WHEN bp.mailboxes_started > 0 THEN '{rs.Progress.COPYING}'
+         ELSE '{rs.Progress.PLANNED}' END
 """
 #: open exceptions per building: raised on the building or on one of its mailboxes (a few rows,
 #: read through the partial indexes of 0001)

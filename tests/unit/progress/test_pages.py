@@ -21,22 +21,22 @@ def _group(state, **extra):
          "mailboxes": 8, "mailboxes_copied": 8, "mailboxes_proven": 4, "unproven_mailboxes": 4,
          "mailboxes_waived": 2, "messages_copied": 100, "bytes_copied": 10_000, "messages_refused": 5,
          "messages_altered": 1, "open_exceptions": 2, **extra}
-    g["buildings_by_state"][rs.COPIED] = 2
+    g["buildings_by_state"][rs.Progress.COPIED] = 2
     return g
 
 
 def test_rollup_follows_the_buildings():
-    assert rs.rollup_state({}) == rs.PLANNED
-    assert rs.rollup_state({rs.PLANNED: 3, rs.EMPTY: 1}) == rs.PLANNED
-    assert rs.rollup_state({rs.PLANNED: 3, rs.PROVEN: 1}) == rs.COPYING      # started somewhere
-    assert rs.rollup_state({rs.COPIED: 2, rs.PROVEN: 1}) == rs.COPIED
-    assert rs.rollup_state({rs.PROVEN: 2, rs.CUT_OVER: 1}) == rs.PROVEN
-    assert rs.rollup_state({rs.CUT_OVER: 4, rs.EMPTY: 1}) == rs.CUT_OVER     # a wave cut over says so
+    assert rs.rollup_state({}) == rs.Progress.PLANNED
+    assert rs.rollup_state({rs.Progress.PLANNED: 3, rs.Progress.EMPTY: 1}) == rs.Progress.PLANNED
+    assert rs.rollup_state({rs.Progress.PLANNED: 3, rs.PROVEN: 1}) == rs.Progress.COPYING      # started somewhere
+    assert rs.rollup_state({rs.Progress.COPIED: 2, rs.PROVEN: 1}) == rs.Progress.COPIED
+    assert rs.rollup_state({rs.PROVEN: 2, rs.Progress.CUT_OVER: 1}) == rs.PROVEN
+    assert rs.rollup_state({rs.Progress.CUT_OVER: 4, rs.Progress.EMPTY: 1}) == rs.Progress.CUT_OVER     # a wave cut over says so
     assert set(rs.PROGRESS_STATES) < set(rs.BUILDING_STATES) and rs.PROVEN in rs.PROOF_STATES
 
 
 def test_map_cells_colour_link_and_filter():
-    cells = [_building(1, rs.PROVEN), _building(2, rs.COPYING, exceptions=2), _building(3, rs.PLANNED, wave=2)]
+    cells = [_building(1, rs.PROVEN), _building(2, rs.Progress.COPYING, exceptions=2), _building(3, rs.Progress.PLANNED, wave=2)]
     m = {"filters": {"wave": 1, "system": "alpha", "state": None},
          "choices": {"waves": [{"id": 1, "name": "pilot"}, {"id": 2, "name": "w2"}], "systems": ["alpha", "beta"]},
          "by_state": {s: sum(1 for c in cells if c["state"] == s) for s in rs.BUILDING_STATES},
@@ -50,9 +50,9 @@ def test_map_cells_colour_link_and_filter():
 
 
 def test_wave_page_shows_the_derived_state_counts_and_links():
-    wp = {"wave": _group(rs.COPIED, wave=3, name="wave 3", stored_status="planned", kind="regular",
+    wp = {"wave": _group(rs.Progress.COPIED, wave=3, name="wave 3", stored_status="planned", kind="regular",
                          planned_start=None),
-          "buildings": [_building(1, rs.COPIED, wave=3, refused=5)], "domains": ["d1.example.jp"]}
+          "buildings": [_building(1, rs.Progress.COPIED, wave=3, refused=5)], "domains": ["d1.example.jp"]}
     runs = [{"dag_id": "mailshift_wave_3", "run_id": "manual__1", "state": "failed", "start_date": None,
              "end_date": None, "tasks": [{"task_id": "run_buildings", "map_index": 2, "state": "failed"}]}]
     out = pages.wave_html(wp, runs, "/mailshift", "operator")
