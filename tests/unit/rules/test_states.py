@@ -86,3 +86,13 @@ def test_codes_match_contract_and_migration():
     assert "CHECK (transform IN (0, 1))" in sql
     assert "CHECK (sys_flags BETWEEN 0 AND 31)" in sql
     assert states.SETTLED_STATES | states.BLOCKING_STATES == set(MessageState)
+
+
+def test_the_ledger_state_names_are_not_shadowed():
+    """Every module-level state name still means the ledger code the copier writes (a later
+    constant of the same name once turned COPIED into the string "copied": every copy failed)."""
+    from mailshift.rules import states as st
+
+    for s in st.MessageState:
+        assert getattr(st, s.name) is s, s.name
+    assert st.Progress.COPIED == "copied" and st.COPIED == 1
