@@ -6,7 +6,8 @@ sample mailbox (`--mailbox`, else the first of that system in the inventory) wit
 connection's auth mode and, when that is refused, with the other admin modes; then shows the
 capabilities, TLS (version, cipher, certificate), APPENDLIMIT, namespace prefix and separator,
 the sample mailbox's folders and message counts, the POP3 UIDL format, and what will not work.
-Read-only: folders are counted with STATUS and never opened; POP3 never RETRs.
+A POP3-only server (`imap=false`) gets its POP3 half only. Read-only: folders are counted with
+STATUS and never opened; POP3 sends UIDL only.
 
 Exit 0: nothing blocks; 1: something will not work (listed); the usual codes when the server
 cannot be reached at all (cli/errors.py).
@@ -16,13 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import ipaddress
 import re
 from contextlib import closing
 
 from mailshift.cli import errors
 from mailshift.cli.output import print_json
 from mailshift.errors import AuthError, ConfigError, MailshiftError
+from mailshift.protocols.endpoint import is_loopback
 
 MAX_FOLDERS = 60
 CERT_WARN_DAYS = 30
@@ -68,13 +69,6 @@ def _tls_info(client, ep) -> dict:
     return info
 
 
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def try_logins(ep, login: str, password: str | None):
     """(client, auth results): the configured mode first; other admin modes only if it is refused."""
     from mailshift.protocols.imap.session import open_session
@@ -116,9 +110,12 @@ def _namespace(client) -> dict:
 
 
 def imap_report(ep, login: str, password: str | None = None) -> dict:
-    """Connect, log in, and describe the server and one mailbox."""
+    """Connect, log in, and describe the server and one mailbox. A POP3-only legacy server
+    (`imap=false`) is not an error: mailshift reads it with UIDL, LIST and RETR into INBOX."""
     from mailshift.protocols.imap.session import close_session
 
+    if not ep.imap:
+        return {"server": ep.label, "login": login, "offered": False, "auth": [], "auth_mode_that_works": None}
     client, auth = try_logins(ep, login, password)
     out = {"server": ep.label, "login": login, "auth": auth,
            "auth_mode_that_works": next((a["mode"] for a in auth if a["ok"]), None)}
@@ -151,6 +148,8 @@ def pop3_report(ep, login: str, password: str | None = None) -> dict:
 def wont_work(ep, rep: dict, pop3: dict, today: dt.date | None = None) -> list[str]:
     """What mailshift cannot do with this server, in plain words (empty: nothing)."""
     out = []
+    if rep.get("offered") is False:
+        return _pop3_wont_work(pop3)
     if not rep.get("auth_mode_that_works"):
         out.append("no login works for the sample mailbox: " + "; ".join(
             f"{a['mode']}: {a.get('error')}" for a in rep["auth"]))
@@ -159,7 +158,7 @@ def wont_work(ep, rep: dict, pop3: dict, today: dt.date | None = None) -> list[s
         out.append(f"the connection's auth={ep.auth} is refused; auth={rep['auth_mode_that_works']} works: "
                    "change the connection's extra")
     caps = {c.upper() for c in rep.get("capabilities", ())}
-    if ep.tls == "none" and not _loopback(ep.host):
+    if ep.tls == "none" and not is_loopback(ep.host):
         out.append(f"tls=none to {ep.host}: passwords and mail would cross the network in clear; use starttls or imaps")
     if not ep.verify:
         out.append("verify=false: the server's certificate is not checked")
@@ -175,11 +174,15 @@ def wont_work(ep, rep: dict, pop3: dict, today: dt.date | None = None) -> list[s
             out.append(why)
     if rep.get("appendlimit") is None and not any(c.startswith("APPENDLIMIT") for c in caps):
         out.append("no APPENDLIMIT: the largest message the server accepts is unknown until it refuses one")
+    return out + _pop3_wont_work(pop3)
+
+
+def _pop3_wont_work(pop3: dict) -> list[str]:
     if pop3.get("configured") and not pop3.get("ok"):
-        out.append(f"POP3: {pop3.get('error')}")
-    elif pop3.get("ok") and not (pop3["unique"] and pop3["rfc1939_ok"]):
-        out.append("POP3 UIDLs are not unique or break RFC 1939: POP3 clients would download everything again")
-    return out
+        return [f"POP3: {pop3.get('error')}"]
+    if pop3.get("ok") and not (pop3["unique"] and pop3["rfc1939_ok"]):
+        return ["POP3 UIDLs are not unique or break RFC 1939: POP3 clients would download everything again"]
+    return []
 
 
 def _sample_login(args, system: str) -> str:
@@ -203,6 +206,25 @@ def _screen(r: dict) -> None:
     con.print(f"[bold]mailshift check {r['system']}[/] — connection {r['connection']}, server {imap['server']}")
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_row("login (sample)", r["imap"]["login"])
+    if imap.get("offered") is False:
+        t.add_row("IMAP", "not offered: POP3-only server; mailshift reads it with UIDL, LIST and RETR (never DELE) "
+                          "into the destination INBOX, the UIDLs kept")
+    else:
+        _imap_rows(t, imap, tls)
+    p = r["pop3"]
+    t.add_row("POP3", "not configured" if not p.get("configured") else
+              (f"UIDL {p['format']}, {p['count']:,} messages" + (f"; e.g. {', '.join(p['samples'])}" if p["samples"] else "")
+               if p.get("ok") else p.get("error")))
+    con.print(t)
+    if r["wont_work"]:
+        con.print("[bold red]will not work:[/]")
+        for w in r["wont_work"]:
+            con.print(f"  • {w}", markup=False, highlight=False)
+    else:
+        con.print("[bold green]nothing blocks mailshift on this server[/]")
+
+
+def _imap_rows(t, imap: dict, tls: dict) -> None:
     t.add_row("auth that works", str(imap.get("auth_mode_that_works")) + "  (" + ", ".join(
         f"{a['mode']} {'ok' if a['ok'] else 'refused'}" for a in imap["auth"]) + ")")
     t.add_row("TLS", f"{tls.get('mode')} {tls.get('version') or ''} {tls.get('cipher') or ''}".strip()
@@ -215,17 +237,6 @@ def _screen(r: dict) -> None:
     t.add_row("sample mailbox", f"{len(imap.get('folders', []))} folders, {imap.get('messages', 0):,} messages")
     for f in imap.get("folders", [])[:20]:
         t.add_row("", f"  {f['name']}  {f.get('messages', '-')}  {' '.join(f['flags'])}")
-    p = r["pop3"]
-    t.add_row("POP3", "not configured" if not p.get("configured") else
-              (f"UIDL {p['format']}" + (f"; e.g. {', '.join(p['samples'])}" if p["samples"] else "")
-               if p.get("ok") else p.get("error")))
-    con.print(t)
-    if r["wont_work"]:
-        con.print("[bold red]will not work:[/]")
-        for w in r["wont_work"]:
-            con.print(f"  • {w}", markup=False, highlight=False)
-    else:
-        con.print("[bold green]nothing blocks mailshift on this server[/]")
 
 
 def cmd_check(args) -> int:
@@ -236,7 +247,8 @@ def cmd_check(args) -> int:
     ep = endpoint_from_env(conn_id)
     login = _sample_login(args, system)
     imap = imap_report(ep, login, args.password)
-    pop3 = pop3_report(ep, login, args.password) if imap.get("auth_mode_that_works") else {"configured": False}
+    pop3 = (pop3_report(ep, login, args.password) if imap.get("auth_mode_that_works") or not ep.imap
+            else {"configured": False})
     report = {"system": system, "connection": conn_id, "imap": imap, "pop3": pop3,
               "wont_work": wont_work(ep, imap, pop3)}
     if args.json:

@@ -1,10 +1,10 @@
 """Read-only POP3: the legacy UIDL list, its mapping to IMAP UIDs of INBOX, and (for a legacy
 system that offers only POP3) the messages themselves.
 
-Only UIDL, LIST, STAT, TOP and RETR are ever sent, never DELE, and no session ends with QUIT
-(QUIT is what commits a POP3 session): nothing of a session is ever committed on the legacy
-server. RETR is used only on a POP3-only source (`read_messages`): Dovecot marks a message
-\\Seen on RETR even without QUIT, which is why IMAP-capable sources are read over IMAP.
+Only UIDL, LIST, STAT and TOP are ever sent: never RETR, DELE or QUIT. QUIT is what commits a
+POP3 session, and RETR changes state on real servers (Dovecot marks the message \\Seen even
+without QUIT; servers with the old LAST command count it as accessed), so a message is read
+with `TOP n <all lines>`, which has no such effect: nothing of a session shows on the server.
 Sessions are opened in one place (`open_pop3`), with the same credentials and identity proof
 as IMAP sessions (`mailshift.protocols.imap.session.prove_login_method`).
 """
@@ -178,9 +178,20 @@ def message_date(raw: bytes) -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+#: body lines asked of TOP: more than any message has, below 2**31 for servers that parse an int
+ALL_LINES = 1_000_000_000
+
+
 def retrieve(conn: poplib.POP3, number: int) -> bytes:
-    """The raw bytes of message `number` (RETR; dot-unstuffed, lines joined with CRLF)."""
-    _resp, lines, _octets = conn.retr(number)
+    """The raw bytes of message `number` (`TOP number ALL_LINES`; dot-unstuffed, lines joined with
+    CRLF). A server without TOP is a protocol error naming it: RETR is not a silent fallback."""
+    try:
+        _resp, lines, _octets = conn.top(number, ALL_LINES)
+    except poplib.error_proto as exc:
+        words = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ProtocolError(f"POP3 {getattr(conn, 'host', '?')}:{getattr(conn, 'port', '?')}: TOP {number} refused "
+                            f"({words}); mailshift reads POP3-only mailboxes with TOP only, "
+                            "because RETR marks messages read on the legacy server") from exc
     return b"".join(line + b"\r\n" for line in lines)
 
 

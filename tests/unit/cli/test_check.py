@@ -117,3 +117,38 @@ def test_unreachable_server_is_one_line(lab_env):
     r = _run(env, "check", "src-a", "--conn", "mailshift_nowhere", "--mailbox", "x")
     assert r.returncode == 5 and "Traceback" not in r.stderr
     assert r.stderr.startswith("mailshift: error: ") and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["cyrus-legacy", "cyrus-pop", "cyrus-dest"])
+def test_check_every_cyrus_server(lab_config, lab_env, tmp_path, name):
+    """The lab's Cyrus servers: no master user (each mailbox's own password from a 0600
+    credentials file), and one that offers POP3 only."""
+    from lab.cyrus import deliver_lmtp
+    from support import realservers as rs
+
+    cfg = lab_config
+    login, password = rs.new_user(cfg, name)
+    if cfg.cyrus[name]["imap_port"]:
+        with rs.imap(cfg, name, login, password) as c:
+            c.append("INBOX", MSG)
+            c.append("INBOX", MSG)
+    else:
+        deliver_lmtp(cfg.cyrus[name], login, [MSG, MSG])
+    cred = rs.write_credentials(tmp_path / f"{name}.credentials", {login: password})
+    env = {**lab_env, "AIRFLOW_CONN_" + rs.conn_id(name).upper(): rs.uri(cfg, name, "user", cred),
+           "MAILSHIFT_IDENTITY_PROBE_CACHE": str(tmp_path / "probe-cache")}
+    r = _run(env, "check", name, "--mailbox", login, "--json")
+    assert r.returncode in (0, 1) and "Traceback" not in r.stderr, r.stderr
+    out = json.loads(r.stdout)
+    pop3 = out["pop3"]
+    assert pop3["ok"] and pop3["count"] == 2 and pop3["format"].startswith("cyrus"), pop3
+    if name == "cyrus-pop":
+        assert out["imap"]["offered"] is False and out["wont_work"] == [] and r.returncode == 0
+    else:
+        imap = out["imap"]
+        assert imap["auth_mode_that_works"] == "user" and imap["messages"] == 2, imap
+        assert any(f["name"] == "INBOX" for f in imap["folders"])
+    screen = _run(env, "check", name, "--mailbox", login)
+    assert screen.returncode == r.returncode and "Traceback" not in screen.stderr
+    assert ("not offered: POP3-only" in screen.stdout) == (name == "cyrus-pop"), screen.stdout
+    assert password not in screen.stdout + screen.stderr + r.stdout + r.stderr
