@@ -8,12 +8,17 @@
 (the ISP's single MX). ui_bench loads the ledger without its indexes and triggers; so that the
 load is not slowed by them, migration 0009's index and triggers are dropped for the load and
 re-created afterwards, then `mailbox_ledger` is filled from the ledger as the migration does (each
-step timed).
+step timed). Migration 0012 (`mailbox_latest`, kept by triggers on `pass`/`proof`) is taken out
+before the load and applied afterwards by `mailshift.store.migrate.upgrade`, as on a database in
+use: its backfill is timed.
 
-`time` prints JSON: domain, mailboxes, ledger rows, verdict, reasons, and the median/min/max
-seconds of `-n` runs of `mailshift.cutover.gate.evaluate_gate` (the notice condition left out,
-as before) from the summaries, and with `--full` also the former full evaluation (`live=True`,
-one run: it scans the ledger) and whether both give the same verdict and reasons.
+`time` prints JSON: domain, mailboxes, ledger rows, verdict, reasons, the load average before and
+after, and the median/min/max seconds of `-n` runs of `mailshift.cutover.gate.evaluate_gate` (the
+notice condition left out, as before) from the summaries; with `--full` also the former full
+evaluation (`live=True`, one run: it scans the ledger) and whether both give the same verdict and
+reasons; with `--breakdown` one more run split into its parts (facts read over 1 and over
+`--connections` connections, decide, the rest). `--connections` / `--chunk` set
+`store.proofs.CONNECTIONS` / `CHUNK_MAILBOXES` for the run.
 """
 
 from __future__ import annotations
@@ -34,6 +39,16 @@ sys.path.insert(0, str(HERE))
 
 ONE_DOMAIN = "isp.example.jp"
 _0009 = (HERE.parent / "include/mailshift/store/migrations/0009_ledger_marks.sql").read_text()
+_0012_OBJECTS = """
+DROP TRIGGER IF EXISTS pass_latest_ins ON pass; DROP TRIGGER IF EXISTS pass_latest_upd ON pass;
+DROP TRIGGER IF EXISTS pass_latest_del ON pass; DROP TRIGGER IF EXISTS pass_latest_trunc ON pass;
+DROP TRIGGER IF EXISTS proof_latest_ins ON proof; DROP TRIGGER IF EXISTS proof_latest_upd ON proof;
+DROP TRIGGER IF EXISTS proof_latest_del ON proof; DROP TRIGGER IF EXISTS proof_latest_trunc ON proof;
+DROP FUNCTION IF EXISTS mailbox_latest_pass_apply(); DROP FUNCTION IF EXISTS mailbox_latest_proof_apply();
+DROP FUNCTION IF EXISTS mailbox_latest_pass_probe(int[]); DROP FUNCTION IF EXISTS mailbox_latest_proof_probe(int[]);
+DROP TABLE IF EXISTS mailbox_latest;
+DELETE FROM schema_migration WHERE name = '0012_mailbox_latest';
+"""
 
 
 def _drop_0009(dsn: str) -> None:
@@ -42,6 +57,7 @@ def _drop_0009(dsn: str) -> None:
         cur.execute("DROP INDEX IF EXISTS message_mailbox_updated_idx")
         for t in ("message_ledger_ins", "message_ledger_upd", "message_ledger_del"):
             cur.execute(f"DROP TRIGGER IF EXISTS {t} ON message")
+        cur.execute(_0012_OBJECTS)    # applied again after the load, by migrate.upgrade
     conn.close()
 
 
@@ -85,6 +101,10 @@ def generate(args) -> int:
     _step(conn, "0009_marks_backfill", "DROP TRIGGER IF EXISTS message_ledger_ins ON message;"
           "DROP TRIGGER IF EXISTS message_ledger_upd ON message; DROP TRIGGER IF EXISTS message_ledger_del ON message;"
           "DROP TABLE IF EXISTS mailbox_ledger; DROP FUNCTION IF EXISTS mailbox_ledger_apply();" + body, out)
+    started = time.monotonic()
+    out["0012_applied"] = upgrade(dsn)
+    out["0012_backfill"] = round(time.monotonic() - started, 1)
+    print(json.dumps({"step": "0012_backfill", "seconds": out["0012_backfill"]}), flush=True)
     _step(conn, "analyze", "ANALYZE", out)
     print(json.dumps({"gate_bench_generate": out}), flush=True)
     return 0
@@ -100,11 +120,41 @@ def _largest_domain(conn) -> tuple[str, int, int]:
     return domain, mailboxes, int(rows)
 
 
+def _breakdown(conn, domain: str, connections: int) -> dict:
+    """One more evaluation taken apart: reading the facts (one connection, then `connections`),
+    deciding, and the rest of the gate (exceptions, summary) as the difference to a whole run."""
+    from mailshift.cutover.gate import evaluate_gate
+    from mailshift.rules import proof
+    from mailshift.store import proofs
+
+    out = {}
+    for n in sorted({1, connections}):
+        started = time.perf_counter()
+        with proofs.gc_paused():
+            facts = [f for c in proofs.facts_in_chunks(conn, domain=domain, connections=n) for f in c]
+        out[f"facts_read_{n}_conn_s"] = round(time.perf_counter() - started, 3)
+    started = time.perf_counter()
+    with proofs.gc_paused():
+        found = [proof.decide(f) for f in facts]
+    out["decide_s"] = round(time.perf_counter() - started, 3)
+    out["proven_or_waived"] = sum(1 for s in found if s.ok)
+    started = time.perf_counter()
+    evaluate_gate(conn, domain, notice_check=lambda c, d: [])
+    out["whole_gate_s"] = round(time.perf_counter() - started, 3)
+    return out
+
+
 def time_gate(args) -> int:
     from mailshift.cutover.gate import evaluate_gate
+    from mailshift.store import proofs
 
+    if args.connections:
+        proofs.CONNECTIONS = args.connections
+    if args.chunk:
+        proofs.CHUNK_MAILBOXES = args.chunk
     conn = psycopg2.connect(args.dsn)
     domain, mailboxes, rows = _largest_domain(conn)
+    load_before = os.getloadavg()
     times = []
     for _ in range(args.n):
         started = time.perf_counter()
@@ -112,8 +162,12 @@ def time_gate(args) -> int:
         times.append(time.perf_counter() - started)
     doc = {"domain": domain, "mailboxes": mailboxes, "ledger_rows": rows, "passed": verdict.passed,
            "reasons": len(verdict.reasons), "counted_live": verdict.summary.get("mailboxes_counted_live"),
-           "runs": len(times), "median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
-           "max_s": round(max(times), 3)}
+           "connections": proofs.CONNECTIONS, "chunk_mailboxes": proofs.CHUNK_MAILBOXES,
+           "runs": len(times), "times_s": [round(t, 3) for t in times],
+           "median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
+           "max_s": round(max(times), 3), "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
+    if args.breakdown:
+        doc["breakdown"] = _breakdown(conn, domain, proofs.CONNECTIONS)
     if args.full:
         started = time.perf_counter()
         full = evaluate_gate(conn, domain, notice_check=lambda c, d: [], live=True)
@@ -134,6 +188,9 @@ def main() -> int:
     t.add_argument("dsn")
     t.add_argument("-n", type=int, default=3)
     t.add_argument("--full", action="store_true", help="also the full evaluation over the ledger (slow)")
+    t.add_argument("--breakdown", action="store_true", help="one more run split into facts read / decide / rest")
+    t.add_argument("--connections", type=int, help="store.proofs.CONNECTIONS for the run (default: the module's)")
+    t.add_argument("--chunk", type=int, help="store.proofs.CHUNK_MAILBOXES for the run")
     args = p.parse_args()
     return generate(args) if args.cmd == "generate" else time_gate(args)
 

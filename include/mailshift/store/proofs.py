@@ -207,7 +207,7 @@ def chunk_bounds(counts: list[tuple[str, int]], size: int) -> list[tuple[str | N
             n = 0
         n += mailboxes
     edges = [None, *starts, None]
-    return list(zip(edges[:-1], edges[1:]))
+    return list(zip(edges[:-1], edges[1:], strict=True))
 
 
 def _siblings(conn, n: int) -> list:

@@ -23,7 +23,7 @@ def test_every_building_is_in_exactly_one_chunk_and_chunks_hold_whole_buildings(
     counts = [(f"B{i:03d}", 1 + i % 7) for i in range(40)]
     bounds = chunk_bounds(counts, size)
     assert bounds[0][0] is None and bounds[-1][1] is None
-    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))     # contiguous, no gap, no overlap
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))     # contiguous, no gap, no overlap
     chunks: list[list[int]] = [[] for _ in bounds]
     for building, n in counts:
         (i,) = _owner(bounds, building)
