@@ -76,6 +76,11 @@ def ui(lab_config, tmp_path_factory):
             facts = build_lab_data(cfg, dsn, root)
             conn = psycopg2.connect(dsn)
             facts["map"] = add_map_buildings(conn)
+            with conn, conn.cursor() as cur:   # the test corpus fits: one refusal to count on every level
+                cur.execute("UPDATE message SET state = 2, detail = 'NO [OVERQUOTA] ui test'"
+                            " WHERE (mailbox_id, folder_id, src_uid) = (SELECT mailbox_id, folder_id, src_uid"
+                            " FROM message WHERE mailbox_id = %s AND state = 1 ORDER BY 2, 3 LIMIT 1)",
+                            (facts["exception_mailbox"][0],))
             ensure_metadata_db(cfg)
             env = airflow_env(cfg)
             db = urlsplit(dsn)
@@ -97,7 +102,7 @@ def ui(lab_config, tmp_path_factory):
                 dag_id = f"mailshift_building_{facts['pilot']}"
                 run_id = None
                 try:
-                    af.wait_for_dag(dag_id, timeout=240)
+                    af.wait_for_dag(dag_id, timeout=420)
                     run = af.api("POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None,
                                                                     "dag_run_id": "ui_test_run"})
                     run_id = run.get("dag_run_id")
@@ -462,7 +467,7 @@ def test_wave_domain_pages_counts_and_dag_doc_links(ui, summarised, browser, art
         cur.execute("SELECT b.domain, count(*) FROM message g JOIN mailbox_scope b ON b.mailbox_id = g.mailbox_id"
                     " WHERE g.state = 2 GROUP BY 1")
         refused = dict(cur.fetchall())
-    assert refused, "the test corpus has refused (oversized) messages"
+    assert sum(refused.values()) >= 1
     drv.get(base + "/mailshift/")
     _wait(drv, lambda: drv.find_elements(By.ID, "card-problems"), what="the overview")
     assert drv.find_element(By.ID, "card-problems").text.splitlines()[1].startswith(f"{sum(refused.values()):,} /")

@@ -54,6 +54,27 @@ def airflow_root(base: str) -> str:
     return base.rstrip("/").rsplit("/", 1)[0] + "/"
 
 
+#: Airflow shows our pages in an iframe sandboxed WITHOUT allow-top-navigation, so a link to an
+#: Airflow page (target=_top: a DAG run, a task log, Airflow's home) cannot navigate the top window.
+#: The frame is same-origin (allow-same-origin), so the link is handed to Airflow's own router
+#: instead: push the URL on the top window's history and tell it (popstate), as the router itself does.
+TOP_LINKS_JS = """<script>
+document.addEventListener('click', function (ev) {
+  var a = ev.target.closest && ev.target.closest('a[target=_top]');
+  if (!a || window.top === window) return;
+  try {
+    var top = window.top, url = new URL(a.href, location.href);
+    if (url.origin !== top.location.origin) return;
+    ev.preventDefault();
+    var idx = ((top.history.state || {}).idx || 0) + 1;
+    top.history.pushState({usr: null, key: Math.random().toString(36).slice(2, 10), idx: idx}, '',
+                          url.pathname + url.search + url.hash);
+    top.dispatchEvent(new PopStateEvent('popstate', {state: top.history.state}));
+  } catch (e) { /* another origin: leave it to the browser */ }
+});
+</script>"""
+
+
 def page(title: str, body: str, base: str, user: str | None) -> str:
     who = f'<span class="muted">signed in as {escape(user)}</span>' if user else ""
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
@@ -61,7 +82,7 @@ def page(title: str, body: str, base: str, user: str | None) -> str:
             f'<a href="{base}/map">Building map</a><a href="{base}/domains">Domains</a>'
             f'<a href="{base}/lookup">Household lookup</a>'
             f'<a id="airflow-home" target="_top" href="{airflow_root(base)}">Airflow</a>{who}</nav><hr>{body}'
-            '</body></html>')
+            f'{TOP_LINKS_JS}</body></html>')
 
 
 #: the counts every level shows (overview, wave, domain, building): header, key, CSS class when > 0
