@@ -84,3 +84,35 @@ def test_failed_proof_pages_exactly_once_with_mailbox_links_and_next_step(e2e):
     verdict = verify_mailbox(conn, victim.address, endpoint_from_env)
     conn.close()
     assert verdict.state in ("proven", "waived"), verdict.as_dict()
+
+
+def test_wave_summary_pages_once_per_outcome(e2e, monkeypatch):
+    """The wave's summary message is its alert: its failure callback stays silent, and a cleared
+    summary with the same figures does not post again (run-level dedup key)."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from mailshift.airflow import callbacks, wave
+
+    cfg = e2e["cfg"]
+    ti = SimpleNamespace(dag_id="mailshift_wave_1", run_id=f"manual__{e2e['root'].name}", task_id="summary",
+                         map_index=-1, try_number=1, log_url=None)
+    monkeypatch.setattr(wave, "get_current_context", lambda: {"ti": ti})
+    monkeypatch.setattr(callbacks, "_current_key", lambda: callbacks.alerts.problem_key(
+        ti.dag_id, ti.run_id, ti.task_id, -1))
+    slack_standin.reset(cfg)
+    for _ in range(2):                       # the task, then the same task cleared and run again
+        try:
+            wave.summary.function(1, None)
+        except AirflowFailException as exc:
+            callbacks.task_failure_alert({"ti": ti, "exception": exc})
+    posts = [c["params"] for c in slack_standin.recorded(cfg, "chat.postMessage")]
+    assert len(posts) == 1, [p["text"] for p in posts]
+    (msg,) = posts
+    base = e2e["env"]["AIRFLOW__API__BASE_URL"].rstrip("/")
+    assert "wave 1 finished" in msg["text"]
+    body = str(msg["blocks"])
+    assert f"{base}/dags/mailshift_wave_1/runs/{ti.run_id}" in body and f"{base}/mailshift/wave/1" in body
+    if "buildings proven" in msg["text"] and ":warning:" in msg["text"]:
+        assert "Next step" in body
