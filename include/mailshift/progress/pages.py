@@ -78,12 +78,18 @@ def _select(name: str, label: str, current, options: list[tuple]) -> str:
     return f"<label>{label} <select name='{name}' id='map-{name}'><option value=''>all</option>{opts}</select></label> "
 
 
+#: the counts a cell's tooltip names when they are not zero
+_CELL_COUNTS = (("refused", "messages_refused"), ("altered", "messages_altered"), ("waived", "mailboxes_waived"),
+                ("exceptions", "open_exceptions"))
+
+
 def _cell(c: dict) -> str:
     """One building: coloured by state, outlined when it has open exceptions, linked to its page
-    (relative link: the map is at <base>/map), the figures in its tooltip."""
-    tip = (f"{c['id']} {c['name'] or ''}: {c['state']}; wave {c['wave_id']}, {c['source_system']}; "
-           f"proven {c['mailboxes_proven']}/{c['mailboxes']}; refused {c['messages_refused']}, "
-           f"altered {c['messages_altered']}, waived {c['mailboxes_waived']}, exceptions {c['open_exceptions']}")
+    (relative link: the map is at <base>/map), its figures in a short tooltip (counts only when
+    not zero: 5,000 cells make the page, every byte counts)."""
+    counts = "".join(f", {label} {c[k]}" for label, k in _CELL_COUNTS if c[k])
+    tip = (f"{c['id']} {c['state']} w{c['wave_id']} {c['source_system']}: proven "
+           f"{c['mailboxes_proven']}/{c['mailboxes']}{counts}")
     x = " x" if c["open_exceptions"] else ""
     return f"<a class='s-{c['state']}{x}' href='building/{quote(c['id'])}' title='{escape(tip)}'></a>"
 
