@@ -136,3 +136,33 @@ def test_slow_server_times_out_and_retries(lab_config, mailbox):
     assert summary.attempts >= 2
     _exactly_once(lab_config, mb)
 
+
+
+
+def test_a_failed_stored_copy_check_never_records_copied(lab_config, mailbox, monkeypatch):
+    """The read-back runs on the lanes' checker session, after the append. When it fails (here:
+    the third batch's check raises), nothing of the unchecked batches becomes `copied` in that
+    attempt: they stay intents, the retry finds them at the destination by the digest of the
+    appended bytes (`recovered`), and the mailbox ends exactly once."""
+    from mailshift.copy import lanes
+    from mailshift.errors import TransientError
+    from support.mail import ledger_states
+
+    db, mb = mailbox
+    real, calls = lanes.check_stored, [0]
+
+    def flaky(client, job, groups):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise TransientError("stored-copy check cut (test)")
+        return real(client, job, groups)
+
+    monkeypatch.setattr(lanes, "check_stored", flaky)
+    summary = _copy(db, lab_config, mb)
+    assert summary.attempts == 2 and summary.altered == 0
+    assert summary.recovered >= 20                   # at least the batch whose check failed: never 'copied' unchecked
+    assert summary.copied + summary.recovered == 240
+    assert summary.stored_checked == summary.copied  # everything the pass recorded as copied was read back
+    assert ledger_states(db, mb.id) == {1: 240}
+    dest = snapshot(lab_config, "dest", mb.dest_login)["INBOX"]
+    assert sum(dest.values()) == 240 and max(dest.values()) == 1

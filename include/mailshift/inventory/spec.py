@@ -14,7 +14,8 @@ Keys:
 - max_connections: int >= 1 or null (null: the source system's limit).
 - pinned_wave: int >= 1 or null (planner must put the building into this wave).
 - dest_append_lanes: int 1..16 (default 3). Destination connections that append in parallel
-  per mailbox being copied (besides its own session): lower it where the provider limits
+  per mailbox being copied (besides its own session and the session that reads stored copies
+  back): lower it where the provider limits
   concurrent connections per user or per client address.
 - accepted_alterations: list of alteration classes (default []): an altered message (ledger state
   `altered`) of such a class does not block the proof; it is counted and named in the proof and
