@@ -16,7 +16,8 @@ def test_each_dag_links_to_its_page(monkeypatch):
     monkeypatch.setenv("MAILSHIFT_UI_BASE_URL", "https://airflow.isp.example/")
     root = "https://airflow.isp.example/mailshift/"
     building = SimpleNamespace(id="B-7.x", name="n", domain="d.example.jp", source_system="alpha", wave=2,
-                               pool="src_alpha", mailboxes=[1, 2])
+                               pool="src_alpha",
+                               mailboxes=[SimpleNamespace(id=i, address=f"u{i}@d.example.jp") for i in (1, 2)])
     wave = build_wave_dag({"number": 3, "name": "wave 3", "buildings": 1})
     cut, ttl = build_cutover_dag("d.example.jp", ["B1"]), build_ttl_dag("d.example.jp")
     assert wave.dag_id == factory.wave_dag_id(3)
