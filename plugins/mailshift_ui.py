@@ -367,10 +367,22 @@ async def building_api(request: Request, building_id: str):
     return _json(bp)
 
 
+async def _computing(request: Request, title: str) -> HTMLResponse | None:
+    """The 'computing' page while no summary exists yet (the level pages read only summaries)."""
+    from mailshift.progress import html, queries
+
+    st = await _db(queries.summary_state)
+    if st["summary_refreshed_at"] is not None:
+        return None
+    return HTMLResponse(html.computing_html(st, _base(request), _username(_user(request)), title))
+
+
 @app.get("/wave/{wave_id}", response_class=HTMLResponse)
 async def wave_view(request: Request, wave_id: int):
     from mailshift.progress import pages, queries
 
+    if wait := await _computing(request, f"Wave {wave_id}"):
+        return wait
     wp = await _db(queries.wave_page, wave_id)
     if wp is None:
         raise HTTPException(status_code=404, detail=f"no wave {wave_id}")
@@ -393,6 +405,8 @@ async def wave_api(request: Request, wave_id: int):
 async def domains_view(request: Request):
     from mailshift.progress import pages, queries
 
+    if wait := await _computing(request, "Domains"):
+        return wait
     return HTMLResponse(pages.domains_html(await _db(queries.domains), _base(request), _username(_user(request))))
 
 
@@ -407,6 +421,8 @@ async def domains_api(request: Request):
 async def domain_view(request: Request, domain: str):
     from mailshift.progress import pages, queries
 
+    if wait := await _computing(request, f"Domain {domain}"):
+        return wait
     dp = await _db(queries.domain_page, domain)
     if dp is None:
         raise HTTPException(status_code=404, detail=f"no domain {domain}")
@@ -442,6 +458,8 @@ async def map_view(request: Request, wave: str | None = None, system: str | None
     from mailshift.progress import pages, queries
 
     f = _map_filters(wave, system, state)
+    if wait := await _computing(request, "Building map"):
+        return wait
     m = await _db(lambda conn: queries.building_map(conn, **f))
     return HTMLResponse(pages.map_html(m, _base(request), _username(_user(request))))
 

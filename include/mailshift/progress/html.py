@@ -110,12 +110,13 @@ def _state_class(state: str | None) -> str:
     return {rs.PROVEN: "ok", rs.WAIVED: "ok", rs.NOT_PROVEN: "warn"}.get(state or "", "muted")
 
 
-def computing_html(ov: dict, base: str, user: str | None = None) -> str:
-    """Before the first summary exists no figure is shown: zeros would read as 'nothing copied'."""
-    body = ("<h1>Migration progress</h1><p id='computing' class='warn'>computing the first summary of the "
+def computing_html(ov: dict, base: str, user: str | None = None, title: str = "Migration progress") -> str:
+    """Before the first summary exists no figure is shown: zeros would read as 'nothing copied'
+    (and every building of the map as empty)."""
+    body = (f"<h1>{escape(title)}</h1><p id='computing' class='warn'>computing the first summary of the "
             f"ledger (started {_e(ov['as_of'])}); figures appear once it is done. This page refreshes itself.</p>"
             "<meta http-equiv='refresh' content='10'>")
-    return page("mailshift: migration progress (computing)", body, base, user)
+    return page(f"mailshift: {title} (computing)", body, base, user)
 
 
 def _throughput_card(tp: dict) -> str:

@@ -154,6 +154,11 @@ def buildings(conn, state: str | None = None) -> list[dict]:
     return store.buildings(conn, state)
 
 
+def summary_state(conn) -> dict:
+    """{as_of, summary_refreshed_at}: the level pages show no figure before the first summary."""
+    return store.summary_state(conn)
+
+
 # -- waves, domains and the building map ---------------------------------------------------------
 def _rollup(rows: list[dict], **meta) -> dict:
     """Buildings (store.building_facts rows) summed into one group with its derived state."""

@@ -443,6 +443,13 @@ def buildings(conn, state: str | None = None, limit: int = 2000) -> list[dict]:
     return building_facts(conn, state=state, limit=limit)
 
 
+def summary_state(conn) -> dict:
+    """now and when the summaries were last refreshed (None: never, the first is being computed)."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT now() AS as_of, last_refresh_at AS summary_refreshed_at FROM progress_state WHERE id = 1")
+        return _one(cur)
+
+
 def map_filters(conn) -> dict:
     """What the building map can be filtered by: waves (id, name) and source systems."""
     with conn, conn.cursor() as cur:

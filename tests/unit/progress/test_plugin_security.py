@@ -102,7 +102,16 @@ def test_prefix_searches_are_rate_limited(ui):
 
 def test_level_pages_map_and_their_errors(ui):
     """The wave / domain / domains / map routes answer (with CSP), refuse bad filters with 400
-    and unknown waves or domains with 404, never 500."""
+    and unknown waves or domains with 404, never 500; before the first summary the level pages
+    say they are computing instead of drawing every building empty."""
+    from mailshift.store import progress as store
+
+    for url in ("/map", "/domains", "/domain/x.example", "/wave/1"):
+        r = ui.client.get(url)
+        assert r.status_code == 200 and "id='computing'" in r.text and "building-map" not in r.text, url
+    conn = psycopg2.connect(ui.mod._dsn)
+    store.refresh_changed(conn)
+    conn.close()
     r = ui.client.get("/map")
     assert r.status_code == 200 and "id='building-map'" in r.text and "href='building/" in r.text
     assert "frame-ancestors 'self'" in r.headers["content-security-policy"]
