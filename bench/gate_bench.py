@@ -18,7 +18,7 @@ notice condition left out, as before) from the summaries; with `--full` also the
 evaluation (`live=True`, one run: it scans the ledger) and whether both give the same verdict and
 reasons; with `--breakdown` one more run split into its parts (facts read over 1 and over
 `--connections` connections, decide, the rest). `--connections` / `--chunk` set
-`store.proofs.CONNECTIONS` / `CHUNK_MAILBOXES` for the run.
+`store.proofs.CONNECTIONS` / `CHUNK_HOUSEHOLDS` for the run.
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ def time_gate(args) -> int:
     if args.connections:
         proofs.CONNECTIONS = args.connections
     if args.chunk:
-        proofs.CHUNK_MAILBOXES = args.chunk
+        proofs.CHUNK_HOUSEHOLDS = args.chunk
     conn = psycopg2.connect(args.dsn)
     domain, mailboxes, rows = _largest_domain(conn)
     load_before = os.getloadavg()
@@ -198,7 +198,7 @@ def time_gate(args) -> int:
         times.append(time.perf_counter() - started)
     doc = {"domain": domain, "mailboxes": mailboxes, "ledger_rows": rows, "passed": verdict.passed,
            "reasons": len(verdict.reasons), "counted_live": verdict.summary.get("mailboxes_counted_live"),
-           "connections": proofs.CONNECTIONS, "chunk_mailboxes": proofs.CHUNK_MAILBOXES,
+           "connections": proofs.CONNECTIONS, "chunk_households": proofs.CHUNK_HOUSEHOLDS,
            "runs": len(times), "times_s": [round(t, 3) for t in times],
            "median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
            "max_s": round(max(times), 3), "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
@@ -226,7 +226,7 @@ def main() -> int:
     t.add_argument("--full", action="store_true", help="also the full evaluation over the ledger (slow)")
     t.add_argument("--breakdown", action="store_true", help="one more run split into facts read / decide / rest")
     t.add_argument("--connections", type=int, help="store.proofs.CONNECTIONS for the run (default: the module's)")
-    t.add_argument("--chunk", type=int, help="store.proofs.CHUNK_MAILBOXES for the run")
+    t.add_argument("--chunk", type=int, help="store.proofs.CHUNK_HOUSEHOLDS for the run")
     a = sub.add_parser("apply-0012", help="apply migration 0012 to a generated database (timed), then ANALYZE it")
     a.add_argument("dsn")
     args = p.parse_args()

@@ -270,7 +270,7 @@ def test_two_writers_at_once_keep_the_newest_pass(dsn, db, domain):
 def test_a_domain_read_in_chunks_over_several_connections_gives_the_same_answer(dsn, db, domain, monkeypatch,
                                                                                 lab_config):
     whole, _ = _same(db)
-    monkeypatch.setattr(proofs, "CHUNK_MAILBOXES", 1)    # one chunk per building: S0, S1, S2
+    monkeypatch.setattr(proofs, "CHUNK_HOUSEHOLDS", 1)    # one chunk per building: S0, S1, S2
     chunks, siblings = [], []
     admin = psycopg2.connect(lab_config.pg_admin_dsn)
     try:

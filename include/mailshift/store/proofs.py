@@ -37,8 +37,8 @@ from mailshift.store import waivers as waiver_store
 
 #: a scope is exactly one of these keyword arguments
 SCOPES = ("mailbox_ids", "building", "domain", "wave")
-#: a domain or wave is read in chunks of whole buildings of about this many mailboxes ...
-CHUNK_MAILBOXES = 100_000
+#: a domain or wave is read in chunks of whole buildings of about this many households ...
+CHUNK_HOUSEHOLDS = 80_000
 #: ... over at most this many connections at once (the caller's and siblings opened for the read)
 CONNECTIONS = 3
 
@@ -130,8 +130,12 @@ WHERE f.blocking
 ORDER BY f.mailbox_id, f.id
 """
 
-# the buildings of a domain or wave with their mailbox counts, to cut it into chunks
-_BUILDINGS = "SELECT s.building_id, count(*) FROM mailbox_scope s WHERE {where} GROUP BY 1 ORDER BY 1"
+# the buildings of a domain or wave with their household counts, to cut it into chunks
+# (households, not mailboxes: 0.13 s instead of 1.0 s at 400,000 households; the ranges cover
+# every building whatever the counts)
+_BUILDINGS = """SELECT b.id, count(*) FROM building b JOIN household h ON h.building_id = b.id
+WHERE {where} GROUP BY 1 ORDER BY 1"""
+_BUILDING_WHERE = {"domain": "b.domain = %(v)s", "wave": "b.wave_id = %(v)s"}
 
 
 @contextlib.contextmanager
@@ -163,7 +167,8 @@ def facts_in_chunks(conn, *, live: bool = False, connections: int = CONNECTIONS,
     database and role, closed at the end): the next chunks are read while the caller works on
     this one. Do not use `conn` until the iteration ends."""
     where, params = _where(scope)
-    bounds = _chunk_bounds(conn, where, params) if ("domain" in scope or "wave" in scope) else [(None, None)]
+    by = next((k for k in _BUILDING_WHERE if scope.get(k) is not None), None)
+    bounds = _chunk_bounds(conn, _BUILDING_WHERE[by], params) if by else [(None, None)]
     if len(bounds) == 1 or connections <= 1:
         for lo, hi in bounds:
             yield _read_chunk(conn, where, params, lo, hi, live)
@@ -193,12 +198,12 @@ def facts_in_chunks(conn, *, live: bool = False, connections: int = CONNECTIONS,
 def _chunk_bounds(conn, where: str, params: dict) -> list[tuple[str | None, str | None]]:
     with conn, conn.cursor() as cur:
         cur.execute(_BUILDINGS.format(where=where), params)
-        return chunk_bounds(cur.fetchall(), CHUNK_MAILBOXES)
+        return chunk_bounds(cur.fetchall(), CHUNK_HOUSEHOLDS)
 
 
 def chunk_bounds(counts: list[tuple[str, int]], size: int) -> list[tuple[str | None, str | None]]:
-    """Half-open building ranges [lo, hi) of whole buildings, about `size` mailboxes each, from
-    (building, mailboxes) in building order. The first range has no lower and the last no upper
+    """Half-open building ranges [lo, hi) of whole buildings, about `size` households each, from
+    (building, households) in building order. The first range has no lower and the last no upper
     bound, so a building added meanwhile is still read, exactly once."""
     starts, n = [], 0
     for building, mailboxes in counts:
