@@ -241,6 +241,8 @@ def _read_chunk(conn, where: str, params: dict, lo: str | None, hi: str | None, 
         # no JIT: its cost model sees 64 partitions x 2 probes and compiles ~400 functions (7.6 s a
         # chunk, measured at 500,000 mailboxes) for a query of index probes that it cannot speed up
         cur.execute("SET LOCAL jit = off")
+        # the chunks run side by side on their own connections: no parallel workers under each
+        cur.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         cur.execute(sql, {**params, "lo": lo, "hi": hi})
         facts = [MailboxFacts(*row) for row in cur.fetchall()]
         verified = [f for f in facts if f.verify_run_id is not None and (live or f.verdict != "proven")]
