@@ -62,7 +62,6 @@ def ui(lab_config, tmp_path_factory):
     from lab import airflow_services
     from lab.airflow_home import airflow_env, ensure_metadata_db
     from lab.connections import airflow_conn_env
-    from mailshift.store import progress as store
     from support.mail import fresh_database
 
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):

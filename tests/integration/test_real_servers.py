@@ -200,7 +200,7 @@ def test_stale_x_uidl_is_replaced_not_stacked(lab_config, db):
         details = [r[0] for r in cur.fetchall()]
     offset = message(1).index(b"\r\n\r\n") + 2
     assert details == [{"removed": [[offset, stale.hex()]]}, None, {"removed": [[0, b"X-UIDL: leading-stale\r\n".hex()]]}]
-    from mailshift.store.verification import read_ledger   # what the verifier reverses: the declaration
+    from mailshift.store.verification import read_ledger  # what the verifier reverses: the declaration
 
     _folders, rows, _as_of = read_ledger(db, mb.id)
     assert [r[10] for r in sorted(rows, key=lambda r: r[1])] == details

@@ -6,8 +6,17 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import quote, urlencode
 
-from mailshift.progress.html import (_e, _n, buildings_table, counts_cells, counts_head, dag_runs_html, human_bytes,
-                                     page, state_badge)
+from mailshift.progress.html import (
+    _e,
+    _n,
+    buildings_table,
+    counts_cells,
+    counts_head,
+    dag_runs_html,
+    human_bytes,
+    page,
+    state_badge,
+)
 from mailshift.rules import states as rs
 
 

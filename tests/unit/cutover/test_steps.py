@@ -155,7 +155,7 @@ def test_closes_are_one_task_per_building_whatever_the_batches():
     from mailshift.cutover.steps import batch_rows, close_chunks
 
     batches = batch_rows(_rows(8, 67), size=3)
-    for i, b in enumerate(batches):
+    for b in batches:
         for g in b["groups"]:
             g["verify_run_id"] = 100 + int(g["building_id"][1:])
     parts = [{g["building_id"]: {"verified": len(g["mailbox_ids"]), "errors": {}} for g in b["groups"]}
