@@ -168,7 +168,15 @@ class AirflowServices:
         raise TimeoutError(f"{task_id} of {dag_id}: the answer did not take within {timeout}s")
 
     def task_states(self, dag_id: str, run_id: str) -> dict:
-        tis = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000")["task_instances"]
+        """Every task instance's state, page by page: the API caps `limit` at
+        `[api] maximum_page_limit` (100), so one page of a mapped run is not the whole run."""
+        tis, total = [], None
+        while total is None or len(tis) < total:
+            page = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100&offset={len(tis)}")
+            total = page["total_entries"]
+            if not page["task_instances"]:
+                break
+            tis += page["task_instances"]
         return {(t["task_id"], t["map_index"]): t["state"] for t in tis}
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 600) -> str:

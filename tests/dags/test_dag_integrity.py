@@ -132,3 +132,32 @@ def test_cutover_files_deal_every_domain_exactly_once(tmp_path):
     expected = {f"mailshift_{kind}_d{i}_example_jp" for i in range(7) for kind in ("cutover", "lower_ttl")}
     assert sorted(seen) == sorted(expected)
     assert len(list((REPO / "dags").glob("mailshift_cutover_*.py"))) == CUTOVER_FILES
+
+
+def test_cutover_steps_fail_deliberate_errors_without_retry(lab_config):
+    """A cutover step that meets an identity mismatch or a refused login fails at once (no retry
+    locks the account or repeats the mismatch); a transient failure keeps Airflow's retries. The
+    step runs on the glue's real database connection, closed whichever way it ends."""
+    import psycopg2
+    import pytest
+
+    from mailshift.airflow import cutover
+    from mailshift.airflow.failfast import NotRetried
+    from mailshift.errors import AuthError, IdentityMismatch, TransientError
+
+    seen = []
+
+    def step(conn, exc):
+        seen.append(conn)
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+        raise exc
+
+    for exc in (IdentityMismatch("session is c2, not c1"), AuthError("login refused")):
+        with pytest.raises(NotRetried):
+            cutover._run(step, exc)
+    with pytest.raises(TransientError):
+        cutover._run(step, TransientError("127.0.0.1:143: connection refused"))
+    with pytest.raises(psycopg2.OperationalError):
+        cutover._run(step, psycopg2.OperationalError("database down"))
+    assert len(seen) == 4 and all(c.closed for c in seen)

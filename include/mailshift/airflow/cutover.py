@@ -35,6 +35,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from mailshift.airflow.building import DEFAULT_ARGS, building_asset, verify_close_fn, verify_part_fn
 from mailshift.airflow.callbacks import post
 from mailshift.airflow.connections import database_url, dns_provider
+from mailshift.airflow.failfast import fail_fast
 
 
 def _connect():
@@ -48,8 +49,9 @@ def _notify(message) -> None:
 
 
 def _run(step, *args, **kwargs):
-    """Run one cutover step on its own database connection, closed even when the step raises."""
-    with closing(_connect()) as conn:
+    """Run one cutover step on its own database connection, closed even when the step raises;
+    a deliberate failure (identity, credentials, configuration) fails at once, never retried."""
+    with closing(_connect()) as conn, fail_fast():
         return step(conn, *args, **kwargs)
 
 
