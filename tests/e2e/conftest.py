@@ -32,11 +32,16 @@ def register_test_dag(dag) -> None:
     """Write a DAG a test defined for itself into the metadata DB (as the dag-processor would),
     so `dag.test()` can create its run: Airflow 3.3's `dag.test()` only finds DAGs of a bundle.
     Its id must start with TEST_DAG_PREFIX (the session cleanup deletes those DAGs)."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.collection import update_dag_parsing_results_in_db
     from airflow.serialization.serialized_objects import LazyDeserializedDAG
     from airflow.utils.session import create_session
 
     assert dag.dag_id.startswith(TEST_DAG_PREFIX), dag.dag_id
+    with create_session() as session:
+        # a fresh metadata DB has no bundle row until something syncs them (the dag-processor,
+        # or the first dag.test() of a bundle DAG), and the DAG row refers to it: commit it first
+        DagBundlesManager().sync_bundles_to_db(session=session)
     with create_session() as session:
         update_dag_parsing_results_in_db("dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(),
                                          session=session, files_parsed=set())
