@@ -377,16 +377,21 @@ async def _computing(request: Request, title: str) -> HTMLResponse | None:
     return HTMLResponse(html.computing_html(st, _base(request), _username(_user(request)), title))
 
 
+async def _level(request: Request, fetch, key, dags, what: str) -> tuple[dict, list]:
+    """A wave's or a domain's page data and its DAGs' runs; 404 naming it when unknown."""
+    page = await _db(fetch, key)
+    if page is None:
+        raise HTTPException(status_code=404, detail=f"no {what} {key}")
+    return page, await asyncio.to_thread(dag_runs, dags(key), _user(request))
+
+
 @app.get("/wave/{wave_id}", response_class=HTMLResponse)
 async def wave_view(request: Request, wave_id: int):
     from mailshift.progress import pages, queries
 
     if wait := await _computing(request, f"Wave {wave_id}"):
         return wait
-    wp = await _db(queries.wave_page, wave_id)
-    if wp is None:
-        raise HTTPException(status_code=404, detail=f"no wave {wave_id}")
-    runs = await asyncio.to_thread(dag_runs, _wave_dags(wave_id), _user(request))
+    wp, runs = await _level(request, queries.wave_page, wave_id, _wave_dags, "wave")
     return HTMLResponse(pages.wave_html(wp, runs, _base(request), _username(_user(request))))
 
 
@@ -394,11 +399,8 @@ async def wave_view(request: Request, wave_id: int):
 async def wave_api(request: Request, wave_id: int):
     from mailshift.progress import queries
 
-    wp = await _db(queries.wave_page, wave_id)
-    if wp is None:
-        raise HTTPException(status_code=404, detail=f"no wave {wave_id}")
-    wp["dag_runs"] = await asyncio.to_thread(dag_runs, _wave_dags(wave_id), _user(request))
-    return _json(wp)
+    wp, runs = await _level(request, queries.wave_page, wave_id, _wave_dags, "wave")
+    return _json({**wp, "dag_runs": runs})
 
 
 @app.get("/domains", response_class=HTMLResponse)
@@ -423,10 +425,7 @@ async def domain_view(request: Request, domain: str):
 
     if wait := await _computing(request, f"Domain {domain}"):
         return wait
-    dp = await _db(queries.domain_page, domain)
-    if dp is None:
-        raise HTTPException(status_code=404, detail=f"no domain {domain}")
-    runs = await asyncio.to_thread(dag_runs, _domain_dags(domain), _user(request))
+    dp, runs = await _level(request, queries.domain_page, domain, _domain_dags, "domain")
     return HTMLResponse(pages.domain_html(dp, runs, _base(request), _username(_user(request))))
 
 
@@ -434,11 +433,8 @@ async def domain_view(request: Request, domain: str):
 async def domain_api(request: Request, domain: str):
     from mailshift.progress import queries
 
-    dp = await _db(queries.domain_page, domain)
-    if dp is None:
-        raise HTTPException(status_code=404, detail=f"no domain {domain}")
-    dp["dag_runs"] = await asyncio.to_thread(dag_runs, _domain_dags(domain), _user(request))
-    return _json(dp)
+    dp, runs = await _level(request, queries.domain_page, domain, _domain_dags, "domain")
+    return _json({**dp, "dag_runs": runs})
 
 
 def _map_filters(wave: str | None, system: str | None, state: str | None) -> dict:
