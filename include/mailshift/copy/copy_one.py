@@ -17,6 +17,7 @@ from mailshift.errors import (  # UnknownMailbox: callers import it from here
     UnknownMailbox,
 )
 from mailshift.protocols.endpoint import Endpoint, endpoint_from_env
+from mailshift.store import exception_records
 from mailshift.store import inventory as inventory_store
 from mailshift.store.ledger import CopyStore
 
@@ -57,6 +58,12 @@ def options_for(ctx: MailboxContext, pass_kind: str, **overrides) -> CopyOptions
     return CopyOptions(**options)
 
 
+def preflight_key(mailbox_id: int) -> str:
+    """Dedup key of a mailbox's preflight exception: the preflight raises it, a later good
+    preflight or a finished copy pass resolves it."""
+    return f"preflight:{mailbox_id}"
+
+
 def copy_one(conn, address_or_id: str | int, pass_kind: str,
              resolve: Callable[[str], Endpoint] = endpoint_from_env,
              dest_conn_id: str = DEFAULT_DEST_CONN, progress=None, **overrides) -> PassSummary:
@@ -69,9 +76,7 @@ def copy_one(conn, address_or_id: str | int, pass_kind: str,
     if not summary.refused and not summary.folders_refused:
         # a finished pass logged in on both sides and stored everything: what an earlier preflight
         # saw (unreachable, refused login, no room) no longer holds, so it must not block the gate
-        from mailshift.store import exception_records
-
-        exception_records.resolve_if_open(conn, f"preflight:{ctx.mailbox.id}", "copy",
+        exception_records.resolve_if_open(conn, preflight_key(ctx.mailbox.id), "copy",
                                           f"{pass_kind} pass finished: both servers reachable, nothing refused")
     return summary
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mailshift.copy.copy_one import mailbox_context
+from mailshift.copy.copy_one import mailbox_context, preflight_key
 from mailshift.errors import AuthError, ConfigError, IdentityMismatch, ProtocolError, TransientError
 from mailshift.protocols.endpoint import Endpoint
 from mailshift.protocols.imap.session import close_session, open_session, translated_errors
@@ -92,7 +92,7 @@ def check_declared_server(system_id: str, declared: dict | None, endpoint: Endpo
 def _record(conn, building_id: str, result: PreflightResult) -> None:
     """One open exception per mailbox with problems (dedup key: a rerun updates it), resolved
     once the mailbox passes."""
-    key = f"preflight:{result.mailbox_id}"
+    key = preflight_key(result.mailbox_id)
     if result.ok:
         exception_records.resolve_if_open(conn, key, "preflight", "logins and quota fine on a later preflight")
         return
