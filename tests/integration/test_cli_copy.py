@@ -15,6 +15,7 @@ import pytest
 from lab.connections import airflow_conn_env
 from mailshift.protocols.imap.append import OutgoingMessage, multiappend
 from support.mail import add_mailbox, fresh_database, imap, unique_login
+from support.terminal import run_on_pty
 
 pytestmark = pytest.mark.integration
 MAILSHIFT = str(Path(sys.executable).with_name("mailshift"))
@@ -114,26 +115,11 @@ def test_copy_progress_denominator_is_the_mailbox_count_from_the_start(setup, la
 
 
 def test_copy_progress_bar_on_a_terminal_only(setup, lab_config):
-    import pty
-
     mb, env = setup
     _fill_folders(lab_config, mb, {"INBOX.Gamma": 3})          # 10 messages in all
     env = {**env, "COLUMNS": "160"}
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execve(MAILSHIFT, [MAILSHIFT, "copy", mb.address, "--pass", "prestage", "--batch-messages", "2"], env)
-    screen = b""
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        screen += chunk
-    _, status = os.waitpid(pid, 0)
-    text = screen.decode("utf-8", "replace")
-    assert os.waitstatus_to_exitcode(status) == 0, text
+    code, text = run_on_pty([MAILSHIFT, "copy", mb.address, "--pass", "prestage", "--batch-messages", "2"], env)
+    assert code == 0, text
     assert "10/10" in text and "━" in text and "ETA" in text and "messages/s" in text, text
     import re
 

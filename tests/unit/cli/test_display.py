@@ -4,13 +4,13 @@ when stderr is not a terminal or with --json, the copy's denominator is the sour
 from __future__ import annotations
 
 import os
-import pty
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 from mailshift.cli import display
+from support.terminal import run_on_pty
 
 LOGS = sorted(str(p) for p in (Path(__file__).parents[1] / "fixtures" / "pop3logs").iterdir() if p.is_file())
 
@@ -51,20 +51,7 @@ def _cli(argv, tty: bool) -> tuple[int, str]:
     if not tty:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         return r.returncode, r.stderr
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execv(cmd[0], cmd)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), out.decode("utf-8", "replace")
+    return run_on_pty(cmd)
 
 
 def test_audit_logs_bar_on_a_terminal_only():
