@@ -408,15 +408,14 @@ def cutover_dags(directory=None, part: int = 0, parts: int = 1) -> dict[str, DAG
 
     from airflow.sdk import get_parsing_context
 
-    from mailshift.airflow.factory import check_budget
+    from mailshift.airflow.factory import check_budget, cutover_dag_ids
 
     wanted = get_parsing_context().dag_id
     started = time.monotonic()
     out = {}
     domains = sorted((manifest.get("domains") or {}).items())[part::parts]
     for n, (domain, buildings) in enumerate(domains, 1):
-        safe = domain.replace(".", "_").replace("-", "_")
-        if wanted and wanted not in (f"mailshift_cutover_{safe}", f"mailshift_lower_ttl_{safe}"):
+        if wanted and wanted not in cutover_dag_ids(domain):
             continue
         pools = [v["pool"] for v in (manifest.get("source_systems") or {}).values()]
         for dag in (build_cutover_dag(domain, buildings, pools), build_ttl_dag(domain)):

@@ -22,6 +22,7 @@ from airflow.sdk import DAG, get_parsing_context
 from mailshift import settings
 from mailshift.airflow.building import build_building_dag, building_dag_id
 from mailshift.errors import ShardOverBudget  # noqa: F401  (raised here)
+from mailshift.notify.alerts import UI_MOUNT
 from mailshift.planning import snapshot
 
 #: seconds one shard file may spend building its DAGs (dag-processor timeout is 50 s by default)
@@ -121,11 +122,9 @@ def selfcheck_dag() -> DAG:
 
 
 # -- DAG docs link to the mailshift pages (the pages link back to the runs) -------------------
-UI_MOUNT = "mailshift"       # the plugin's url_prefix (plugins/mailshift_ui.py PREFIX)
-
 
 def wave_dag_id(number) -> str:
-    """The DAG of a wave (mailshift.airflow.wave.build_wave_dag names it so)."""
+    """The DAG of a wave (the one place of the name: mailshift.airflow.wave, the plugin)."""
     return f"mailshift_wave_{number}"
 
 

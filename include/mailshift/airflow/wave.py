@@ -19,6 +19,7 @@ from airflow.sdk.exceptions import AirflowRescheduleException
 from mailshift.airflow.building import DEFAULT_ARGS, DEFAULT_PASS, building_dag_id
 from mailshift.airflow.callbacks import page_links, post
 from mailshift.airflow.connections import database_url
+from mailshift.airflow.factory import wave_dag_id
 from mailshift.airflow.failfast import fail_fast
 from mailshift.rules.states import PASS_KINDS
 
@@ -112,7 +113,7 @@ def build_wave_dag(wave: dict) -> DAG:
     """The DAG of one wave from its manifest entry; operators trigger it with the pass to run."""
     number = wave["number"]
     with DAG(
-        dag_id=f"mailshift_wave_{number}",
+        dag_id=wave_dag_id(number),
         description=f"{wave.get('name', f'wave {number}')}: {wave.get('buildings', '?')} buildings",
         schedule=None,
         catchup=False,
@@ -153,4 +154,4 @@ def wave_dags(directory=None) -> dict[str, DAG]:
         manifest = snapshot.read_manifest(directory or snapshot.default_dir())
     except snapshot.SnapshotError:
         return {}
-    return {f"mailshift_wave_{w['number']}": build_wave_dag(w) for w in manifest.get("waves", [])}
+    return {wave_dag_id(w["number"]): build_wave_dag(w) for w in manifest.get("waves", [])}
