@@ -350,14 +350,15 @@ SUMMED = ("mailboxes", "mailboxes_copied", "mailboxes_proven", "mailboxes_waived
           "messages_altered", "open_exceptions", "open_blocking_exceptions", "messages_total", "bytes_total")
 
 
-def _cells_sql(key: str) -> str:
+def _cells_sql(key: str, where: str = "") -> str:
     sums = ", ".join(f"sum({k}) AS {k}" for k in SUMMED)
     return (f"WITH f AS ({BUILDING_FACTS}) SELECT {key}, state, count(*) AS buildings, {sums}, "
-            f"count(*) FILTER (WHERE no_estimate) AS no_estimate FROM f GROUP BY {key}, state")
+            f"count(*) FILTER (WHERE no_estimate) AS no_estimate FROM f{where} GROUP BY {key}, state")
 
 
 _OVERVIEW_CELLS = _cells_sql("wave_id")
 _DOMAIN_CELLS = _cells_sql("domain")
+_ONE_DOMAIN_CELLS = _cells_sql("domain", " WHERE domain = %(domain)s")
 
 # throughput now: passes finished in the window (index pass_updated_idx)
 _THROUGHPUT = """
@@ -469,10 +470,8 @@ def wave_meta(conn, wave_id: int) -> dict | None:
 
 def domain_cells(conn, domain: str | None = None) -> list[dict]:
     """Per domain and building state: the buildings and their summed figures."""
-    where = " WHERE domain = %(domain)s" if domain is not None else ""
-    sql = _DOMAIN_CELLS.replace(" GROUP BY domain", where + " GROUP BY domain")
     with conn, conn.cursor() as cur:
-        cur.execute(sql, {"domain": domain})
+        cur.execute(_DOMAIN_CELLS if domain is None else _ONE_DOMAIN_CELLS, {"domain": domain})
         return _rows(cur)
 
 
