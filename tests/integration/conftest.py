@@ -15,3 +15,15 @@ def db(lab_config):
         conn = psycopg2.connect(dsn)
         yield conn
         conn.close()
+
+
+@pytest.fixture
+def fresh_probes(tmp_path, monkeypatch):
+    """Each test probes session identity afresh, with its own probe cache (never the shared
+    ~/.cache one): the real-server tests change who may log in between tests."""
+    from mailshift.protocols.imap.session import forget_probes
+
+    monkeypatch.setenv("MAILSHIFT_IDENTITY_PROBE_CACHE", str(tmp_path / "probe-cache"))
+    forget_probes()
+    yield
+    forget_probes()

@@ -11,12 +11,11 @@ import pytest
 
 from mailshift.copy.copy_one import copy_one
 from mailshift.protocols.imap.append import OutgoingMessage, multiappend
-from mailshift.protocols.imap.session import forget_probes
 from mailshift.verify import verify_building, verify_mailbox
 from support import realservers as rs
 from support.mail import ledger_states
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("fresh_probes")]
 
 WHEN = dt.datetime(2024, 5, 1, 9, 30, tzinfo=dt.timezone(dt.timedelta(hours=9)))
 
@@ -47,14 +46,6 @@ def src_a_to_cyrus(cfg, tmp_path, mb):
     eps = {"mailshift_src_a": parse_endpoint(imap_uri(cfg, "src-a")),
            "mailshift_dest": rs.endpoint(cfg, "cyrus-dest", "user", cred)}
     return eps.__getitem__
-
-
-@pytest.fixture(autouse=True)
-def _fresh_probes(tmp_path, monkeypatch):
-    monkeypatch.setenv("MAILSHIFT_IDENTITY_PROBE_CACHE", str(tmp_path / "probe-cache"))
-    forget_probes()
-    yield
-    forget_probes()
 
 
 def copied_with_one_alteration(cfg, db, tmp_path, accepted: list[str]):

@@ -11,13 +11,13 @@ import pytest
 from mailshift.copy.copy_one import copy_one
 from mailshift.errors import CredentialsError, IdentityMismatch
 from mailshift.protocols.imap.append import OutgoingMessage, multiappend
-from mailshift.protocols.imap.session import fetch_range, forget_probes, open_session
+from mailshift.protocols.imap.session import fetch_range, open_session
 from mailshift.protocols.pop3 import read_uidls
 from mailshift.verify import verify_mailbox
 from support import realservers as rs
 from support.mail import ledger_states
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("fresh_probes")]
 
 WHEN = dt.datetime(2024, 5, 1, 9, 30, tzinfo=dt.timezone(dt.timedelta(hours=9)))
 
@@ -45,15 +45,6 @@ def resolver(cfg, tmp_path, mb, dest_auth="user", **dest_extra):
            "mailshift_dest": rs.endpoint(cfg, "cyrus-dest", dest_auth, dst_cred if dest_auth == "user" else None,
                                          **dest_extra)}
     return eps.__getitem__
-
-
-@pytest.fixture(autouse=True)
-def _fresh_probes(tmp_path, monkeypatch):
-    """Each test probes afresh, with its own probe cache (never the shared ~/.cache one)."""
-    monkeypatch.setenv("MAILSHIFT_IDENTITY_PROBE_CACHE", str(tmp_path / "probe-cache"))
-    forget_probes()
-    yield
-    forget_probes()
 
 
 def test_per_mailbox_passwords_copy_and_prove(lab_config, db, tmp_path):
