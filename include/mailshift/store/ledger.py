@@ -18,8 +18,7 @@ from psycopg2.extensions import connection as PgConnection
 
 from mailshift.rules import states
 
-#: message state 5 (migration 0008): stored at the destination but not byte-identical. Mirrored
-#: here until mailshift.rules.states (owned elsewhere) names it.
+#: message state 5 (migration 0008): stored at the destination but not byte-identical (rules.states)
 ALTERED = states.ALTERED
 
 
