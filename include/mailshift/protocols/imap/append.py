@@ -152,8 +152,7 @@ def multiappend_in_order(client: IMAPClient, folder: str, messages: list[Outgoin
     return _outcome(typ, data)
 
 
-# -- what the destination stored -----------------------------------------------------------
-ALTERATION_CLASSES = ("line_endings", "header_bytes_replaced", "truncated", "other")
+# -- what the destination stored (classes: `rules.states.ALTERATION_CLASSES`) ---------------
 
 
 def _header_length(data: bytes) -> int:
