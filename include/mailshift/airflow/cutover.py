@@ -344,10 +344,11 @@ def _post_swap(domain: str, pools: list[str], upstream: list):
 
 
 def build_cutover_dag(domain: str, building_ids: list[str], pools: list[str] | None = None) -> DAG:
-    safe = domain.replace(".", "_").replace("-", "_")
+    from mailshift.airflow.factory import cutover_dag_ids
+
     pools = sorted(pools or ["default_pool"])
     with DAG(
-        dag_id=f"mailshift_cutover_{safe}",
+        dag_id=cutover_dag_ids(domain)[0],
         description=f"MX cutover of {domain} ({len(building_ids)} buildings)",
         schedule=[building_asset(b) for b in building_ids] or None,
         catchup=False,
@@ -376,9 +377,10 @@ def lower_ttl(domain: str) -> dict:
 
 
 def build_ttl_dag(domain: str) -> DAG:
-    safe = domain.replace(".", "_").replace("-", "_")
+    from mailshift.airflow.factory import cutover_dag_ids
+
     with DAG(
-        dag_id=f"mailshift_lower_ttl_{safe}",
+        dag_id=cutover_dag_ids(domain)[1],
         description=f"Lower the MX TTL of {domain}, days before its cutover",
         schedule=None,
         catchup=False,
